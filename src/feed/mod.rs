@@ -1,0 +1,85 @@
+//! The traffic feed: TrafficReader publishes, support modules subscribe.
+//!
+//! Two backends: an in-process broadcast bus (embedded default) and Redis pub/sub.
+//! **Invariant:** `publish` never waits. A full feed drops the message and counts it.
+
+pub mod memory;
+pub mod redis;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::traffic::TrafficMessage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("redis {addr}: {source}")]
+    Redis {
+        addr: String,
+        #[source]
+        source: ::redis::RedisError,
+    },
+    #[error("the feed is closed")]
+    Closed,
+}
+
+/// The publishing side of a feed. Cheap to call on the request path.
+pub trait Publisher: Send + Sync {
+    /// Hands the message to the feed without waiting. Drops (and counts) when full.
+    fn publish(&self, msg: Arc<TrafficMessage>);
+    fn stats(&self) -> FeedStats;
+}
+
+/// What a subscriber gets next.
+#[derive(Debug)]
+pub enum Received {
+    Message(Arc<TrafficMessage>),
+    /// This many messages were lost to this subscriber (it was too slow, or the backend
+    /// was away); counted by the caller.
+    Lost(u64),
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// Waits for the next message. `Err(Closed)` when the feed is gone for good.
+    async fn recv(&mut self) -> Result<Received, FeedError>;
+    /// A message already waiting, without waiting for one (used to drain on stop).
+    fn try_recv(&mut self) -> Option<Received>;
+}
+
+/// A place to subscribe.
+#[async_trait]
+pub trait Feed: Send + Sync {
+    /// Subscribes now, so a bad setup fails at once (the subscription heals afterwards).
+    async fn subscribe(&self) -> Result<Box<dyn Subscription>, FeedError>;
+    /// How long a message published just now may take to reach a subscriber.
+    fn delivery_grace(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+/// Counters a publisher reports in status.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct FeedStats {
+    pub published: u64,
+    pub dropped: u64,
+}
+
+/// Atomic counters shared by a publisher and its status.
+#[derive(Debug, Default)]
+pub struct FeedCounters {
+    pub published: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+impl FeedCounters {
+    pub fn snapshot(&self) -> FeedStats {
+        FeedStats {
+            published: self.published.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,5 @@
+mod feed;
+mod store;
+mod traffic;
+mod window;
+fn main() {}

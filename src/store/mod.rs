@@ -1,0 +1,78 @@
+//! Where recordings and their traffic live: SQLite (embedded default) or MongoDB.
+//!
+//! One trait, implemented once per backend. Traffic writes come in batches of upserts
+//! keyed by (recording, transaction): a redelivered message never makes a duplicate.
+
+pub mod mongo;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::traffic::{Recording, TrafficDoc};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("mongodb {target}: {source}")]
+    Mongo {
+        target: String,
+        #[source]
+        source: mongodb::error::Error,
+    },
+    #[error("stored data could not be read: {0}")]
+    Corrupt(String),
+    #[error("the store's worker is gone")]
+    Gone,
+}
+
+/// Fields a client may set when creating or updating a recording.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// A short name for status and logs (`sqlite:/path`, `mongodb://host/db.coll`).
+    fn describe(&self) -> String;
+    async fn create_recording(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<Recording, StoreError>;
+    async fn list_recordings(&self) -> Result<Vec<Recording>, StoreError>;
+    async fn get_recording(&self, id: &str) -> Result<Option<Recording>, StoreError>;
+    async fn update_recording(
+        &self,
+        id: &str,
+        patch: &RecordingPatch,
+    ) -> Result<Option<Recording>, StoreError>;
+    /// Sets (or clears, with `None`) the start and stop times of a recording.
+    async fn mark_recording(
+        &self,
+        id: &str,
+        started_at: Option<DateTime<Utc>>,
+        stopped_at: Option<DateTime<Utc>>,
+    ) -> Result<Option<Recording>, StoreError>;
+    /// Deletes the recording and its traffic; false when there was no such recording.
+    async fn delete_recording(&self, id: &str) -> Result<bool, StoreError>;
+    /// Upserts each document by (recording, transaction); a document with a response
+    /// completes one without. Returns the number of documents written.
+    async fn write_traffic(&self, docs: &[TrafficDoc]) -> Result<u64, StoreError>;
+    /// Traffic of a recording in capture order: `offset` documents skipped, at most `limit`.
+    async fn traffic(
+        &self,
+        recording_id: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<TrafficDoc>, StoreError>;
+}

@@ -1,0 +1,1 @@
+//! MongoDB store (the seed's setup). Filled in by the MongoDB issue.

@@ -1,0 +1,264 @@
+//! The traffic message (the feed's wire format) and the documents the store keeps.
+//!
+//! The message shape is a compatibility contract (DESIGN.md, seed/recording.md): field
+//! names, nesting and the `{name: [values]}` maps must not change.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// `{name: [values]}`, the seed's shape for headers and query arguments.
+pub type MultiMap = BTreeMap<String, Vec<String>>;
+
+/// One event on the feed: a request, or a response together with its request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrafficMessage {
+    pub transaction_id: String,
+    pub request_id: String,
+    pub response_id: String,
+    pub request: RequestInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseInfo>,
+}
+
+impl TrafficMessage {
+    /// When the exchange began: the request's `createdAt`, parsed. Used to decide which
+    /// recording a transaction belongs to.
+    pub fn started_at(&self) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.request.created_at)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestInfo {
+    pub created_at: String,
+    pub client_protocol: String,
+    pub method: String,
+    pub uri: String,
+    pub path: String,
+    pub args: MultiMap,
+    pub headers: MultiMap,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<BodyCapture>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseInfo {
+    pub created_at: String,
+    pub client_protocol: String,
+    pub status_code: u16,
+    pub status_description: String,
+    pub headers: MultiMap,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<BodyCapture>,
+}
+
+/// A body as captured beside the stream: its full size, whether the capture stopped at
+/// the limit, and the captured bytes (UTF-8 text as is, anything else in base64).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BodyCapture {
+    pub size: u64,
+    pub truncated: bool,
+    pub encoding: BodyEncoding,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyEncoding {
+    Utf8,
+    Base64,
+}
+
+impl BodyCapture {
+    /// Builds the capture from the chunks kept (already cut at the limit) and the total
+    /// number of bytes that streamed through.
+    pub fn from_chunks(chunks: &[Bytes], size: u64) -> Self {
+        let kept: usize = chunks.iter().map(Bytes::len).sum();
+        let mut bytes = Vec::with_capacity(kept);
+        for c in chunks {
+            bytes.extend_from_slice(c);
+        }
+        let truncated = (kept as u64) < size;
+        match String::from_utf8(bytes) {
+            Ok(text) => Self {
+                size,
+                truncated,
+                encoding: BodyEncoding::Utf8,
+                data: text,
+            },
+            Err(e) => Self {
+                size,
+                truncated,
+                encoding: BodyEncoding::Base64,
+                data: base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
+            },
+        }
+    }
+}
+
+/// RFC 3339 UTC with microseconds, the format of every `createdAt` in a message.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// `HTTP/1.1`, `HTTP/2.0`: how the seed names the client's protocol.
+pub fn protocol_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Groups a header map into `{name: [values]}`; values that are not UTF-8 are kept lossily.
+pub fn header_multimap(headers: &http::HeaderMap) -> MultiMap {
+    let mut out = MultiMap::new();
+    for (name, value) in headers {
+        out.entry(name.as_str().to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    out
+}
+
+/// Parses a query string into `{name: [values]}`, percent-decoding names and values.
+pub fn query_multimap(query: Option<&str>) -> MultiMap {
+    let mut out = MultiMap::new();
+    let Some(q) = query else { return out };
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.entry(percent_decode(k))
+            .or_default()
+            .push(percent_decode(v));
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A recording: a named span of captured traffic.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Recording {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    pub count: u64,
+}
+
+/// One stored transaction of a recording; `response` is absent until the response
+/// event completes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficDoc {
+    pub recording_id: String,
+    pub transaction_id: String,
+    pub created_at: DateTime<Utc>,
+    pub request: RequestInfo,
+    pub response: Option<ResponseInfo>,
+}
+
+impl TrafficDoc {
+    /// The document a message makes (or completes) in a recording.
+    pub fn from_message(recording_id: &str, msg: &TrafficMessage) -> Self {
+        Self {
+            recording_id: recording_id.to_owned(),
+            transaction_id: msg.transaction_id.clone(),
+            created_at: msg.started_at().unwrap_or_else(Utc::now),
+            request: msg.request.clone(),
+            response: msg.response.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_args_keep_repeats_and_decode() {
+        let m = query_multimap(Some("a=1&a=2&b=x%20y&c&d=%zz&e=1+2"));
+        assert_eq!(m["a"], vec!["1", "2"]);
+        assert_eq!(m["b"], vec!["x y"]);
+        assert_eq!(m["c"], vec![""]);
+        assert_eq!(m["d"], vec!["%zz"]);
+        assert_eq!(m["e"], vec!["1 2"]);
+    }
+
+    #[test]
+    fn body_capture_marks_truncation_and_binary() {
+        let text =
+            BodyCapture::from_chunks(&[Bytes::from_static(b"hel"), Bytes::from_static(b"lo")], 5);
+        assert_eq!(
+            (text.encoding, text.truncated, text.data.as_str()),
+            (BodyEncoding::Utf8, false, "hello")
+        );
+        let bin = BodyCapture::from_chunks(&[Bytes::from_static(&[0xff, 0x00])], 10);
+        assert_eq!(
+            (bin.encoding, bin.truncated, bin.data.as_str()),
+            (BodyEncoding::Base64, true, "/wA=")
+        );
+    }
+
+    #[test]
+    fn message_round_trips_in_seed_shape() {
+        let msg = TrafficMessage {
+            transaction_id: "t".into(),
+            request_id: "q".into(),
+            response_id: "r".into(),
+            request: RequestInfo {
+                created_at: timestamp(Utc::now()),
+                client_protocol: "HTTP/1.1".into(),
+                method: "GET".into(),
+                uri: "/a?b=1".into(),
+                path: "/a".into(),
+                args: query_multimap(Some("b=1")),
+                headers: MultiMap::new(),
+                body: None,
+            },
+            response: None,
+        };
+        let json = serde_json::to_value(&msg).unwrap();
+        assert!(json["request"]["createdAt"].is_string());
+        assert!(json["request"]["clientProtocol"].is_string());
+        assert!(json.get("response").is_none());
+        let back: TrafficMessage = serde_json::from_value(json).unwrap();
+        assert_eq!(back, msg);
+    }
+}
