@@ -26,6 +26,9 @@ pub enum FeedError {
     Closed,
 }
 
+/// The channel (and, for the window, the key) of the seed.
+pub const DEFAULT_CHANNEL: &str = "heliosburn.traffic";
+
 /// The publishing side of a feed. Cheap to call on the request path.
 pub trait Publisher: Send + Sync {
     /// Hands the message to the feed without waiting. Drops (and counts) when full.

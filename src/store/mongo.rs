@@ -1,1 +1,62 @@
-//! MongoDB store (the seed's setup). Filled in by the MongoDB issue.
+//! Placeholder until the MongoDB store lands.
+use super::StoreError;
+
+pub struct MongoStore;
+
+impl MongoStore {
+    pub async fn connect(_uri: &str, _db: &str, _collection: &str) -> Result<Self, StoreError> {
+        Err(StoreError::Gone)
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Store for MongoStore {
+    fn describe(&self) -> String {
+        "placeholder".into()
+    }
+    async fn create_recording(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<crate::traffic::Recording, StoreError> {
+        Err(StoreError::Gone)
+    }
+    async fn list_recordings(&self) -> Result<Vec<crate::traffic::Recording>, StoreError> {
+        Err(StoreError::Gone)
+    }
+    async fn get_recording(
+        &self,
+        _: &str,
+    ) -> Result<Option<crate::traffic::Recording>, StoreError> {
+        Err(StoreError::Gone)
+    }
+    async fn update_recording(
+        &self,
+        _: &str,
+        _: &super::RecordingPatch,
+    ) -> Result<Option<crate::traffic::Recording>, StoreError> {
+        Err(StoreError::Gone)
+    }
+    async fn mark_recording(
+        &self,
+        _: &str,
+        _: Option<chrono::DateTime<chrono::Utc>>,
+        _: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Option<crate::traffic::Recording>, StoreError> {
+        Err(StoreError::Gone)
+    }
+    async fn delete_recording(&self, _: &str) -> Result<bool, StoreError> {
+        Err(StoreError::Gone)
+    }
+    async fn write_traffic(&self, _: &[crate::traffic::TrafficDoc]) -> Result<u64, StoreError> {
+        Err(StoreError::Gone)
+    }
+    async fn traffic(
+        &self,
+        _: &str,
+        _: u64,
+        _: u64,
+    ) -> Result<Vec<crate::traffic::TrafficDoc>, StoreError> {
+        Err(StoreError::Gone)
+    }
+}

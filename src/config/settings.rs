@@ -1,0 +1,446 @@
+//! The proxy's own settings file (`--config`), validated into [`Settings`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::{parse_yaml, read_file, yaml_kind, ConfigError, Problems};
+
+/// The upstream service every request is forwarded to (plain HTTP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    /// Accepts `http://host:port`, `http://host` (port 80) or `host:port`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let rest = match text.split_once("://") {
+            Some(("http", rest)) => rest,
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "`{text}`: only http:// upstreams are supported, not {scheme}://"
+                ))
+            }
+            None => text,
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return Err(format!(
+                "`{text}`: an upstream is scheme://host:port, without a path"
+            ));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("`{text}`: port `{p}` is not a number from 1 to 65535"))?;
+                (h, port)
+            }
+            _ => (rest, 80),
+        };
+        if host.is_empty() || port == 0 {
+            return Err(format!("`{text}`: expected http://host:port"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}:{}", self.host, self.port)
+    }
+}
+
+/// Where the Redis control channel lives and what its channels are called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlChannel {
+    pub redis_url: String,
+    pub request_channel: String,
+    pub response_channel: String,
+}
+
+/// Validated proxy settings: files, then flags over them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub upstream: Option<Upstream>,
+    pub mgmt: SocketAddr,
+    pub preserve_host: bool,
+    pub connect_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub data_dir: PathBuf,
+    pub log_level: String,
+    pub control: Option<ControlChannel>,
+    /// Messages the in-process feed holds for a subscriber that falls behind.
+    pub bus_capacity: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8880)),
+            upstream: None,
+            mgmt: SocketAddr::from(([127, 0, 0, 1], 5150)),
+            preserve_host: false,
+            connect_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            data_dir: PathBuf::from("./heliosburn-data"),
+            log_level: "info".into(),
+            control: None,
+            bus_capacity: crate::feed::memory::DEFAULT_CAPACITY,
+        }
+    }
+}
+
+/// The settings file as written. Every field is optional; defaults fill the rest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsFile {
+    /// Proxy listener, `host:port` (an IP address).
+    pub bind: Option<String>,
+    /// Upstream service, `http://host:port`.
+    pub upstream: Option<String>,
+    /// Management API listener, `host:port`.
+    pub management: Option<String>,
+    /// Forward the client's Host header instead of the upstream's.
+    pub preserve_host: Option<bool>,
+    /// Seconds to wait for a TCP connection to the upstream.
+    pub connect_timeout: Option<f64>,
+    /// Seconds to wait for the upstream's response headers before answering 504.
+    pub upstream_timeout: Option<f64>,
+    /// Seconds in-flight exchanges get to finish on shutdown.
+    pub drain_timeout: Option<f64>,
+    /// Directory of the embedded store.
+    pub data_dir: Option<PathBuf>,
+    /// Messages the in-process feed holds for a subscriber that falls behind.
+    pub bus_capacity: Option<usize>,
+    pub log: Option<LogSection>,
+    pub control: Option<ControlSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    pub redis_host: Option<String>,
+    pub redis_port: Option<u16>,
+    pub redis_db: Option<i64>,
+    /// Channel the proxy reads requests from (default `proxy_mgmt_request`).
+    pub request_channel: Option<String>,
+    /// Channel the proxy answers on (default `proxy_mgmt_response`).
+    pub response_channel: Option<String>,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "bind",
+    "upstream",
+    "management",
+    "preserve_host",
+    "connect_timeout",
+    "upstream_timeout",
+    "drain_timeout",
+    "data_dir",
+    "bus_capacity",
+    "log",
+    "control",
+];
+
+impl SettingsFile {
+    /// Reads and checks a settings file, collecting every problem.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        Self::parse(&file, &read_file(path)?)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let value = parse_yaml(file, text, TOP_KEYS)?;
+        let mut problems = Problems::new(file);
+        let map = match value {
+            yaml_serde::Value::Mapping(m) => m,
+            yaml_serde::Value::Null => return Ok(Self::default()),
+            other => {
+                problems.add(
+                    "",
+                    format!(
+                        "expected a mapping of settings, found {}",
+                        yaml_kind(&other)
+                    ),
+                );
+                return Err(ConfigError {
+                    problems: problems.list,
+                });
+            }
+        };
+        let mut out = Self::default();
+        for (k, v) in map {
+            let Some(key) = k.as_str() else {
+                problems.add("", format!("keys must be strings, found {}", yaml_kind(&k)));
+                continue;
+            };
+            match key {
+                "bind" => out.bind = field(&mut problems, key, v, "an address like 127.0.0.1:8880"),
+                "upstream" => out.upstream = field(&mut problems, key, v, "a URL like http://127.0.0.1:8080"),
+                "management" => out.management = field(&mut problems, key, v, "an address like 127.0.0.1:5150"),
+                "preserve_host" => out.preserve_host = field(&mut problems, key, v, "true or false"),
+                "connect_timeout" => out.connect_timeout = field(&mut problems, key, v, "seconds, a number"),
+                "upstream_timeout" => out.upstream_timeout = field(&mut problems, key, v, "seconds, a number"),
+                "drain_timeout" => out.drain_timeout = field(&mut problems, key, v, "seconds, a number"),
+                "data_dir" => out.data_dir = field(&mut problems, key, v, "a directory path"),
+                "bus_capacity" => out.bus_capacity = field(&mut problems, key, v, "a number of messages"),
+                "log" => out.log = field(&mut problems, key, v, "a mapping with `level`"),
+                "control" => {
+                    out.control = field(
+                        &mut problems,
+                        key,
+                        v,
+                        "a mapping of redis_host, redis_port, redis_db, request_channel, response_channel",
+                    )
+                }
+                other => problems.add(other, format!("unknown setting; known settings are: {}", TOP_KEYS.join(", "))),
+            }
+        }
+        if problems.list.is_empty() {
+            Ok(out)
+        } else {
+            Err(ConfigError {
+                problems: problems.list,
+            })
+        }
+    }
+}
+
+/// Deserializes one key, recording a problem (with what was expected) when it fails.
+fn field<T: DeserializeOwned>(
+    problems: &mut Problems,
+    key: &str,
+    v: yaml_serde::Value,
+    expected: &str,
+) -> Option<T> {
+    let kind = yaml_kind(&v);
+    match yaml_serde::from_value::<Option<T>>(v) {
+        Ok(t) => t,
+        Err(e) => {
+            let detail = e.to_string();
+            if detail.starts_with("unknown field") {
+                problems.add(key, detail);
+            } else {
+                problems.add(key, format!("expected {expected}, found {kind}"));
+            }
+            None
+        }
+    }
+}
+
+/// Flags that override the files. `None` leaves the file's value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub bind: Option<String>,
+    pub upstream: Option<String>,
+    pub mgmt: Option<String>,
+    pub preserve_host: bool,
+    pub data_dir: Option<PathBuf>,
+    pub log_level: Option<String>,
+}
+
+impl Settings {
+    /// Merges file and flags (flags win) and validates the result.
+    pub fn build(
+        file_name: &str,
+        file: SettingsFile,
+        flags: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut problems = Problems::new(file_name);
+        let mut s = Settings::default();
+        let flag_problems = |key: &str| {
+            if flags_name(key).is_empty() {
+                key.to_owned()
+            } else {
+                flags_name(key)
+            }
+        };
+
+        let bind = flags.bind.clone().or(file.bind);
+        if let Some(b) = bind {
+            match b.parse::<SocketAddr>() {
+                Ok(a) => s.bind = a,
+                Err(_) => problems.add(
+                    flag_problems("bind"),
+                    format!("`{b}` is not an address like 127.0.0.1:8880"),
+                ),
+            }
+        }
+        let mgmt = flags.mgmt.clone().or(file.management);
+        if let Some(m) = mgmt {
+            match m.parse::<SocketAddr>() {
+                Ok(a) => s.mgmt = a,
+                Err(_) => problems.add(
+                    flag_problems("management"),
+                    format!("`{m}` is not an address like 127.0.0.1:5150"),
+                ),
+            }
+        }
+        if let Some(u) = flags.upstream.clone().or(file.upstream) {
+            match Upstream::parse(&u) {
+                Ok(up) => s.upstream = Some(up),
+                Err(e) => problems.add(flag_problems("upstream"), e),
+            }
+        }
+        s.preserve_host = flags.preserve_host || file.preserve_host.unwrap_or(false);
+        for (key, value, slot) in [
+            (
+                "connect_timeout",
+                file.connect_timeout,
+                &mut s.connect_timeout,
+            ),
+            (
+                "upstream_timeout",
+                file.upstream_timeout,
+                &mut s.upstream_timeout,
+            ),
+            ("drain_timeout", file.drain_timeout, &mut s.drain_timeout),
+        ] {
+            if let Some(secs) = value {
+                match Duration::try_from_secs_f64(secs) {
+                    Ok(d) if !d.is_zero() => *slot = d,
+                    _ => problems.add(
+                        key,
+                        format!("expected a positive number of seconds, found {secs}"),
+                    ),
+                }
+            }
+        }
+        if let Some(d) = flags.data_dir.clone().or(file.data_dir) {
+            s.data_dir = d;
+        }
+        match file.bus_capacity {
+            Some(0) => problems.add("bus_capacity", "expected a number of messages above 0"),
+            Some(n) => s.bus_capacity = n,
+            None => {}
+        }
+        if let Some(level) = flags.log_level.clone().or(file.log.and_then(|l| l.level)) {
+            if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+                problems.add(
+                    "log.level",
+                    format!("`{level}` is not a log level (error, warn, info, debug, trace)"),
+                );
+            }
+            s.log_level = level;
+        }
+        if let Some(c) = file.control {
+            let host = c.redis_host.unwrap_or_else(|| "127.0.0.1".into());
+            if host.parse::<IpAddr>().is_err() && host.contains(['/', ' ', ':']) {
+                problems.add(
+                    "control.redis_host",
+                    format!("`{host}` is not a host name or address"),
+                );
+            }
+            s.control = Some(ControlChannel {
+                redis_url: redis_url(&host, c.redis_port.unwrap_or(6379), c.redis_db.unwrap_or(0)),
+                request_channel: c
+                    .request_channel
+                    .unwrap_or_else(|| "proxy_mgmt_request".into()),
+                response_channel: c
+                    .response_channel
+                    .unwrap_or_else(|| "proxy_mgmt_response".into()),
+            });
+        }
+        if problems.list.is_empty() {
+            Ok(s)
+        } else {
+            Err(ConfigError {
+                problems: problems.list,
+            })
+        }
+    }
+}
+
+/// Names the flag that set a key, for messages about flag values.
+fn flags_name(key: &str) -> String {
+    match key {
+        "bind" => "bind (or --bind)".into(),
+        "management" => "management (or --mgmt)".into(),
+        "upstream" => "upstream (or --upstream)".into(),
+        _ => String::new(),
+    }
+}
+
+/// `redis://host:port/db`.
+pub fn redis_url(host: &str, port: u16, db: i64) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("redis://[{host}]:{port}/{db}")
+    } else {
+        format!("redis://{host}:{port}/{db}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_forms() {
+        assert_eq!(
+            Upstream::parse("http://127.0.0.1:9000").unwrap(),
+            Upstream {
+                host: "127.0.0.1".into(),
+                port: 9000
+            }
+        );
+        assert_eq!(Upstream::parse("localhost:81").unwrap().port, 81);
+        assert_eq!(Upstream::parse("http://example.com").unwrap().port, 80);
+        assert!(Upstream::parse("https://x:1")
+            .unwrap_err()
+            .contains("only http://"));
+        assert!(Upstream::parse("http://x:99999").is_err());
+        assert!(Upstream::parse("http://x:1/path").is_err());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let err = SettingsFile::parse("p.yaml", "bind: [1]\nupstrem: x\npreserve_host: maybe\n")
+            .unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["bind", "upstrem", "preserve_host"]);
+        assert!(err.to_string().contains("p.yaml: upstrem: unknown setting"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = SettingsFile::parse(
+            "p.yaml",
+            "bind: 127.0.0.1:1000\nupstream: http://127.0.0.1:2000\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            bind: Some("127.0.0.1:3000".into()),
+            ..Default::default()
+        };
+        let s = Settings::build("p.yaml", file, &flags).unwrap();
+        assert_eq!(s.bind.port(), 3000);
+        assert_eq!(s.upstream.unwrap().port, 2000);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let file = SettingsFile::parse("p.yaml", "bind: nowhere\nupstream_timeout: -1\n").unwrap();
+        let err = Settings::build("p.yaml", file, &Overrides::default()).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.to_string().contains("`nowhere` is not an address"));
+    }
+}

@@ -1,0 +1,314 @@
+//! The HTTP management API: the control operations plus recordings as resources and the
+//! live window. JSON in, JSON out; errors are `{"error": ...}` with a fitting status.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{recording_reply, ControlCommand, ControlRequest, Controller, Reply};
+use crate::recording::RecordingError;
+use crate::store::RecordingPatch;
+
+/// Most traffic documents one page may hold.
+pub const MAX_PAGE: u64 = 10_000;
+
+pub fn router(ctl: Arc<Controller>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/control", post(control))
+        .route("/modules/{name}/{action}", post(module_action))
+        .route("/proxy", get(proxy).put(proxy_update))
+        .route("/proxy/{action}", post(proxy_action))
+        .route("/test", post(selftest))
+        .route("/recording", get(list_recordings).post(create_recording))
+        .route(
+            "/recording/{id}",
+            get(get_recording)
+                .put(update_recording)
+                .delete(delete_recording),
+        )
+        .route("/recording/{id}/traffic", get(recording_traffic))
+        .route("/recording/{id}/start", post(start_recording))
+        .route("/recording/{id}/stop", post(stop_recording))
+        .route("/traffic", get(live_traffic))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see the README for the API",
+            )
+        })
+        .with_state(ctl)
+}
+
+/// An error as the API returns it.
+pub struct ApiError {
+    code: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(code: StatusCode, message: impl ToString) -> Self {
+        Self {
+            code,
+            body: json!({ "error": message.to_string() }),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.code, Json(self.body)).into_response()
+    }
+}
+
+impl From<RecordingError> for ApiError {
+    fn from(e: RecordingError) -> Self {
+        let reply = recording_reply::<()>(Err(e));
+        let code = StatusCode::from_u16(reply.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        match reply.message {
+            Value::String(s) => ApiError::new(code, s),
+            body => ApiError { code, body },
+        }
+    }
+}
+
+/// A control reply as an HTTP response: the code becomes the status.
+fn reply(r: Reply) -> Response {
+    let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, Json(r)).into_response()
+}
+
+/// Parses a JSON body, answering 400 with serde's reason when it does not fit.
+fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+#[derive(Deserialize)]
+struct ModuleQuery {
+    module: Option<String>,
+}
+
+async fn status(State(ctl): State<Arc<Controller>>, Query(q): Query<ModuleQuery>) -> Response {
+    reply(ctl.apply(ControlCommand::Status(q.module)).await)
+}
+
+async fn control(State(ctl): State<Arc<Controller>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: ControlRequest = parse_json(&body)?;
+    Ok(reply(ctl.handle(&req).await))
+}
+
+async fn module_action(
+    State(ctl): State<Arc<Controller>>,
+    Path((name, action)): Path<(String, String)>,
+) -> Response {
+    let cmd = match action.as_str() {
+        "start" => ControlCommand::Start(Some(name)),
+        "stop" => ControlCommand::Stop(Some(name)),
+        "reset" => ControlCommand::Reset(Some(name)),
+        "reload" => ControlCommand::Reload(Some(name)),
+        other => {
+            return reply(Reply::error(
+                404,
+                format!("no module action `{other}`; use start, stop, reset or reload"),
+            ))
+        }
+    };
+    reply(ctl.apply(cmd).await)
+}
+
+async fn proxy(State(ctl): State<Arc<Controller>>) -> Json<Value> {
+    Json(ctl.proxy_status())
+}
+
+async fn proxy_action(State(ctl): State<Arc<Controller>>, Path(action): Path<String>) -> Response {
+    match action.as_str() {
+        "start" => reply(ctl.apply(ControlCommand::Start(None)).await),
+        "stop" => reply(ctl.apply(ControlCommand::Stop(None)).await),
+        other => reply(Reply::error(
+            404,
+            format!("no proxy action `{other}`; use start or stop"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxyUpdate {
+    upstream_host: Option<Value>,
+    upstream_port: Option<Value>,
+    bind_host: Option<Value>,
+    bind_port: Option<Value>,
+}
+
+/// Applies each given field as its operation, in a fixed order; stops at the first error.
+async fn proxy_update(
+    State(ctl): State<Arc<Controller>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let u: ProxyUpdate = parse_json(&body)?;
+    let mut last = Reply::ok(ctl.proxy_status());
+    for (op, param) in [
+        ("upstream_host", u.upstream_host),
+        ("upstream_port", u.upstream_port),
+        ("bind_host", u.bind_host),
+        ("bind_port", u.bind_port),
+    ] {
+        if let Some(param) = param {
+            last = ctl
+                .handle(&ControlRequest {
+                    operation: op.into(),
+                    param,
+                    key: None,
+                })
+                .await;
+            if last.code != 200 {
+                break;
+            }
+        }
+    }
+    Ok(reply(last))
+}
+
+async fn selftest(State(ctl): State<Arc<Controller>>) -> Response {
+    reply(ctl.apply(ControlCommand::Test).await)
+}
+
+async fn list_recordings(State(ctl): State<Arc<Controller>>) -> Result<Json<Value>, ApiError> {
+    let list = ctl.recordings.list().await?;
+    Ok(Json(json!({ "count": list.len(), "recordings": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRecording {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create_recording(
+    State(ctl): State<Arc<Controller>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let new: NewRecording = parse_json(&body)?;
+    if new.name.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "`name` must not be empty",
+        ));
+    }
+    let rec = ctl
+        .recordings
+        .create(new.name.trim(), &new.description)
+        .await?;
+    let location = format!("/recording/{}", rec.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(rec),
+    )
+        .into_response())
+}
+
+async fn get_recording(
+    State(ctl): State<Arc<Controller>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(ctl.recordings.get(&id).await?).into_response())
+}
+
+async fn update_recording(
+    State(ctl): State<Arc<Controller>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let patch: RecordingPatch = parse_json(&body)?;
+    if patch.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "`name` must not be empty",
+        ));
+    }
+    Ok(Json(ctl.recordings.update(&id, &patch).await?).into_response())
+}
+
+async fn delete_recording(
+    State(ctl): State<Arc<Controller>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    ctl.recordings.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct Page {
+    /// Index of the first document (0-based).
+    start: Option<u64>,
+    /// How many documents, at most [`MAX_PAGE`].
+    offset: Option<u64>,
+}
+
+async fn recording_traffic(
+    State(ctl): State<Arc<Controller>>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let start = page.start.unwrap_or(0);
+    let limit = page.offset.unwrap_or(100).min(MAX_PAGE);
+    let rec = ctl.recordings.get(&id).await?;
+    let traffic = ctl.recordings.traffic(&id, start, limit).await?;
+    Ok(Json(json!({
+        "recordingId": id,
+        "start": start,
+        "offset": traffic.len(),
+        "count": rec.count,
+        "traffic": traffic,
+    })))
+}
+
+async fn start_recording(
+    State(ctl): State<Arc<Controller>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(ctl.recordings.start(&id).await?).into_response())
+}
+
+async fn stop_recording(
+    State(ctl): State<Arc<Controller>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(ctl.recordings.stop(Some(&id)).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct Since {
+    since: Option<i64>,
+}
+
+async fn live_traffic(
+    State(ctl): State<Arc<Controller>>,
+    Query(q): Query<Since>,
+) -> Result<Json<Value>, ApiError> {
+    let page = ctl
+        .window
+        .read_since(q.since.unwrap_or(0))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    Ok(Json(
+        json!({ "cursor": page.cursor, "count": page.messages.len(), "messages": page.messages }),
+    ))
+}

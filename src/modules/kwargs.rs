@@ -1,0 +1,76 @@
+//! Pieces of kwargs shared by several modules.
+
+use serde::{Deserialize, Deserializer};
+
+use crate::config::settings::redis_url;
+
+/// A port written as a number or, as the seed writes `mongo_port`, a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        let bad = || {
+            serde::de::Error::custom(
+                "expected a port from 1 to 65535 (a number or a string of digits)",
+            )
+        };
+        let n = match Raw::deserialize(d)? {
+            Raw::Num(n) => n,
+            Raw::Text(s) => s.trim().parse::<u64>().map_err(|_| bad())?,
+        };
+        u16::try_from(n)
+            .ok()
+            .filter(|p| *p != 0)
+            .map(Port)
+            .ok_or_else(bad)
+    }
+}
+
+/// Where a module's Redis is, when its kwargs name one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    pub url: String,
+}
+
+/// Builds the Redis URL from `redis_host`/`redis_port`/`redis_db` when any is given.
+pub fn redis_target(
+    host: &Option<String>,
+    port: Option<Port>,
+    db: Option<i64>,
+) -> Option<RedisTarget> {
+    if host.is_none() && port.is_none() {
+        return None;
+    }
+    let host = host.as_deref().unwrap_or("127.0.0.1");
+    Some(RedisTarget {
+        url: redis_url(host, port.map_or(6379, |p| p.0), db.unwrap_or(0)),
+    })
+}
+
+/// Checks kwargs against their typed form, turning the serde message into a problem text.
+pub fn check<T: serde::de::DeserializeOwned>(kwargs: &yaml_serde::Value) -> Result<T, String> {
+    yaml_serde::from_value(kwargs.clone()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_as_numbers_or_strings() {
+        assert_eq!(
+            yaml_serde::from_str::<Port>("'27017'").unwrap(),
+            Port(27017)
+        );
+        assert_eq!(yaml_serde::from_str::<Port>("6379").unwrap(), Port(6379));
+        assert!(yaml_serde::from_str::<Port>("'x'").is_err());
+        assert!(yaml_serde::from_str::<Port>("70000").is_err());
+    }
+}

@@ -1,0 +1,59 @@
+//! AddHeader: sets headers on requests and/or responses. Small, but it shows (and the
+//! tests check) that pipeline modules can change the exchange and run in order.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use super::{Exchange, PipelineModule};
+use http::header::{HeaderName, HeaderValue};
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddHeaderKwargs {
+    /// Headers appended to each request before it goes upstream.
+    #[serde(default)]
+    pub request: BTreeMap<String, String>,
+    /// Headers appended to each response before it goes to the client.
+    #[serde(default)]
+    pub response: BTreeMap<String, String>,
+}
+
+pub struct AddHeader {
+    request: Vec<(HeaderName, HeaderValue)>,
+    response: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl AddHeaderKwargs {
+    /// Checks every name and value; the error names the bad one.
+    pub fn parse(&self) -> Result<AddHeader, String> {
+        let conv = |m: &BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| {
+                    let name = HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|_| format!("`{k}` is not a header name"))?;
+                    let value = HeaderValue::from_str(v)
+                        .map_err(|_| format!("`{v}` is not a header value"))?;
+                    Ok((name, value))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        };
+        Ok(AddHeader {
+            request: conv(&self.request)?,
+            response: conv(&self.response)?,
+        })
+    }
+}
+
+impl PipelineModule for AddHeader {
+    fn on_request(&self, _ex: &mut Exchange, req: &mut http::request::Parts) {
+        for (k, v) in &self.request {
+            req.headers.append(k.clone(), v.clone());
+        }
+    }
+
+    fn on_response(&self, _ex: &mut Exchange, resp: &mut http::response::Parts) {
+        for (k, v) in &self.response {
+            resp.headers.append(k.clone(), v.clone());
+        }
+    }
+}

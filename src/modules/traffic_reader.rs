@@ -1,0 +1,145 @@
+//! TrafficReader: publishes each exchange to the traffic feed, one message when the
+//! request arrives and one (with the request again) when the response has been sent.
+//! Bodies are captured beside the stream up to `body_limit`.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::kwargs::{redis_target, Port, RedisTarget};
+use super::{Exchange, PipelineModule};
+use crate::feed::Publisher;
+use crate::traffic::{self, ResponseInfo, TrafficMessage};
+
+/// Default capture per body direction: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderKwargs {
+    pub redis_host: Option<String>,
+    pub redis_port: Option<Port>,
+    pub redis_db: Option<i64>,
+    /// Channel to publish on (default `heliosburn.traffic`).
+    pub redis_pub_queue: Option<String>,
+    /// Bytes captured per body direction; 0 turns capture off.
+    pub body_limit: Option<usize>,
+    /// Messages waiting to be sent to Redis before new ones are dropped.
+    pub queue_capacity: Option<usize>,
+}
+
+impl ReaderKwargs {
+    pub fn redis(&self) -> Option<RedisTarget> {
+        redis_target(&self.redis_host, self.redis_port, self.redis_db)
+    }
+
+    pub fn channel(&self) -> String {
+        self.redis_pub_queue
+            .clone()
+            .unwrap_or_else(|| crate::feed::DEFAULT_CHANNEL.into())
+    }
+}
+
+pub struct TrafficReader {
+    publisher: Arc<dyn Publisher>,
+    body_limit: usize,
+}
+
+/// What the reader keeps between an exchange's phases.
+#[derive(Clone)]
+struct Pending {
+    request: Arc<TrafficMessage>,
+    response: Option<ResponseInfo>,
+}
+
+impl TrafficReader {
+    pub fn new(publisher: Arc<dyn Publisher>, kwargs: &ReaderKwargs) -> Self {
+        Self {
+            publisher,
+            body_limit: kwargs.body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
+        }
+    }
+}
+
+impl PipelineModule for TrafficReader {
+    fn on_request(&self, ex: &mut Exchange, req: &mut http::request::Parts) {
+        let msg = Arc::new(TrafficMessage {
+            transaction_id: uuid::Uuid::new_v4().to_string(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            response_id: uuid::Uuid::new_v4().to_string(),
+            request: traffic::RequestInfo {
+                created_at: traffic::timestamp(ex.started_at),
+                client_protocol: traffic::protocol_name(ex.client_version).into(),
+                method: req.method.to_string(),
+                uri: req
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| req.uri.to_string(), |pq| pq.to_string()),
+                path: req.uri.path().to_owned(),
+                args: traffic::query_multimap(req.uri.query()),
+                headers: traffic::header_multimap(&req.headers),
+                body: None,
+            },
+            response: None,
+        });
+        self.publisher.publish(msg.clone());
+        ex.extensions.insert(Pending {
+            request: msg,
+            response: None,
+        });
+    }
+
+    fn on_response(&self, ex: &mut Exchange, resp: &mut http::response::Parts) {
+        let Some(pending) = ex.extensions.get_mut::<Pending>() else {
+            return;
+        };
+        let description = resp
+            .extensions
+            .get::<hyper::ext::ReasonPhrase>()
+            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+            .unwrap_or_else(|| resp.status.canonical_reason().unwrap_or("").to_owned());
+        let info = ResponseInfo {
+            created_at: traffic::timestamp(Utc::now()),
+            client_protocol: traffic::protocol_name(ex.client_version).into(),
+            status_code: resp.status.as_u16(),
+            status_description: description,
+            headers: traffic::header_multimap(&resp.headers),
+            body: None,
+        };
+        pending.response = Some(info);
+    }
+
+    fn on_complete(&self, ex: &mut Exchange) {
+        let Some(pending) = ex.extensions.remove::<Pending>() else {
+            return;
+        };
+        // A response the proxy made itself (502/504) never passed on_response.
+        let mut response = pending.response.unwrap_or_else(|| {
+            let status = ex.status.unwrap_or(http::StatusCode::BAD_GATEWAY);
+            ResponseInfo {
+                created_at: traffic::timestamp(Utc::now()),
+                client_protocol: traffic::protocol_name(ex.client_version).into(),
+                status_code: status.as_u16(),
+                status_description: status.canonical_reason().unwrap_or("").to_owned(),
+                headers: Default::default(),
+                body: None,
+            }
+        });
+        let mut msg = TrafficMessage::clone(&pending.request);
+        if self.body_limit > 0 {
+            msg.request.body = ex.request_body.as_ref().map(|c| c.to_body());
+            response.body = ex.response_body.as_ref().map(|c| c.to_body());
+        }
+        msg.response = Some(response);
+        self.publisher.publish(Arc::new(msg));
+    }
+
+    fn capture_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    fn counters(&self) -> serde_json::Value {
+        serde_json::to_value(self.publisher.stats()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,367 @@
+//! TrafficRecorder: subscribes to the feed and, while a recording runs, stores one
+//! traffic document per transaction, written in batches.
+//!
+//! A batch is written when it holds `batch_size` documents or `flush_ms` after its first
+//! message, whichever comes first; a kill -9 loses at most that batch. A failed write is
+//! kept and retried, up to `max_pending` documents, beyond which documents are dropped
+//! and counted as failed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::background::Background;
+use super::kwargs::{redis_target, Port, RedisTarget};
+use super::{ModuleError, SupportModule};
+use crate::feed::{Feed, Received, Subscription};
+use crate::recording::{FlushRequest, Recordings, Target};
+use crate::traffic::{TrafficDoc, TrafficMessage};
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecorderKwargs {
+    pub redis_host: Option<String>,
+    pub redis_port: Option<Port>,
+    pub redis_db: Option<i64>,
+    /// Channel to subscribe to (default `heliosburn.traffic`).
+    pub redis_sub_queue: Option<String>,
+    pub mongo_host: Option<String>,
+    pub mongo_port: Option<Port>,
+    pub mongo_db: Option<String>,
+    pub mongo_collection: Option<String>,
+    /// A full connection string (replica sets, clusters); wins over host and port.
+    pub mongo_uri: Option<String>,
+    /// Documents per write (default 1000).
+    pub batch_size: Option<usize>,
+    /// Longest a received message waits before it is written, in ms (default 20).
+    pub flush_ms: Option<u64>,
+    /// Documents kept for retry while the store is failing (default 100000).
+    pub max_pending: Option<usize>,
+}
+
+/// Where the recorder's documents go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreTarget {
+    Sqlite,
+    Mongo {
+        uri: String,
+        db: String,
+        collection: String,
+    },
+}
+
+impl RecorderKwargs {
+    pub fn redis(&self) -> Option<RedisTarget> {
+        redis_target(&self.redis_host, self.redis_port, self.redis_db)
+    }
+
+    pub fn channel(&self) -> String {
+        self.redis_sub_queue
+            .clone()
+            .unwrap_or_else(|| crate::feed::DEFAULT_CHANNEL.into())
+    }
+
+    pub fn store(&self) -> StoreTarget {
+        let named =
+            self.mongo_uri.is_some() || self.mongo_host.is_some() || self.mongo_port.is_some();
+        if !named {
+            return StoreTarget::Sqlite;
+        }
+        let uri = self.mongo_uri.clone().unwrap_or_else(|| {
+            let host = self.mongo_host.as_deref().unwrap_or("127.0.0.1");
+            format!(
+                "mongodb://{host}:{}/?directConnection=true",
+                self.mongo_port.map_or(27017, |p| p.0)
+            )
+        });
+        StoreTarget::Mongo {
+            uri,
+            db: self.mongo_db.clone().unwrap_or_else(|| "proxy".into()),
+            collection: self
+                .mongo_collection
+                .clone()
+                .unwrap_or_else(|| "traffic".into()),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    received: AtomicU64,
+    recorded: AtomicU64,
+    ignored: AtomicU64,
+    lost: AtomicU64,
+    failed: AtomicU64,
+    pending: AtomicU64,
+}
+
+#[derive(Serialize)]
+struct CountersView {
+    received: u64,
+    recorded: u64,
+    ignored: u64,
+    lost: u64,
+    failed: u64,
+    pending: u64,
+    store: String,
+}
+
+#[derive(Clone, Copy)]
+struct Tuning {
+    batch_size: usize,
+    flush: Duration,
+    max_pending: usize,
+}
+
+pub struct TrafficRecorder {
+    feed: Arc<dyn Feed>,
+    recordings: Arc<Recordings>,
+    tuning: Tuning,
+    counters: Arc<Counters>,
+    background: Background,
+}
+
+impl TrafficRecorder {
+    pub fn new(feed: Arc<dyn Feed>, recordings: Arc<Recordings>, kwargs: &RecorderKwargs) -> Self {
+        Self {
+            feed,
+            recordings,
+            tuning: Tuning {
+                batch_size: kwargs.batch_size.unwrap_or(1000).max(1),
+                flush: Duration::from_millis(kwargs.flush_ms.unwrap_or(20).max(1)),
+                max_pending: kwargs.max_pending.unwrap_or(100_000).max(1),
+            },
+            counters: Arc::default(),
+            background: Background::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl SupportModule for TrafficRecorder {
+    async fn start(&self) -> Result<(), ModuleError> {
+        self.stop().await;
+        let sub = self.feed.subscribe().await?;
+        let (flush_tx, flush_rx) = mpsc::channel(4);
+        self.recordings.set_recorder(Some(flush_tx));
+        let worker = Worker {
+            recordings: self.recordings.clone(),
+            counters: self.counters.clone(),
+            tuning: self.tuning,
+            grace: self.feed.delivery_grace(),
+            batch: Batch::default(),
+        };
+        self.background
+            .spawn(|cancel| worker.run(sub, flush_rx, cancel));
+        Ok(())
+    }
+
+    async fn stop(&self) {
+        self.recordings.set_recorder(None);
+        self.background.stop().await;
+    }
+
+    fn counters(&self) -> serde_json::Value {
+        let c = &self.counters;
+        let view = CountersView {
+            received: c.received.load(Ordering::Relaxed),
+            recorded: c.recorded.load(Ordering::Relaxed),
+            ignored: c.ignored.load(Ordering::Relaxed),
+            lost: c.lost.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            pending: c.pending.load(Ordering::Relaxed),
+            store: self.recordings.store().describe(),
+        };
+        serde_json::to_value(view).unwrap_or_default()
+    }
+
+    fn reset(&self) {
+        let c = &self.counters;
+        for n in [&c.received, &c.recorded, &c.ignored, &c.lost, &c.failed] {
+            n.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Documents waiting to be written, one per (recording, transaction): a response that
+/// arrives while its request is still waiting completes it in place.
+#[derive(Default)]
+struct Batch {
+    docs: Vec<TrafficDoc>,
+    index: HashMap<(String, String), usize>,
+}
+
+impl Batch {
+    fn add(&mut self, recording: &str, msg: &TrafficMessage) {
+        let key = (recording.to_owned(), msg.transaction_id.clone());
+        match self.index.get(&key) {
+            Some(&i) => {
+                let doc = &mut self.docs[i];
+                if msg.response.is_some() {
+                    doc.request = msg.request.clone();
+                    doc.response = msg.response.clone();
+                }
+            }
+            None => {
+                self.index.insert(key, self.docs.len());
+                self.docs.push(TrafficDoc::from_message(recording, msg));
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.docs.len()
+    }
+}
+
+struct Worker {
+    recordings: Arc<Recordings>,
+    counters: Arc<Counters>,
+    tuning: Tuning,
+    grace: Duration,
+    batch: Batch,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        mut sub: Box<dyn Subscription>,
+        mut flush_rx: mpsc::Receiver<FlushRequest>,
+        cancel: CancellationToken,
+    ) {
+        let mut target = self.recordings.watch();
+        let mut tick = tokio::time::interval(self.tuning.flush);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut store_down = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    self.drain(&mut sub, &target.borrow().clone());
+                    self.flush(&mut store_down).await;
+                    break;
+                }
+                Some(ack) = flush_rx.recv() => {
+                    self.catch_up(&mut sub, &mut target).await;
+                    self.flush(&mut store_down).await;
+                    let _ = ack.send(());
+                }
+                received = sub.recv() => match received {
+                    Ok(r) => {
+                        self.take(r, &target.borrow());
+                        if self.batch.len() >= self.tuning.batch_size {
+                            self.flush(&mut store_down).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "TrafficRecorder: the feed ended");
+                        self.flush(&mut store_down).await;
+                        break;
+                    }
+                },
+                _ = tick.tick() => {
+                    if self.batch.len() > 0 {
+                        self.flush(&mut store_down).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, r: Received, target: &Target) {
+        match r {
+            Received::Message(msg) => {
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                let started = msg.started_at().unwrap_or_else(chrono::Utc::now);
+                match target.recording_for(started) {
+                    Some(rec) => self.batch.add(rec, &msg),
+                    None => {
+                        self.counters.ignored.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Received::Lost(n) => {
+                self.counters.lost.fetch_add(n, Ordering::Relaxed);
+                tracing::warn!(
+                    lost = n,
+                    "TrafficRecorder fell behind the feed; messages lost"
+                );
+            }
+        }
+    }
+
+    /// Takes everything already delivered.
+    fn drain(&mut self, sub: &mut Box<dyn Subscription>, target: &Target) {
+        while let Some(r) = sub.try_recv() {
+            self.take(r, target);
+        }
+    }
+
+    /// Before a stop completes: what was published before it must be in the batch. For
+    /// a remote feed, messages may still be on the way for `grace`.
+    async fn catch_up(
+        &mut self,
+        sub: &mut Box<dyn Subscription>,
+        target: &mut tokio::sync::watch::Receiver<Target>,
+    ) {
+        let t = target.borrow().clone();
+        self.drain(sub, &t);
+        if self.grace.is_zero() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.grace;
+        while let Ok(Ok(r)) = tokio::time::timeout_at(deadline, sub.recv()).await {
+            self.take(r, &t);
+        }
+    }
+
+    async fn flush(&mut self, store_down: &mut bool) {
+        if self.batch.len() == 0 {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        match self.recordings.store().write_traffic(&batch.docs).await {
+            Ok(n) => {
+                self.counters.recorded.fetch_add(n, Ordering::Relaxed);
+                self.counters.pending.store(0, Ordering::Relaxed);
+                if *store_down {
+                    tracing::info!(store = %self.recordings.store().describe(), "store is back; recording resumed");
+                    *store_down = false;
+                }
+            }
+            Err(e) => {
+                if !*store_down {
+                    tracing::error!(error = %e, "cannot write traffic; keeping it to retry");
+                    *store_down = true;
+                }
+                // Keep it for the next flush, bounded: the oldest beyond the cap are lost.
+                self.batch = batch;
+                let excess = self.batch.len().saturating_sub(self.tuning.max_pending);
+                if excess > 0 {
+                    self.batch.docs.drain(..excess);
+                    self.batch.index = self
+                        .batch
+                        .docs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| ((d.recording_id.clone(), d.transaction_id.clone()), i))
+                        .collect();
+                    self.counters
+                        .failed
+                        .fetch_add(excess as u64, Ordering::Relaxed);
+                }
+                self.counters
+                    .pending
+                    .store(self.batch.len() as u64, Ordering::Relaxed);
+                // Don't hammer a store that is down.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

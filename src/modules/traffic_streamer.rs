@@ -1,0 +1,159 @@
+//! TrafficStreamer (the seed's `TrafficStream`): subscribes to the feed and keeps the
+//! last second of messages in the live window, trimming older ones as new ones arrive.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::background::Background;
+use super::kwargs::{redis_target, Port, RedisTarget};
+use super::{ModuleError, SupportModule};
+use crate::feed::{Feed, Received};
+use crate::traffic::TrafficMessage;
+use crate::window::{now_micros, Window};
+
+/// Most messages written to the window in one round trip.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamerKwargs {
+    pub redis_host: Option<String>,
+    pub redis_port: Option<Port>,
+    pub redis_db: Option<i64>,
+    /// Sorted-set key of the window (default `heliosburn.traffic`).
+    pub redis_key: Option<String>,
+    /// Channel to subscribe to (default `heliosburn.traffic`).
+    pub redis_sub_queue: Option<String>,
+}
+
+impl StreamerKwargs {
+    pub fn redis(&self) -> Option<RedisTarget> {
+        redis_target(&self.redis_host, self.redis_port, self.redis_db)
+    }
+
+    pub fn channel(&self) -> String {
+        self.redis_sub_queue
+            .clone()
+            .unwrap_or_else(|| crate::feed::DEFAULT_CHANNEL.into())
+    }
+
+    pub fn key(&self) -> String {
+        self.redis_key
+            .clone()
+            .unwrap_or_else(|| crate::feed::DEFAULT_CHANNEL.into())
+    }
+}
+
+/// Adds a received message to the batch with its score, or counts a loss.
+fn take(batch: &mut Vec<(i64, Arc<TrafficMessage>)>, counters: &Counters, r: Received) {
+    match r {
+        Received::Message(m) => batch.push((now_micros(), m)),
+        Received::Lost(n) => {
+            counters.lost.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    windowed: AtomicU64,
+    lost: AtomicU64,
+    failed: AtomicU64,
+}
+
+pub struct TrafficStreamer {
+    feed: Arc<dyn Feed>,
+    window: Arc<dyn Window>,
+    counters: Arc<Counters>,
+    background: Background,
+}
+
+impl TrafficStreamer {
+    pub fn new(feed: Arc<dyn Feed>, window: Arc<dyn Window>) -> Self {
+        Self {
+            feed,
+            window,
+            counters: Arc::default(),
+            background: Background::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl SupportModule for TrafficStreamer {
+    async fn start(&self) -> Result<(), ModuleError> {
+        self.stop().await;
+        let mut sub = self.feed.subscribe().await?;
+        let (window, counters) = (self.window.clone(), self.counters.clone());
+        self.background.spawn(|stop| async move {
+            let mut failing = false;
+            loop {
+                let first = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    r = sub.recv() => r,
+                };
+                let mut batch = Vec::new();
+                match first {
+                    Ok(r) => take(&mut batch, &counters, r),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TrafficStreamer: the feed ended");
+                        break;
+                    }
+                }
+                while batch.len() < MAX_BATCH {
+                    match sub.try_recv() {
+                        Some(r) => take(&mut batch, &counters, r),
+                        None => break,
+                    }
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                match window.push(&batch).await {
+                    Ok(()) => {
+                        counters
+                            .windowed
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        if failing {
+                            tracing::info!("live window is writable again");
+                            failing = false;
+                        }
+                    }
+                    Err(e) => {
+                        counters
+                            .failed
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        if !failing {
+                            tracing::error!(error = %e, "cannot update the live window");
+                            failing = true;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn stop(&self) {
+        self.background.stop().await;
+    }
+
+    fn counters(&self) -> serde_json::Value {
+        let c = &self.counters;
+        serde_json::json!({
+            "windowed": c.windowed.load(Ordering::Relaxed),
+            "lost": c.lost.load(Ordering::Relaxed),
+            "failed": c.failed.load(Ordering::Relaxed),
+        })
+    }
+
+    fn reset(&self) {
+        let c = &self.counters;
+        for n in [&c.windowed, &c.lost, &c.failed] {
+            n.store(0, Ordering::Relaxed);
+        }
+    }
+}

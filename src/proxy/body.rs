@@ -1,0 +1,235 @@
+//! Bodies on the proxy path: streamed through frame by frame, optionally copied up to a
+//! limit beside the stream (a `Bytes` slice, no copy of the data), and, for the response,
+//! the exchange's completion phase when the last frame passes or the body is dropped.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::modules::Exchange;
+use crate::proxy::pipeline::Pipeline;
+use crate::traffic::BodyCapture;
+
+/// The first `limit` bytes of a body and its total size.
+#[derive(Debug, Clone, Default)]
+pub struct Capture {
+    limit: usize,
+    kept: usize,
+    chunks: Vec<Bytes>,
+    pub size: u64,
+}
+
+impl Capture {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    pub fn push(&mut self, data: &Bytes) {
+        self.size += data.len() as u64;
+        if self.kept < self.limit {
+            let take = data.len().min(self.limit - self.kept);
+            self.chunks.push(data.slice(..take));
+            self.kept += take;
+        }
+    }
+
+    pub fn to_body(&self) -> BodyCapture {
+        BodyCapture::from_chunks(&self.chunks, self.size)
+    }
+}
+
+pub type SharedCapture = Arc<Mutex<Capture>>;
+
+/// The request body on its way up: the client's stream, copied on the side if asked.
+pub struct RequestBody {
+    inner: Incoming,
+    capture: Option<SharedCapture>,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, capture: Option<SharedCapture>) -> Self {
+        Self { inner, capture }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(cap)) = (&polled, &self.capture) {
+            if let Some(data) = frame.data_ref() {
+                cap.lock().unwrap_or_else(|p| p.into_inner()).push(data);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What finishes an exchange: the pipeline's completion phase and the access log line.
+pub struct Completion {
+    pub ex: Exchange,
+    pub pipeline: Arc<Pipeline>,
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub request_capture: Option<SharedCapture>,
+    pub response_capture: Option<Capture>,
+}
+
+impl Completion {
+    fn finish(mut self, completed: bool) {
+        self.ex.completed = completed;
+        if let Some(cap) = self.request_capture.take() {
+            self.ex.request_body = Some(std::mem::take(
+                &mut *cap.lock().unwrap_or_else(|p| p.into_inner()),
+            ));
+        }
+        self.ex.response_body = self.response_capture.take();
+        self.pipeline.complete(&mut self.ex);
+        let status = self.ex.status.map_or(0, |s| s.as_u16());
+        tracing::info!(
+            target: "heliosburn::access",
+            method = %self.method,
+            path = self.uri.path(),
+            status,
+            bytes = self.ex.bytes_sent,
+            duration_us = self.ex.started.elapsed().as_micros() as u64,
+            completed,
+            "exchange"
+        );
+    }
+}
+
+enum Source {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+/// The response body on its way down to the client.
+pub struct ResponseBody {
+    source: Source,
+    done: Option<Box<Completion>>,
+}
+
+impl ResponseBody {
+    pub fn upstream(inner: Incoming, done: Option<Box<Completion>>) -> Self {
+        Self {
+            source: Source::Upstream(inner),
+            done,
+        }
+    }
+
+    /// A body the proxy writes itself (an error message, an empty 101 body).
+    pub fn full(bytes: impl Into<Bytes>, done: Option<Box<Completion>>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            source: Source::Full((!bytes.is_empty()).then_some(bytes)),
+            done,
+        }
+    }
+
+    fn observe(&mut self, data: &Bytes) {
+        if let Some(done) = self.done.as_mut() {
+            done.ex.bytes_sent += data.len() as u64;
+            if let Some(cap) = done.response_capture.as_mut() {
+                cap.push(data);
+            }
+        }
+    }
+
+    fn finish(&mut self, completed: bool) {
+        if let Some(done) = self.done.take() {
+            done.finish(completed);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.source {
+            Source::Upstream(inner) => Pin::new(inner).poll_frame(cx),
+            Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.observe(data);
+                }
+                if this.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Upstream(inner) => inner.is_end_stream(),
+            Source::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Upstream(inner) => inner.size_hint(),
+            Source::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Not seen to its end: the client went away or the upstream broke off.
+        let ended = self.is_end_stream();
+        self.finish(ended);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_the_limit_and_counts_everything() {
+        let mut c = Capture::new(4);
+        c.push(&Bytes::from_static(b"abc"));
+        c.push(&Bytes::from_static(b"defg"));
+        let body = c.to_body();
+        assert_eq!(
+            (body.size, body.truncated, body.data.as_str()),
+            (7, true, "abcd")
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! The reverse proxy: listener, exchange forwarding, bodies, and upstream errors.
+
+pub mod body;
+pub mod error;
+pub mod listener;
+pub mod pipeline;
+pub mod service;
+
+use std::sync::Arc;
+
+pub use listener::{ListenerCommand, ListenerHandle, ListenerStatus};
+pub use service::{ForwardSettings, Forwarder, Target};
+
+/// The running proxy as the control operations see it.
+#[derive(Clone)]
+pub struct Proxy {
+    pub forwarder: Arc<Forwarder>,
+    pub listener: ListenerHandle,
+}

@@ -1,0 +1,360 @@
+//! The exchange: one request forwarded to the upstream and its response streamed back,
+//! with the pipeline's phases around it and only the changes a reverse proxy must make.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::config::Upstream;
+use crate::modules::Exchange;
+use crate::proxy::body::{Capture, Completion, RequestBody, ResponseBody};
+use crate::proxy::error::ProxyError;
+use crate::proxy::pipeline::Pipeline;
+
+/// The upstream with what every request needs of it precomputed.
+pub struct Target {
+    pub upstream: Upstream,
+    authority: http::uri::Authority,
+    host_header: HeaderValue,
+    name: String,
+}
+
+impl Target {
+    pub fn new(upstream: Upstream) -> Result<Self, String> {
+        let host_port = if upstream.host.contains(':') && !upstream.host.starts_with('[') {
+            format!("[{}]:{}", upstream.host, upstream.port)
+        } else {
+            format!("{}:{}", upstream.host, upstream.port)
+        };
+        let authority = host_port
+            .parse()
+            .map_err(|e| format!("`{host_port}` is not a valid upstream: {e}"))?;
+        let host_header =
+            HeaderValue::from_str(&host_port).map_err(|e| format!("`{host_port}`: {e}"))?;
+        Ok(Self {
+            name: upstream.to_string(),
+            upstream,
+            authority,
+            host_header,
+        })
+    }
+}
+
+/// Settings of the forwarder that do not change at run time.
+#[derive(Debug, Clone)]
+pub struct ForwardSettings {
+    pub preserve_host: bool,
+    pub connect_timeout: Duration,
+    pub upstream_timeout: Duration,
+}
+
+/// Forwards exchanges to the current upstream through a pooled client.
+pub struct Forwarder {
+    target: ArcSwap<Target>,
+    client: Client<HttpConnector, RequestBody>,
+    pipeline: Arc<Pipeline>,
+    settings: ForwardSettings,
+}
+
+impl Forwarder {
+    pub fn new(target: Target, pipeline: Arc<Pipeline>, settings: ForwardSettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Self {
+            target: ArcSwap::from_pointee(target),
+            client,
+            pipeline,
+            settings,
+        }
+    }
+
+    pub fn target(&self) -> Arc<Target> {
+        self.target.load_full()
+    }
+
+    /// New exchanges go to this upstream; exchanges in flight finish where they are.
+    pub fn set_target(&self, target: Target) {
+        self.target.store(Arc::new(target));
+    }
+
+    pub fn settings(&self) -> &ForwardSettings {
+        &self.settings
+    }
+
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// Handles one exchange. Never fails: upstream trouble becomes a 502/504 response.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        client_addr: SocketAddr,
+    ) -> Response<ResponseBody> {
+        let target = self.target.load_full();
+        let mut ex = Exchange::new(client_addr, req.version());
+        let upgrade = is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let (method, uri) = (parts.method.clone(), parts.uri.clone());
+
+        self.pipeline.request(&mut ex, &mut parts);
+        let limit = self.pipeline.capture_limit();
+        let request_capture = (limit > 0).then(|| Arc::new(Mutex::new(Capture::new(limit))));
+
+        rewrite_request(
+            &mut parts,
+            &target,
+            client_addr,
+            self.settings.preserve_host,
+            upgrade,
+        );
+        let upstream_req =
+            Request::from_parts(parts, RequestBody::new(body, request_capture.clone()));
+        let mut done = Box::new(Completion {
+            ex,
+            pipeline: self.pipeline.clone(),
+            method,
+            uri,
+            request_capture,
+            response_capture: (limit > 0).then(|| Capture::new(limit)),
+        });
+
+        let timeout = self.settings.upstream_timeout;
+        let mut resp = match tokio::time::timeout(timeout, self.client.request(upstream_req)).await
+        {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                return ProxyError::from_client(target.name.clone(), &e, timeout)
+                    .into_response(done)
+            }
+            Err(_) => {
+                return ProxyError::Timeout {
+                    upstream: target.name.clone(),
+                    timeout,
+                }
+                .into_response(done)
+            }
+        };
+
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+        }
+        let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers, switching);
+        done.ex.status = Some(rparts.status);
+        self.pipeline.response(&mut done.ex, &mut rparts);
+        let body = if switching {
+            ResponseBody::full("", Some(done))
+        } else {
+            ResponseBody::upstream(rbody, Some(done))
+        };
+        Response::from_parts(rparts, body)
+    }
+}
+
+/// Copies bytes both ways between an upgraded client and upstream until either closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((c, u)) => {
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "upgrade failed"),
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Removes Connection, the headers it names, the fixed hop-by-hop set and `Proxy-*`.
+/// For an upgrade, `Upgrade` and `Connection: upgrade` are what carries it, so they stay.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    let upgrade = if keep_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+    if let Some(up) = upgrade {
+        headers.insert(header::UPGRADE, up);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// What a reverse proxy must change on the way up: target URI, hop-by-hop headers,
+/// `X-Forwarded-*`, Host, and HTTP/1.1 to the upstream.
+fn rewrite_request(
+    parts: &mut http::request::Parts,
+    target: &Target,
+    client_addr: SocketAddr,
+    preserve_host: bool,
+    upgrade: bool,
+) {
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+
+    let client_ip = client_addr.ip().to_string();
+    let xff = match parts
+        .headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) => format!("{prior}, {client_ip}"),
+        None => client_ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        parts.headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    parts
+        .headers
+        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    match (&original_host, preserve_host) {
+        (Some(host), true) => {
+            parts.headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            parts.headers.insert(header::HOST, host.clone());
+        }
+        (Some(host), false) => {
+            parts.headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            parts
+                .headers
+                .insert(header::HOST, target.host_header.clone());
+        }
+        (None, _) => {
+            parts
+                .headers
+                .insert(header::HOST, target.host_header.clone());
+        }
+    }
+
+    let mut uri = Uri::builder()
+        .scheme("http")
+        .authority(target.authority.clone());
+    uri = uri.path_and_query(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+    if let Ok(u) = uri.build() {
+        parts.uri = u;
+    }
+    parts.version = Version::HTTP_11;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("proxy-authorization", HeaderValue::from_static("x"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_headers_survive_an_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn request_is_pointed_at_the_upstream() {
+        let target = Target::new(Upstream {
+            host: "10.0.0.1".into(),
+            port: 81,
+        })
+        .unwrap();
+        let (mut parts, ()) = Request::get("/a?b=1")
+            .header("host", "front:8880")
+            .header("x-forwarded-for", "1.1.1.1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        rewrite_request(
+            &mut parts,
+            &target,
+            "127.0.0.9:5".parse().unwrap(),
+            false,
+            false,
+        );
+        assert_eq!(parts.uri, "http://10.0.0.1:81/a?b=1");
+        assert_eq!(parts.headers["host"], "10.0.0.1:81");
+        assert_eq!(parts.headers["x-forwarded-host"], "front:8880");
+        assert_eq!(parts.headers["x-forwarded-for"], "1.1.1.1, 127.0.0.9");
+        assert_eq!(parts.headers["x-forwarded-proto"], "http");
+    }
+}

@@ -1,0 +1,247 @@
+//! Recordings as a service: the store plus which recording is running.
+//!
+//! One recording runs at a time. A transaction belongs to the recording that was running
+//! when its request arrived (its `createdAt`), so responses that reach the recorder after
+//! the stop are still filed where they belong.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::store::{RecordingPatch, Store, StoreError};
+use crate::traffic::{Recording, TrafficDoc};
+
+/// How long after a stop late messages of the stopped recording are still accepted.
+pub const LATE_GRACE: Duration = Duration::from_secs(5);
+
+/// Which recording(s) the recorder files messages into.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Target {
+    pub active: Option<(String, DateTime<Utc>)>,
+    /// The last stopped recording: (id, started, stopped).
+    pub recent: Option<(String, DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl Target {
+    /// The recording a transaction that began at `t` belongs to.
+    pub fn recording_for(&self, t: DateTime<Utc>) -> Option<&str> {
+        if let Some((id, start)) = &self.active {
+            if t >= *start {
+                return Some(id);
+            }
+        }
+        match &self.recent {
+            Some((id, start, stop))
+                if t >= *start && t <= *stop && Utc::now() <= *stop + LATE_GRACE =>
+            {
+                Some(id)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    #[error("no recording with id `{0}`")]
+    NotFound(String),
+    #[error("recording {busy_with} is running since {busy_since}; stop it first")]
+    Busy {
+        busy_with: String,
+        busy_since: DateTime<Utc>,
+    },
+    #[error(
+        "no TrafficRecorder is running: add it to the `support:` list of modules.yaml or start it"
+    )]
+    NoRecorder,
+    #[error("no recording is running")]
+    NotRunning,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A request to the recorder to write everything it has received so far.
+pub type FlushRequest = oneshot::Sender<()>;
+
+pub struct Recordings {
+    store: Arc<dyn Store>,
+    target: watch::Sender<Target>,
+    /// Serializes start/stop so two clients cannot both start.
+    switch: tokio::sync::Mutex<()>,
+    recorder: Mutex<Option<mpsc::Sender<FlushRequest>>>,
+}
+
+impl Recordings {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            target: watch::Sender::new(Target::default()),
+            switch: tokio::sync::Mutex::new(()),
+            recorder: Mutex::new(None),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// For the recorder: the target, kept current.
+    pub fn watch(&self) -> watch::Receiver<Target> {
+        self.target.subscribe()
+    }
+
+    pub fn target(&self) -> Target {
+        self.target.borrow().clone()
+    }
+
+    /// The recorder registers (or with `None`, withdraws) where flush requests go.
+    pub fn set_recorder(&self, flush: Option<mpsc::Sender<FlushRequest>>) {
+        *self.recorder.lock().unwrap_or_else(|p| p.into_inner()) = flush;
+    }
+
+    fn recorder(&self) -> Option<mpsc::Sender<FlushRequest>> {
+        self.recorder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub async fn create(&self, name: &str, description: &str) -> Result<Recording, RecordingError> {
+        Ok(self.store.create_recording(name, description).await?)
+    }
+
+    pub async fn list(&self) -> Result<Vec<Recording>, RecordingError> {
+        Ok(self.store.list_recordings().await?)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Recording, RecordingError> {
+        self.store
+            .get_recording(id)
+            .await?
+            .ok_or_else(|| RecordingError::NotFound(id.to_owned()))
+    }
+
+    pub async fn update(
+        &self,
+        id: &str,
+        patch: &RecordingPatch,
+    ) -> Result<Recording, RecordingError> {
+        self.store
+            .update_recording(id, patch)
+            .await?
+            .ok_or_else(|| RecordingError::NotFound(id.to_owned()))
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), RecordingError> {
+        let _guard = self.switch.lock().await;
+        if self.target().active.as_ref().is_some_and(|(a, _)| a == id) {
+            self.stop_locked(id).await?;
+        }
+        self.target.send_modify(|t| {
+            if t.recent.as_ref().is_some_and(|(r, _, _)| r == id) {
+                t.recent = None;
+            }
+        });
+        if self.store.delete_recording(id).await? {
+            Ok(())
+        } else {
+            Err(RecordingError::NotFound(id.to_owned()))
+        }
+    }
+
+    pub async fn traffic(
+        &self,
+        id: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<TrafficDoc>, RecordingError> {
+        self.get(id).await?;
+        Ok(self.store.traffic(id, offset, limit).await?)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<Recording, RecordingError> {
+        let _guard = self.switch.lock().await;
+        if let Some((busy_with, busy_since)) = self.target().active {
+            return Err(RecordingError::Busy {
+                busy_with,
+                busy_since,
+            });
+        }
+        if self.recorder().is_none() {
+            return Err(RecordingError::NoRecorder);
+        }
+        self.get(id).await?;
+        let now = Utc::now();
+        let rec = self.store.mark_recording(id, Some(now), None).await?;
+        let rec = rec.ok_or_else(|| RecordingError::NotFound(id.to_owned()))?;
+        self.target
+            .send_modify(|t| t.active = Some((id.to_owned(), now)));
+        tracing::info!(recording = id, "recording started");
+        Ok(rec)
+    }
+
+    /// Stops the running recording (`id`, if given, must be it) once the recorder has
+    /// written what it received before the stop.
+    pub async fn stop(&self, id: Option<&str>) -> Result<Recording, RecordingError> {
+        let _guard = self.switch.lock().await;
+        let active = match (self.target().active, id) {
+            (Some((a, _)), Some(id)) if a != id => {
+                self.get(id).await?;
+                return Err(RecordingError::NotRunning);
+            }
+            (Some((a, _)), _) => a,
+            (None, Some(id)) => {
+                self.get(id).await?;
+                return Err(RecordingError::NotRunning);
+            }
+            (None, None) => return Err(RecordingError::NotRunning),
+        };
+        self.stop_locked(&active).await
+    }
+
+    async fn stop_locked(&self, id: &str) -> Result<Recording, RecordingError> {
+        let now = Utc::now();
+        self.target.send_modify(|t| {
+            if let Some((a, start)) = t.active.take() {
+                t.recent = Some((a, start, now));
+            }
+        });
+        if let Some(recorder) = self.recorder() {
+            let (tx, rx) = oneshot::channel();
+            if recorder.send(tx).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+        let started = self.get(id).await?.started_at;
+        let rec = self.store.mark_recording(id, started, Some(now)).await?;
+        tracing::info!(recording = id, "recording stopped");
+        rec.ok_or_else(|| RecordingError::NotFound(id.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_messages_go_to_the_recording_they_began_in() {
+        let t0 = Utc::now();
+        let t1 = t0 + chrono::Duration::seconds(1);
+        let t2 = t0 + chrono::Duration::seconds(2);
+        let target = Target {
+            active: Some(("b".into(), t2)),
+            recent: Some(("a".into(), t0, t1)),
+        };
+        assert_eq!(
+            target.recording_for(t0 + chrono::Duration::milliseconds(500)),
+            Some("a")
+        );
+        assert_eq!(
+            target.recording_for(t1 + chrono::Duration::milliseconds(500)),
+            None
+        );
+        assert_eq!(target.recording_for(t2), Some("b"));
+    }
+}
