@@ -157,6 +157,8 @@ impl Forwarder {
         }
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers, switching);
+        // Our side of the client connection speaks the client's protocol, whatever the upstream spoke.
+        rparts.version = done.ex.client_version;
         done.ex.status = Some(rparts.status);
         self.pipeline.response(&mut done.ex, &mut rparts);
         let body = if switching {
