@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// Log level or filter (error, warn, info, debug, trace); overrides RUST_LOG.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Worker threads [default: one per CPU the process may run on].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Validate the configuration, print every problem, and exit (2 when invalid).
     #[arg(long)]
     pub check_config: bool,
