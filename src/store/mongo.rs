@@ -48,7 +48,7 @@ static LAST_SEQ: AtomicI64 = AtomicI64::new(0);
 /// interleave in time order, and strictly increasing within the process even when the
 /// clock stands still or steps back.
 fn reserve_seq(n: usize) -> i64 {
-    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
     let now = Utc::now().timestamp_micros();
     let first = |last: i64| now.max(last.saturating_add(1));
     let reserve = |last: i64| Some(first(last).saturating_add(n - 1));
@@ -489,7 +489,8 @@ impl Store for MongoStore {
     /// One `update` command per batch (more only for batches over ~12 MiB). A document
     /// that cannot be stored at all (its recording id is not an ObjectId, a key holds a
     /// NUL byte, the server rejects it) is logged and left out of the returned count;
-    /// the rest of the batch is still written.
+    /// the rest of the batch is still written. Every statement is an idempotent upsert, so
+    /// a batch that failed (or half-failed, when it was split) can simply be sent again.
     async fn write_traffic(&self, docs: &[TrafficDoc]) -> Result<u64, StoreError> {
         if docs.is_empty() {
             return Ok(0);
