@@ -26,6 +26,13 @@ pub enum StoreError {
         #[source]
         source: mongodb::error::Error,
     },
+    /// The store's directory or file could not be prepared (before SQLite sees it).
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("stored data could not be read: {0}")]
     Corrupt(String),
     #[error("the store's worker is gone")]

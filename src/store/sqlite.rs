@@ -1,64 +1,768 @@
-//! Placeholder until the SQLite store lands.
-use std::path::Path;
+//! SQLite store, the embedded default: one file, `heliosburn.sqlite3`, in the data directory.
+//!
+//! rusqlite is blocking, so every call runs on tokio's blocking pool while it holds a
+//! connection behind a `std::sync::Mutex`: the async runtime, and with it the proxy path,
+//! never waits on the disk. Writes and reads use separate connections so that, in WAL
+//! mode, a page of traffic can be read while a batch is being written.
+//!
+//! Traffic rows are upserted by (recording, transaction); `seq`, the rowid, is assigned by
+//! the first insert and is the capture order that pagination follows.
 
-use super::StoreError;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-pub struct SqliteStore;
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use mongodb::bson::oid::ObjectId;
+use rusqlite::{params, Connection, Row};
 
-impl SqliteStore {
-    pub fn open(_dir: &Path) -> Result<Self, StoreError> {
-        Ok(Self)
+use super::{RecordingPatch, Store, StoreError};
+use crate::traffic::{timestamp, Recording, RequestInfo, ResponseInfo, TrafficDoc};
+
+/// The database file inside the data directory.
+pub const FILE_NAME: &str = "heliosburn.sqlite3";
+
+/// Kept in `PRAGMA user_version`, so that a newer layout is refused instead of misread.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS recordings (
+    id          TEXT PRIMARY KEY NOT NULL,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    started_at  TEXT,
+    stopped_at  TEXT
+);
+CREATE TABLE IF NOT EXISTS traffic (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    recording_id   TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    created_at     TEXT NOT NULL,
+    request        TEXT NOT NULL,
+    response       TEXT,
+    UNIQUE (recording_id, transaction_id)
+);
+-- An index entry carries the rowid (seq), so this index alone serves
+-- `WHERE recording_id = ? ORDER BY seq` and the per-recording count.
+CREATE INDEX IF NOT EXISTS traffic_recording ON traffic (recording_id);
+";
+
+/// The first insert fixes `seq`, `created_at` and `request`; a later document only
+/// brings the response, and a plain repeat changes nothing.
+const UPSERT_TRAFFIC: &str = "
+INSERT INTO traffic (recording_id, transaction_id, created_at, request, response)
+VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (recording_id, transaction_id) DO UPDATE SET response = excluded.response
+WHERE excluded.response IS NOT NULL";
+
+const SELECT_RECORDING: &str = "
+SELECT r.id, r.name, r.description, r.created_at, r.updated_at, r.started_at, r.stopped_at,
+       (SELECT COUNT(*) FROM traffic t WHERE t.recording_id = r.id)
+FROM recordings r";
+
+/// How long a connection waits for a lock held by another one (the other connection of
+/// this store, or another process on the same file) before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+/// What can go wrong on the blocking side; the path is added when it becomes a
+/// `StoreError`.
+enum Failure {
+    Sql(rusqlite::Error),
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Sql(e)
     }
 }
 
-#[async_trait::async_trait]
-impl super::Store for SqliteStore {
-    fn describe(&self) -> String {
-        "placeholder".into()
+type Blocking<T> = Result<T, Failure>;
+
+fn store_error(path: &Path, failure: Failure) -> StoreError {
+    match failure {
+        Failure::Sql(source) => StoreError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        },
+        Failure::Corrupt(what) => StoreError::Corrupt(format!("{}: {what}", path.display())),
     }
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) `heliosburn.sqlite3` in `data_dir`, creating the
+    /// directory and the schema as needed. Blocking: call it at startup or on the
+    /// blocking pool.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let path = data_dir.join(FILE_NAME);
+        let (writer, reader) = open_connections(&path).map_err(|e| store_error(&path, e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                reader: Mutex::new(reader),
+            }),
+        })
+    }
+
+    /// Runs `f` on the blocking pool with the write connection.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Blocking<T> + Send + 'static,
+    {
+        self.run(f, |inner| &inner.writer).await
+    }
+
+    /// Runs `f` on the blocking pool with the read connection.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Blocking<T> + Send + 'static,
+    {
+        self.run(f, |inner| &inner.reader).await
+    }
+
+    async fn run<T, F>(
+        &self,
+        f: F,
+        which: fn(&Inner) -> &Mutex<Connection>,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Blocking<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let joined = tokio::task::spawn_blocking(move || {
+            // A panic while the lock was held cannot leave the connection half-written:
+            // an open rusqlite transaction rolls back when it is dropped. So a poisoned
+            // lock is still a usable connection.
+            let mut conn = which(&inner).lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn).map_err(|e| store_error(&inner.path, e))
+        })
+        .await;
+        match joined {
+            Ok(result) => result,
+            // A bug in the closure: let it surface as the panic it is.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => Err(StoreError::Gone),
+        }
+    }
+}
+
+/// The writer (which creates the schema) and the reader. Prepared statements are cached
+/// per connection; each runs only a handful, so the default capacity (16) is plenty.
+fn open_connections(path: &Path) -> Blocking<(Connection, Connection)> {
+    let mut writer = Connection::open(path)?;
+    configure(&writer)?;
+    create_schema(&mut writer)?;
+    let reader = Connection::open(path)?;
+    configure(&reader)?;
+    // The reader must never take the write lock away from the writer.
+    reader.pragma_update(None, "query_only", true)?;
+    Ok((writer, reader))
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL: readers do not block the writer and a commit is one append to the log.
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(journal_mode = %mode, "sqlite could not switch to WAL; writes will be slower");
+    }
+    // NORMAL in WAL mode: a power loss may lose the last commits, never corrupt the file;
+    // and it spares an fsync per batch.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+fn create_schema(conn: &mut Connection) -> Blocking<()> {
+    let tx = conn.transaction()?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Failure::Corrupt(format!(
+            "schema version {version} is newer than this binary's ({SCHEMA_VERSION})"
+        )));
+    }
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn parse_time(text: &str) -> Blocking<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Failure::Corrupt(format!("bad timestamp {text:?}: {e}")))
+}
+
+fn parse_opt_time(text: Option<String>) -> Blocking<Option<DateTime<Utc>>> {
+    text.as_deref().map(parse_time).transpose()
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Blocking<T> {
+    serde_json::from_str(text).map_err(|e| Failure::Corrupt(format!("bad {what} JSON: {e}")))
+}
+
+/// Reads a row of `SELECT_RECORDING`.
+fn recording_from_row(row: &Row<'_>) -> Blocking<Recording> {
+    let count: i64 = row.get(7)?;
+    Ok(Recording {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        description: row.get(2)?,
+        created_at: parse_time(&row.get::<_, String>(3)?)?,
+        updated_at: parse_time(&row.get::<_, String>(4)?)?,
+        started_at: parse_opt_time(row.get(5)?)?,
+        stopped_at: parse_opt_time(row.get(6)?)?,
+        count: u64::try_from(count).unwrap_or(0),
+    })
+}
+
+fn select_recording(conn: &Connection, id: &str) -> Blocking<Option<Recording>> {
+    let mut stmt = conn.prepare_cached(&format!("{SELECT_RECORDING} WHERE r.id = ?1"))?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(row) => recording_from_row(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A traffic document flattened into the columns it is stored in; serialized on the
+/// caller's side so that the blocking closure owns plain strings.
+struct TrafficRow {
+    recording_id: String,
+    transaction_id: String,
+    created_at: String,
+    request: String,
+    response: Option<String>,
+}
+
+impl TrafficRow {
+    fn new(doc: &TrafficDoc) -> Result<Self, StoreError> {
+        let json = |what: &str, e: serde_json::Error| {
+            // Only a bug in the serde types can get here: they hold strings and numbers.
+            StoreError::Corrupt(format!(
+                "{what} of {} not serializable: {e}",
+                doc.transaction_id
+            ))
+        };
+        Ok(Self {
+            recording_id: doc.recording_id.clone(),
+            transaction_id: doc.transaction_id.clone(),
+            created_at: timestamp(doc.created_at),
+            request: serde_json::to_string(&doc.request).map_err(|e| json("request", e))?,
+            response: doc
+                .response
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| json("response", e))?,
+        })
+    }
+}
+
+/// Clamps a count from the API to what SQLite's 64-bit signed integers hold.
+fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.inner.path.display())
+    }
+
     async fn create_recording(
         &self,
-        _: &str,
-        _: &str,
-    ) -> Result<crate::traffic::Recording, StoreError> {
-        Err(StoreError::Gone)
+        name: &str,
+        description: &str,
+    ) -> Result<Recording, StoreError> {
+        // Stored with microseconds: what is returned must equal what a later read gives.
+        let now = Utc::now().trunc_subsecs(6);
+        let recording = Recording {
+            // The same id shape as the MongoDB store, so clients need not care which one
+            // runs.
+            id: ObjectId::new().to_hex(),
+            name: name.to_owned(),
+            description: description.to_owned(),
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            stopped_at: None,
+            count: 0,
+        };
+        let row = recording.clone();
+        let now = timestamp(now);
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO recordings (id, name, description, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+            )?
+            .execute(params![row.id, row.name, row.description, now])?;
+            Ok(())
+        })
+        .await?;
+        Ok(recording)
     }
-    async fn list_recordings(&self) -> Result<Vec<crate::traffic::Recording>, StoreError> {
-        Err(StoreError::Gone)
+
+    async fn list_recordings(&self) -> Result<Vec<Recording>, StoreError> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("{SELECT_RECORDING} ORDER BY r.created_at, r.id"))?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(recording_from_row(row)?);
+            }
+            Ok(out)
+        })
+        .await
     }
-    async fn get_recording(
-        &self,
-        _: &str,
-    ) -> Result<Option<crate::traffic::Recording>, StoreError> {
-        Err(StoreError::Gone)
+
+    async fn get_recording(&self, id: &str) -> Result<Option<Recording>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| select_recording(conn, &id)).await
     }
+
     async fn update_recording(
         &self,
-        _: &str,
-        _: &super::RecordingPatch,
-    ) -> Result<Option<crate::traffic::Recording>, StoreError> {
-        Err(StoreError::Gone)
+        id: &str,
+        patch: &RecordingPatch,
+    ) -> Result<Option<Recording>, StoreError> {
+        let id = id.to_owned();
+        let patch = patch.clone();
+        let now = timestamp(Utc::now());
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE recordings SET name = COALESCE(?2, name),
+                        description = COALESCE(?3, description), updated_at = ?4
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, patch.name, patch.description, now])?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            select_recording(conn, &id)
+        })
+        .await
     }
+
     async fn mark_recording(
         &self,
-        _: &str,
-        _: Option<chrono::DateTime<chrono::Utc>>,
-        _: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<Option<crate::traffic::Recording>, StoreError> {
-        Err(StoreError::Gone)
+        id: &str,
+        started_at: Option<DateTime<Utc>>,
+        stopped_at: Option<DateTime<Utc>>,
+    ) -> Result<Option<Recording>, StoreError> {
+        let id = id.to_owned();
+        let now = timestamp(Utc::now());
+        let started = started_at.map(timestamp);
+        let stopped = stopped_at.map(timestamp);
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE recordings SET started_at = ?2, stopped_at = ?3, updated_at = ?4
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, started, stopped, now])?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            select_recording(conn, &id)
+        })
+        .await
     }
-    async fn delete_recording(&self, _: &str) -> Result<bool, StoreError> {
-        Err(StoreError::Gone)
+
+    async fn delete_recording(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            // One transaction: the recording never disappears while its traffic stays.
+            let tx = conn.transaction()?;
+            tx.prepare_cached("DELETE FROM traffic WHERE recording_id = ?1")?
+                .execute([&id])?;
+            let deleted = tx
+                .prepare_cached("DELETE FROM recordings WHERE id = ?1")?
+                .execute([&id])?;
+            tx.commit()?;
+            Ok(deleted > 0)
+        })
+        .await
     }
-    async fn write_traffic(&self, _: &[crate::traffic::TrafficDoc]) -> Result<u64, StoreError> {
-        Err(StoreError::Gone)
+
+    /// Writes the whole slice in one transaction (one commit, one WAL sync point), so a
+    /// batch is stored entirely or not at all.
+    async fn write_traffic(&self, docs: &[TrafficDoc]) -> Result<u64, StoreError> {
+        if docs.is_empty() {
+            return Ok(0);
+        }
+        let rows = docs
+            .iter()
+            .map(TrafficRow::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(UPSERT_TRAFFIC)?;
+                for row in &rows {
+                    stmt.execute(params![
+                        row.recording_id,
+                        row.transaction_id,
+                        row.created_at,
+                        row.request,
+                        row.response
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(rows.len() as u64)
+        })
+        .await
     }
+
     async fn traffic(
         &self,
-        _: &str,
-        _: u64,
-        _: u64,
-    ) -> Result<Vec<crate::traffic::TrafficDoc>, StoreError> {
-        Err(StoreError::Gone)
+        recording_id: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<TrafficDoc>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let recording_id = recording_id.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT transaction_id, created_at, request, response FROM traffic
+                 WHERE recording_id = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3",
+            )?;
+            let mut rows = stmt.query(params![recording_id, sql_int(limit), sql_int(offset)])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let response: Option<String> = row.get(3)?;
+                out.push(TrafficDoc {
+                    recording_id: recording_id.clone(),
+                    transaction_id: row.get(0)?,
+                    created_at: parse_time(&row.get::<_, String>(1)?)?,
+                    request: parse_json::<RequestInfo>("request", &row.get::<_, String>(2)?)?,
+                    response: response
+                        .as_deref()
+                        .map(|text| parse_json::<ResponseInfo>("response", text))
+                        .transpose()?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::traffic::{BodyCapture, BodyEncoding, MultiMap};
+
+    /// A fresh directory under the system temp dir, removed when dropped.
+    pub(crate) struct TempDir(pub(crate) PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new() -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("heliosburn-test-{}", uuid::Uuid::new_v4()));
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A document as the recorder would make it; `body_len` bytes of request body.
+    pub(crate) fn doc(
+        recording_id: &str,
+        txn: &str,
+        with_response: bool,
+        body_len: usize,
+    ) -> TrafficDoc {
+        // Microseconds, as the message's timestamps carry.
+        let now = Utc::now().trunc_subsecs(6);
+        let mut headers = MultiMap::new();
+        headers.insert("host".into(), vec!["example.test".into()]);
+        headers.insert("accept".into(), vec!["*/*".into()]);
+        let body = (body_len > 0).then(|| BodyCapture {
+            size: body_len as u64,
+            truncated: false,
+            encoding: BodyEncoding::Utf8,
+            data: "x".repeat(body_len),
+        });
+        TrafficDoc {
+            recording_id: recording_id.to_owned(),
+            transaction_id: txn.to_owned(),
+            created_at: now,
+            request: RequestInfo {
+                created_at: timestamp(now),
+                client_protocol: "HTTP/1.1".into(),
+                method: "POST".into(),
+                uri: format!("/items/{txn}?a=1"),
+                path: format!("/items/{txn}"),
+                args: crate::traffic::query_multimap(Some("a=1")),
+                headers: headers.clone(),
+                body,
+            },
+            response: with_response.then(|| ResponseInfo {
+                created_at: timestamp(now),
+                client_protocol: "HTTP/1.1".into(),
+                status_code: 201,
+                status_description: "Created".into(),
+                headers,
+                body: None,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn upsert_completes_and_never_duplicates() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.0).unwrap();
+        let rec = store.create_recording("r", "d").await.unwrap();
+
+        let request_only = doc(&rec.id, "t1", false, 10);
+        let completed = doc(&rec.id, "t1", true, 10);
+        assert_eq!(
+            store
+                .write_traffic(std::slice::from_ref(&request_only))
+                .await
+                .unwrap(),
+            1
+        );
+        // Redelivered request, then the response, then the response again.
+        store
+            .write_traffic(std::slice::from_ref(&request_only))
+            .await
+            .unwrap();
+        store
+            .write_traffic(std::slice::from_ref(&completed))
+            .await
+            .unwrap();
+        store
+            .write_traffic(std::slice::from_ref(&completed))
+            .await
+            .unwrap();
+        // A late request event must not erase the response.
+        store
+            .write_traffic(std::slice::from_ref(&request_only))
+            .await
+            .unwrap();
+
+        let got = store.traffic(&rec.id, 0, 100).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].response, completed.response);
+        assert_eq!(got[0].request, request_only.request);
+        assert_eq!(got[0].created_at, request_only.created_at);
+        assert_eq!(
+            store.get_recording(&rec.id).await.unwrap().unwrap().count,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn capture_order_is_kept_and_pages_follow_it() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.0).unwrap();
+        let rec = store.create_recording("r", "").await.unwrap();
+        // Names that sort the other way round, so an order by id would show.
+        let names: Vec<String> = (0..10).map(|i| format!("t{}", 9 - i)).collect();
+        let requests: Vec<_> = names.iter().map(|n| doc(&rec.id, n, false, 0)).collect();
+        store.write_traffic(&requests).await.unwrap();
+        // Responses arrive in reverse: completing must not move a document.
+        let responses: Vec<_> = names
+            .iter()
+            .rev()
+            .map(|n| doc(&rec.id, n, true, 0))
+            .collect();
+        store.write_traffic(&responses).await.unwrap();
+
+        let all = store.traffic(&rec.id, 0, 100).await.unwrap();
+        let order: Vec<_> = all.iter().map(|d| d.transaction_id.clone()).collect();
+        assert_eq!(order, names);
+        assert!(all.iter().all(|d| d.response.is_some()));
+
+        let page = store.traffic(&rec.id, 3, 4).await.unwrap();
+        let order: Vec<_> = page.iter().map(|d| d.transaction_id.as_str()).collect();
+        assert_eq!(order, ["t6", "t5", "t4", "t3"]);
+        assert!(store.traffic(&rec.id, 10, 5).await.unwrap().is_empty());
+        assert!(store.traffic(&rec.id, 0, 0).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn delete_removes_the_traffic_too() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.0).unwrap();
+        let gone = store.create_recording("gone", "").await.unwrap();
+        let kept = store.create_recording("kept", "").await.unwrap();
+        store
+            .write_traffic(&[doc(&gone.id, "a", true, 0), doc(&kept.id, "a", true, 0)])
+            .await
+            .unwrap();
+
+        assert!(store.delete_recording(&gone.id).await.unwrap());
+        assert!(!store.delete_recording(&gone.id).await.unwrap());
+        assert!(store.get_recording(&gone.id).await.unwrap().is_none());
+        assert!(store.traffic(&gone.id, 0, 10).await.unwrap().is_empty());
+        assert_eq!(store.traffic(&kept.id, 0, 10).await.unwrap().len(), 1);
+        let list = store.list_recordings().await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].id.as_str(), list[0].count), (kept.id.as_str(), 1));
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_the_data() {
+        let dir = TempDir::new();
+        let rec = {
+            let store = SqliteStore::open(&dir.0).unwrap();
+            let rec = store
+                .create_recording("kept", "across restarts")
+                .await
+                .unwrap();
+            store
+                .write_traffic(&[doc(&rec.id, "a", true, 100)])
+                .await
+                .unwrap();
+            rec
+        };
+        assert!(dir.0.join(FILE_NAME).is_file());
+        let store = SqliteStore::open(&dir.0).unwrap();
+        let again = store.get_recording(&rec.id).await.unwrap().unwrap();
+        assert_eq!(again, Recording { count: 1, ..rec });
+        assert_eq!(store.traffic(&again.id, 0, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn update_and_mark_change_only_what_they_name() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.0).unwrap();
+        let rec = store.create_recording("name", "desc").await.unwrap();
+        assert_eq!(rec.id.len(), 24, "ObjectId hex, as on MongoDB");
+
+        let patch = RecordingPatch {
+            name: Some("renamed".into()),
+            description: None,
+        };
+        let updated = store
+            .update_recording(&rec.id, &patch)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (updated.name.as_str(), updated.description.as_str()),
+            ("renamed", "desc")
+        );
+        assert!(updated.updated_at >= rec.updated_at);
+        assert_eq!(updated.created_at, rec.created_at);
+
+        let start = Utc::now().trunc_subsecs(6);
+        let marked = store
+            .mark_recording(&rec.id, Some(start), None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((marked.started_at, marked.stopped_at), (Some(start), None));
+        let stop = Utc::now().trunc_subsecs(6);
+        let marked = store
+            .mark_recording(&rec.id, Some(start), Some(stop))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (marked.started_at, marked.stopped_at),
+            (Some(start), Some(stop))
+        );
+        let cleared = store
+            .mark_recording(&rec.id, None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((cleared.started_at, cleared.stopped_at), (None, None));
+        assert_eq!(
+            store.get_recording(&rec.id).await.unwrap().unwrap(),
+            cleared
+        );
+
+        assert!(store
+            .update_recording("nope", &patch)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .mark_recording("nope", None, None)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store.get_recording("nope").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = TempDir::new();
+        drop(SqliteStore::open(&dir.0).unwrap());
+        let conn = Connection::open(dir.0.join(FILE_NAME)).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&dir.0).err().unwrap();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    }
+
+    /// Not a timed assertion (machines differ, debug builds are slow): prints the rate.
+    #[tokio::test]
+    async fn batch_write_rate() {
+        const BATCH: usize = 1000;
+        const BATCHES: usize = 20;
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.0).unwrap();
+        let rec = store.create_recording("rate", "").await.unwrap();
+        let batches: Vec<Vec<TrafficDoc>> = (0..BATCHES)
+            .map(|b| {
+                (0..BATCH)
+                    .map(|i| doc(&rec.id, &format!("{b}-{i}"), true, 1024))
+                    .collect()
+            })
+            .collect();
+
+        let started = Instant::now();
+        for batch in &batches {
+            store.write_traffic(batch).await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        let rate = (BATCH * BATCHES) as f64 / elapsed.as_secs_f64();
+        println!(
+            "sqlite: {} docs (~1 KiB bodies, batches of {BATCH}) in {elapsed:.2?}: {rate:.0} docs/s",
+            BATCH * BATCHES
+        );
+        assert_eq!(
+            store.get_recording(&rec.id).await.unwrap().unwrap().count,
+            (BATCH * BATCHES) as u64
+        );
     }
 }
