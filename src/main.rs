@@ -24,10 +24,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(cli.run.threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("heliosburn: cannot start the runtime: {e}");
