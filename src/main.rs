@@ -1,20 +1,10 @@
-//! heliosburn: a reverse HTTP proxy that records the traffic passing through it.
+//! The `heliosburn` binary: parses the command line, then runs the proxy or a client command.
 
-mod app;
-mod cli;
-mod config;
-mod control;
-mod feed;
-mod modules;
-mod proxy;
-mod recording;
-mod store;
-mod traffic;
-mod window;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use heliosburn::{app, cli, control};
 use tracing_subscriber::EnvFilter;
 
 // Per-exchange allocations are small and short-lived; mimalloc serves them faster than

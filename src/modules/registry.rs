@@ -329,9 +329,7 @@ impl ModuleSet {
     /// Starts every module; the first that cannot start fails the whole start.
     pub async fn start_all(&self) -> Result<(), ModuleError> {
         for slot in self.all() {
-            if let Err(e) = start_slot(slot).await {
-                return Err(e);
-            }
+            start_slot(slot).await?;
         }
         Ok(())
     }
