@@ -1,0 +1,98 @@
+//! Recorder ingest: traffic documents stored per second at saturation, with no drops.
+//!
+//! Publishes request + response messages (1 KiB response bodies, like the proxy makes)
+//! onto the in-process bus as fast as the recorder takes them (the driver only waits when
+//! the recorder is more than half a ring behind, so nothing is lost), and times until the
+//! store holds every transaction. Run: `cargo bench --bench ingest [-- N]`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use heliosburn::feed::memory::MemoryBus;
+use heliosburn::feed::Publisher;
+use heliosburn::modules::traffic_recorder::{RecorderKwargs, TrafficRecorder};
+use heliosburn::modules::SupportModule;
+use heliosburn::recording::Recordings;
+use heliosburn::store::sqlite::SqliteStore;
+use heliosburn::store::Store;
+use heliosburn::traffic::{self, BodyCapture, RequestInfo, ResponseInfo, TrafficMessage};
+
+const CAPACITY: usize = 65_536;
+
+fn message(i: usize, body: &str) -> (Arc<TrafficMessage>, Arc<TrafficMessage>) {
+    let now = traffic::timestamp(chrono::Utc::now());
+    let mut headers = traffic::MultiMap::new();
+    headers.insert("host".into(), vec!["127.0.0.1:8880".into()]);
+    headers.insert("user-agent".into(), vec!["bench".into()]);
+    let request = RequestInfo {
+        created_at: now.clone(),
+        client_protocol: "HTTP/1.1".into(),
+        method: "GET".into(),
+        uri: format!("/item/{i}?q=1"),
+        path: format!("/item/{i}"),
+        args: traffic::query_multimap(Some("q=1")),
+        headers: headers.clone(),
+        body: None,
+    };
+    let req = TrafficMessage {
+        transaction_id: format!("tx-{i}"),
+        request_id: format!("rq-{i}"),
+        response_id: format!("rs-{i}"),
+        request,
+        response: None,
+    };
+    let mut resp = req.clone();
+    resp.response = Some(ResponseInfo {
+        created_at: now,
+        client_protocol: "HTTP/1.1".into(),
+        status_code: 200,
+        status_description: "OK".into(),
+        headers,
+        body: Some(BodyCapture::from_chunks(&[bytes::Bytes::copy_from_slice(body.as_bytes())], body.len() as u64)),
+    });
+    (Arc::new(req), Arc::new(resp))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200_000);
+    let dir = std::env::temp_dir().join(format!("hb-ingest-{}", std::process::id()));
+    let store = Arc::new(SqliteStore::open(&dir)?);
+    let recordings = Arc::new(Recordings::new(store.clone()));
+    let bus = MemoryBus::new(CAPACITY);
+    let recorder = TrafficRecorder::new(Arc::new(bus.clone()), recordings.clone(), &RecorderKwargs::default());
+    recorder.start().await?;
+    let rec = recordings.create("ingest", "bench/ingest.rs").await?;
+    recordings.start(&rec.id).await?;
+
+    let body = "b".repeat(1024);
+    let messages: Vec<_> = (0..n).map(|i| message(i, &body)).collect();
+    let received = |r: &TrafficRecorder| r.counters()["received"].as_u64().unwrap_or(0) as usize;
+
+    let started = Instant::now();
+    for (i, (req, resp)) in messages.into_iter().enumerate() {
+        while 2 * i - received(&recorder) > CAPACITY / 2 {
+            tokio::task::yield_now().await;
+        }
+        bus.publish(req);
+        bus.publish(resp);
+    }
+    let stored = loop {
+        let count = store.get_recording(&rec.id).await?.map_or(0, |r| r.count);
+        if count as usize >= n || started.elapsed() > Duration::from_secs(300) {
+            break count;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let secs = started.elapsed().as_secs_f64();
+    recordings.stop(Some(&rec.id)).await?;
+    let counters = recorder.counters();
+    recorder.stop().await;
+    println!(
+        "ingest: {stored} of {n} transactions (1 KiB response bodies) stored in {secs:.2} s = {:.0} documents/s; \
+         recorder counters {counters}",
+        stored as f64 / secs
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
