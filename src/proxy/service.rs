@@ -259,16 +259,14 @@ fn rewrite_request(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
 
-    let client_ip = client_addr.ip().to_string();
-    let xff = match parts
-        .headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prior) => format!("{prior}, {client_ip}"),
-        None => client_ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    // Several X-Forwarded-For lines are one comma-separated list: keep every prior hop.
+    let mut xff: Vec<u8> = Vec::new();
+    for prior in parts.headers.get_all(&X_FORWARDED_FOR) {
+        xff.extend_from_slice(prior.as_bytes());
+        xff.extend_from_slice(b", ");
+    }
+    xff.extend_from_slice(client_addr.ip().to_string().as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&xff) {
         parts.headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     parts
