@@ -252,6 +252,9 @@ fn rewrite_request(
     upgrade: bool,
 ) {
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -298,6 +301,28 @@ fn rewrite_request(
         parts.uri = u;
     }
     parts.version = Version::HTTP_11;
+}
+
+/// HTTP/2 may split Cookie into one field per cookie; before the request goes on in
+/// HTTP/1.1 they must become one line joined by "; " (RFC 9113 8.2.3), or an upstream
+/// reading the first line sees only the first cookie.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    let mut several = false;
+    for v in values {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+        several = true;
+    }
+    if several {
+        if let Ok(v) = HeaderValue::from_bytes(&joined) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
 }
 
 #[cfg(test)]
