@@ -5,3 +5,12 @@
 // upstream routes, the recordings API); not every helper has a user yet.
 #[allow(dead_code, unused_imports)]
 mod harness;
+
+mod bodies;
+mod config;
+mod control;
+mod forwarding;
+mod lifecycle;
+mod pipeline;
+mod protocols;
+mod upstream_errors;
