@@ -8,6 +8,8 @@
 //! - `/bytes/N`: N bytes of [`pattern`] with a Content-Length;
 //! - `/chunked`: the chunks of [`CHUNKS`], sent with chunked framing;
 //! - `/slow`: [`SLOW_FIRST`] at once, then [`SLOW_REST`] after [`SLOW_DELAY`];
+//! - `/stream/N`: N bytes (`x`), made 64 KiB at a time, with a Content-Length;
+//! - `/count`: reads the request body and answers its length, keeping nothing;
 //! - `/status/N`: status N at once (the request body is read after); the reason phrase is
 //!   the request's `x-reason` header, if any;
 //! - `/sleep/MS`: the echo, after waiting MS milliseconds before the headers;
@@ -270,6 +272,8 @@ async fn handle(
             || path == "/chunked"
             || path == "/hop"
             || path == "/truncated"
+            || path == "/count"
+            || path.starts_with("/stream/")
             || path.starts_with("/bytes/")
             || path.starts_with("/status/"));
     if streaming {
@@ -288,6 +292,22 @@ async fn handle(
     } else if path == "/echo-body" {
         let body = req.into_body().map_err(std::io::Error::other).boxed();
         Response::new(body)
+    } else if path == "/count" {
+        // Reads the body as it comes, keeping only its length.
+        let mut body = req.into_body();
+        let mut n = 0usize;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => n += f.data_ref().map_or(0, |d| d.len()),
+                Err(_) => break,
+            }
+        }
+        Response::new(full(n.to_string()))
+    } else if let Some(n) = path.strip_prefix("/stream/") {
+        let n: usize = n.parse().expect("/stream/N takes a number");
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(big_body(n))));
+        r.headers_mut().insert(header::CONTENT_LENGTH, n.into());
+        r
     } else if let Some(n) = path.strip_prefix("/bytes/") {
         let n: usize = n.parse().expect("/bytes/N takes a number");
         Response::new(full(pattern(n)))
@@ -384,6 +404,23 @@ fn echo_json(seen: &Seen, body: &Bytes, name: &str) -> Value {
         "headers": headers,
         "body": String::from_utf8_lossy(body),
         "body_len": body.len(),
+    })
+}
+
+/// `n` bytes made as they are sent, 64 KiB at a time: large bodies cost the test nothing.
+pub fn big_body(
+    n: usize,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + 'static {
+    const CHUNK: usize = 64 * 1024;
+    let block = Bytes::from(vec![b'x'; CHUNK]);
+    futures_util::stream::unfold(0usize, move |sent| {
+        let block = block.clone();
+        async move {
+            (sent < n).then(|| {
+                let len = CHUNK.min(n - sent);
+                (Ok(Frame::data(block.slice(..len))), sent + len)
+            })
+        }
     })
 }
 
