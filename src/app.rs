@@ -220,6 +220,7 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         ))
     });
 
+    let signalled = shutdown_signal();
     // One line on stdout that scripts (and the tests) can wait for.
     println!(
         "heliosburn ready: proxy http://{proxy_addr} -> {}, management http://{mgmt_addr}",
@@ -227,7 +228,7 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
     );
     tracing::info!(proxy = %proxy_addr, management = %mgmt_addr, upstream = %forwarder.target().upstream, "started");
 
-    wait_for_signal().await;
+    signalled.await;
     tracing::info!("shutting down: no new connections; letting exchanges in flight finish");
     shutdown.cancel();
     let _ = proxy_task.await;
@@ -240,25 +241,34 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGINT/SIGTERM handlers now and returns the wait for either. Installed
+/// before the ready line, so a signal sent as soon as that line is read is not met by the
+/// default action (death by signal instead of a drain and exit 0).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let handlers = signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+        async move {
+            match handlers {
+                Ok((mut term, mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the proxy");
-                let _ = tokio::signal::ctrl_c().await;
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the proxy");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -73,8 +73,12 @@ fn init_logging(level: &str, from_flag: bool) {
         }
         _ => EnvFilter::new(level),
     };
+    // Colour codes only for a person at a terminal; a pipe or file (systemd, docker, a
+    // test) gets plain lines.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }

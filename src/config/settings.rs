@@ -203,13 +203,14 @@ impl SettingsFile {
                 "drain_timeout" => out.drain_timeout = field(&mut problems, key, v, "seconds, a number"),
                 "data_dir" => out.data_dir = field(&mut problems, key, v, "a directory path"),
                 "bus_capacity" => out.bus_capacity = field(&mut problems, key, v, "a number of messages"),
-                "log" => out.log = field(&mut problems, key, v, "a mapping with `level`"),
+                "log" => out.log = section(&mut problems, key, v, "a mapping with `level`", LOG_FIELDS),
                 "control" => {
-                    out.control = field(
+                    out.control = section(
                         &mut problems,
                         key,
                         v,
                         "a mapping of redis_host, redis_port, redis_db, request_channel, response_channel",
+                        CONTROL_FIELDS,
                     )
                 }
                 other => problems.add(other, format!("unknown setting; known settings are: {}", TOP_KEYS.join(", "))),
@@ -245,6 +246,46 @@ fn field<T: DeserializeOwned>(
             None
         }
     }
+}
+
+/// What each key of a section expects, for messages.
+const LOG_FIELDS: &[(&str, &str)] = &[("level", "a log level (error, warn, info, debug, trace)")];
+const CONTROL_FIELDS: &[(&str, &str)] = &[
+    ("redis_host", "a host name or address"),
+    ("redis_port", "a port from 1 to 65535"),
+    ("redis_db", "a database number"),
+    ("request_channel", "a channel name"),
+    ("response_channel", "a channel name"),
+];
+
+/// Deserializes a section (a mapping whose fields are all optional), naming the key inside
+/// it that does not fit: every entry is checked alone, which an all-optional type allows.
+fn section<T: DeserializeOwned>(
+    problems: &mut Problems,
+    key: &str,
+    v: yaml_serde::Value,
+    expected: &str,
+    fields: &[(&str, &str)],
+) -> Option<T> {
+    if let yaml_serde::Value::Mapping(map) = &v {
+        let mut bad = false;
+        for (k, sub) in map {
+            let one = yaml_serde::Mapping::from_iter([(k.clone(), sub.clone())]);
+            if let Err(e) = yaml_serde::from_value::<T>(yaml_serde::Value::Mapping(one)) {
+                bad = true;
+                let name = k.as_str().unwrap_or("?");
+                let message = match fields.iter().find(|(f, _)| *f == name) {
+                    Some((_, exp)) => format!("expected {exp}, found {}", yaml_kind(sub)),
+                    None => e.to_string(),
+                };
+                problems.add(format!("{key}.{name}"), message);
+            }
+        }
+        if bad {
+            return None;
+        }
+    }
+    field(problems, key, v, expected)
 }
 
 /// Flags that override the files. `None` leaves the file's value.

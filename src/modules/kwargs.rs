@@ -55,8 +55,33 @@ pub fn redis_target(
 }
 
 /// Checks kwargs against their typed form, turning the serde message into a problem text.
+/// serde stops at the first bad field and does not say which it was; as every kwarg is
+/// optional, each entry is then checked alone, so the text names every bad one.
 pub fn check<T: serde::de::DeserializeOwned>(kwargs: &yaml_serde::Value) -> Result<T, String> {
-    yaml_serde::from_value(kwargs.clone()).map_err(|e| e.to_string())
+    yaml_serde::from_value(kwargs.clone()).map_err(|e| {
+        let yaml_serde::Value::Mapping(map) = kwargs else {
+            return e.to_string();
+        };
+        let named: Vec<String> = map
+            .iter()
+            .filter_map(|(k, v)| {
+                let one = yaml_serde::Mapping::from_iter([(k.clone(), v.clone())]);
+                let err = yaml_serde::from_value::<T>(yaml_serde::Value::Mapping(one)).err()?;
+                let detail = err.to_string();
+                // An unknown field names itself.
+                Some(if detail.starts_with("unknown field") {
+                    detail
+                } else {
+                    format!("{}: {detail}", k.as_str().unwrap_or("?"))
+                })
+            })
+            .collect();
+        if named.is_empty() {
+            e.to_string()
+        } else {
+            named.join("; ")
+        }
+    })
 }
 
 #[cfg(test)]
@@ -72,5 +97,21 @@ mod tests {
         assert_eq!(yaml_serde::from_str::<Port>("6379").unwrap(), Port(6379));
         assert!(yaml_serde::from_str::<Port>("'x'").is_err());
         assert!(yaml_serde::from_str::<Port>("70000").is_err());
+    }
+
+    #[test]
+    fn every_bad_kwarg_is_named() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct K {
+            port: Option<Port>,
+            limit: Option<usize>,
+        }
+        let v = yaml_serde::from_str("{port: x, limit: lots, other: 1}").unwrap();
+        let err = check::<K>(&v).unwrap_err();
+        assert!(err.starts_with("port: expected a port"), "{err}");
+        assert!(err.contains("; limit: invalid type: string"), "{err}");
+        assert!(err.contains("; unknown field `other`"), "{err}");
     }
 }

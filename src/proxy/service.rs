@@ -252,6 +252,9 @@ fn rewrite_request(
     upgrade: bool,
 ) {
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -259,16 +262,14 @@ fn rewrite_request(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
 
-    let client_ip = client_addr.ip().to_string();
-    let xff = match parts
-        .headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prior) => format!("{prior}, {client_ip}"),
-        None => client_ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    // Several X-Forwarded-For lines are one comma-separated list: keep every prior hop.
+    let mut xff: Vec<u8> = Vec::new();
+    for prior in parts.headers.get_all(&X_FORWARDED_FOR) {
+        xff.extend_from_slice(prior.as_bytes());
+        xff.extend_from_slice(b", ");
+    }
+    xff.extend_from_slice(client_addr.ip().to_string().as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&xff) {
         parts.headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     parts
@@ -300,6 +301,28 @@ fn rewrite_request(
         parts.uri = u;
     }
     parts.version = Version::HTTP_11;
+}
+
+/// HTTP/2 may split Cookie into one field per cookie; before the request goes on in
+/// HTTP/1.1 they must become one line joined by "; " (RFC 9113 8.2.3), or an upstream
+/// reading the first line sees only the first cookie.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    let mut several = false;
+    for v in values {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+        several = true;
+    }
+    if several {
+        if let Ok(v) = HeaderValue::from_bytes(&joined) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,239 @@
+//! `--check-config`: bad files fail with exit 2 and a message naming the file, the key and
+//! what was expected; good ones pass with exit 0. Fixtures are in `tests/fixtures/`.
+
+use std::process::Output;
+
+use crate::harness::run_to_end;
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn example(name: &str) -> String {
+    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `--check-config` with these flags; asserts exit 2 and returns stderr.
+fn check_fails(args: &[&str]) -> String {
+    let out = check(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?}: expected exit 2; stderr:\n{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout when the configuration is bad: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+fn check(args: &[&str]) -> Output {
+    let mut all = vec!["--check-config"];
+    all.extend_from_slice(args);
+    run_to_end(&all)
+}
+
+fn assert_has(stderr: &str, expected: &str) {
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+}
+
+#[test]
+fn seed_modules_as_printed_name_the_line_that_must_line_up() {
+    let path = fixture("seed-modules-as-printed.yaml");
+    let stderr = check_fails(&["--modules", &path]);
+    assert_has(&stderr, "1 configuration problem:");
+    assert_has(&stderr, &format!("{path}: support: line 14:"));
+    assert_has(&stderr, "`support:` is indented by 1 space");
+    assert_has(&stderr, "must line up");
+}
+
+#[test]
+fn seed_modules_with_aligned_keys_pass() {
+    let out = check(&["--modules", &example("seed-modules.yaml")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "configuration OK\n");
+}
+
+#[test]
+fn every_setting_with_a_valid_value_passes() {
+    let out = check(&["--config", &fixture("good-settings.yaml")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unknown_module_lists_the_known_ones() {
+    let path = fixture("unknown-module.yaml");
+    let stderr = check_fails(&["--modules", &path]);
+    assert_has(
+        &stderr,
+        &format!(
+            "{path}: pipeline[0].name: unknown module `TrafficReeder`; known pipeline modules: TrafficReader, AddHeader"
+        ),
+    );
+}
+
+#[test]
+fn unknown_module_kwarg_is_named() {
+    let path = fixture("unknown-kwarg.yaml");
+    let stderr = check_fails(&["--modules", &path]);
+    assert_has(
+        &stderr,
+        &format!("{path}: pipeline[0].kwargs: AddHeader: unknown field `requests`"),
+    );
+}
+
+#[test]
+fn unknown_setting_lists_the_known_ones() {
+    let path = fixture("unknown-setting.yaml");
+    let stderr = check_fails(&["--config", &path]);
+    assert_has(
+        &stderr,
+        &format!("{path}: upstrem: unknown setting; known settings are: bind, upstream,"),
+    );
+}
+
+#[test]
+fn wrong_types_say_what_was_expected() {
+    let path = fixture("wrong-types.yaml");
+    let stderr = check_fails(&["--config", &path]);
+    assert_has(&stderr, "3 configuration problems:");
+    assert_has(
+        &stderr,
+        &format!("{path}: preserve_host: expected true or false, found a string"),
+    );
+    assert_has(
+        &stderr,
+        &format!("{path}: upstream_timeout: expected seconds, a number, found a string"),
+    );
+    assert_has(
+        &stderr,
+        &format!("{path}: log: expected a mapping with `level`, found a string"),
+    );
+
+    let path = fixture("wrong-shape-modules.yaml");
+    let stderr = check_fails(&["--modules", &path]);
+    assert_has(
+        &stderr,
+        &format!("{path}: pipeline: expected a list of {{name, kwargs}}, found a mapping"),
+    );
+}
+
+#[test]
+fn bad_addresses_are_named() {
+    let path = fixture("bad-addresses.yaml");
+    let stderr = check_fails(&["--config", &path]);
+    assert_has(&stderr, "3 configuration problems:");
+    assert_has(
+        &stderr,
+        &format!("{path}: bind (or --bind): `nowhere` is not an address like 127.0.0.1:8880"),
+    );
+    assert_has(
+        &stderr,
+        &format!(
+            "{path}: management (or --mgmt): `127.0.0.1:99999` is not an address like 127.0.0.1:5150"
+        ),
+    );
+    assert_has(
+        &stderr,
+        &format!("{path}: upstream (or --upstream): `ftp://127.0.0.1:21`: only http:// upstreams are supported"),
+    );
+
+    // The same check on a flag.
+    let stderr = check_fails(&["--bind", "127.0.0.1"]);
+    assert_has(
+        &stderr,
+        "bind (or --bind): `127.0.0.1` is not an address like 127.0.0.1:8880",
+    );
+}
+
+#[test]
+fn problems_of_both_files_are_reported_together() {
+    let settings = fixture("unknown-setting.yaml");
+    let modules = fixture("unknown-module.yaml");
+    let stderr = check_fails(&["--config", &settings, "--modules", &modules]);
+    assert_has(&stderr, "2 configuration problems:");
+    assert_has(&stderr, &format!("{settings}: upstrem:"));
+    assert_has(&stderr, &format!("{modules}: pipeline[0].name:"));
+}
+
+/// Started for real (not only checked), a bad file stops the proxy before it listens.
+#[test]
+fn a_bad_file_stops_the_start_with_exit_2() {
+    let out = run_to_end(&[
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--bind",
+        "127.0.0.1:0",
+        "--mgmt",
+        "127.0.0.1:0",
+        "--modules",
+        &fixture("unknown-module.yaml"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "no ready line");
+    assert_has(
+        &String::from_utf8_lossy(&out.stderr),
+        "unknown module `TrafficReeder`",
+    );
+}
+
+/// A wrong value inside a section is named by its own key and what it should be, not as
+/// "expected a mapping, found a mapping".
+#[test]
+fn wrong_types_inside_a_section_name_their_own_key() {
+    let path = fixture("wrong-nested-types.yaml");
+    let stderr = check_fails(&["--config", &path]);
+    assert_has(&stderr, "3 configuration problems:");
+    assert_has(
+        &stderr,
+        &format!("{path}: log.level: expected a log level (error, warn, info, debug, trace), found a list"),
+    );
+    assert_has(
+        &stderr,
+        &format!("{path}: control.redis_port: expected a port from 1 to 65535, found a string"),
+    );
+    assert_has(
+        &stderr,
+        &format!("{path}: control.redis_db: expected a database number, found a string"),
+    );
+    assert!(!stderr.contains("found a mapping"), "{stderr}");
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let path = fixture("no-such-file.yaml");
+    let stderr = check_fails(&["--modules", &path]);
+    assert_has(&stderr, &format!("{path}: cannot read the file: "));
+}
+
+/// Every bad kwarg of a module is reported, each by its name.
+#[test]
+fn bad_kwargs_are_each_named() {
+    let path = fixture("bad-kwargs.yaml");
+    let stderr = check_fails(&["--modules", &path]);
+    assert_has(
+        &stderr,
+        &format!("{path}: pipeline[0].kwargs: TrafficReader: "),
+    );
+    assert_has(
+        &stderr,
+        "redis_port: expected a port from 1 to 65535 (a number or a string of digits)",
+    );
+    assert_has(&stderr, "body_limit: invalid type: string \"lots\"");
+}

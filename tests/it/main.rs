@@ -1,0 +1,16 @@
+//! Integration tests: the real `heliosburn` binary on ephemeral ports, in front of a real
+//! upstream in this process. One binary (faster to link); one module per concern.
+
+// The harness also serves the recording tests (restarts on one data directory, custom
+// upstream routes, the recordings API); not every helper has a user yet.
+#[allow(dead_code, unused_imports)]
+mod harness;
+
+mod bodies;
+mod config;
+mod control;
+mod forwarding;
+mod lifecycle;
+mod pipeline;
+mod protocols;
+mod upstream_errors;
