@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs and starts what the tests need
+# (Redis on 127.0.0.1:6379, the MongoDB stand-in on 127.0.0.1:27017), then runs every
+# unit and integration test. CI (.ci/run) runs exactly this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
+
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    echo "installing redis (Debian package redis-server)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server >/dev/null
+fi
+mkdir -p target
+if ! redis_up; then
+    echo "starting redis on 127.0.0.1:6379"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        --logfile "$PWD/target/redis-ci.log" --dir /tmp
+    for _ in $(seq 1 50); do redis_up && break; sleep 0.1; done
+    redis_up || { echo "redis did not start; see target/redis-ci.log" >&2; exit 1; }
+fi
+if ! command -v python3 >/dev/null; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3 python3-venv >/dev/null
+fi
+scripts/mongo.sh start
+
+cargo fmt --all -- --check
+cargo test --locked "$@"
