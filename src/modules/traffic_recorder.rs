@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::background::Background;
@@ -21,6 +22,7 @@ use super::kwargs::{redis_target, Port, RedisTarget};
 use super::{ModuleError, SupportModule};
 use crate::feed::{Feed, Received, Subscription};
 use crate::recording::{FlushRequest, Recordings, Target};
+use crate::store::StoreError;
 use crate::traffic::{TrafficDoc, TrafficMessage};
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -156,6 +158,8 @@ impl SupportModule for TrafficRecorder {
             tuning: self.tuning,
             grace: self.feed.delivery_grace(),
             batch: Batch::default(),
+            in_flight: None,
+            store_down: false,
         };
         self.background
             .spawn(|cancel| worker.run(sub, flush_rx, cancel));
@@ -199,18 +203,23 @@ struct Batch {
 
 impl Batch {
     fn add(&mut self, recording: &str, msg: &TrafficMessage) {
-        let key = (recording.to_owned(), msg.transaction_id.clone());
+        self.add_doc(TrafficDoc::from_message(recording, msg));
+    }
+
+    /// Adds a document, or completes the one of the same transaction: the document with
+    /// a response (and the request body that comes with it) wins.
+    fn add_doc(&mut self, doc: TrafficDoc) {
+        let key = (doc.recording_id.clone(), doc.transaction_id.clone());
         match self.index.get(&key) {
             Some(&i) => {
-                let doc = &mut self.docs[i];
-                if msg.response.is_some() {
-                    doc.request = msg.request.clone();
-                    doc.response = msg.response.clone();
+                if doc.response.is_some() {
+                    self.docs[i].request = doc.request;
+                    self.docs[i].response = doc.response;
                 }
             }
             None => {
                 self.index.insert(key, self.docs.len());
-                self.docs.push(TrafficDoc::from_message(recording, msg));
+                self.docs.push(doc);
             }
         }
     }
@@ -226,6 +235,9 @@ struct Worker {
     tuning: Tuning,
     grace: Duration,
     batch: Batch,
+    /// The batch being written, with its outcome.
+    in_flight: Option<JoinHandle<(Batch, Result<u64, StoreError>)>>,
+    store_down: bool,
 }
 
 impl Worker {
@@ -238,38 +250,33 @@ impl Worker {
         let mut target = self.recordings.watch();
         let mut tick = tokio::time::interval(self.tuning.flush);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut store_down = false;
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
                     self.drain(&mut sub, &target.borrow().clone());
-                    self.flush(&mut store_down).await;
+                    self.flush_all().await;
                     break;
                 }
                 Some(ack) = flush_rx.recv() => {
                     self.catch_up(&mut sub, &mut target).await;
-                    self.flush(&mut store_down).await;
+                    self.flush_all().await;
                     let _ = ack.send(());
                 }
                 received = sub.recv() => match received {
                     Ok(r) => {
                         self.take(r, &target.borrow());
                         if self.batch.len() >= self.tuning.batch_size {
-                            self.flush(&mut store_down).await;
+                            self.flush().await;
                         }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "TrafficRecorder: the feed ended");
-                        self.flush(&mut store_down).await;
+                        self.flush_all().await;
                         break;
                     }
                 },
-                _ = tick.tick() => {
-                    if self.batch.len() > 0 {
-                        self.flush(&mut store_down).await;
-                    }
-                }
+                _ = tick.tick() => self.flush().await,
             }
         }
     }
@@ -321,47 +328,69 @@ impl Worker {
         }
     }
 
-    async fn flush(&mut self, store_down: &mut bool) {
+    /// Hands the batch to a writer task and returns, so receiving the next batch overlaps
+    /// writing this one. At most one write is in flight.
+    async fn flush(&mut self) {
+        self.settle().await;
         if self.batch.len() == 0 {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        match self.recordings.store().write_traffic(&batch.docs).await {
-            Ok(n) => {
+        let store = self.recordings.store().clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            let result = store.write_traffic(&batch.docs).await;
+            (batch, result)
+        }));
+    }
+
+    /// Writes everything received so far and waits for it (stop, flush requests).
+    async fn flush_all(&mut self) {
+        self.flush().await;
+        self.settle().await;
+    }
+
+    /// Waits for the write in flight and accounts for it; a failed batch comes back in
+    /// front of what arrived since, bounded by `max_pending`.
+    async fn settle(&mut self) {
+        let Some(task) = self.in_flight.take() else {
+            return;
+        };
+        let (failed, error) = match task.await {
+            Ok((_, Ok(n))) => {
                 self.counters.recorded.fetch_add(n, Ordering::Relaxed);
-                self.counters.pending.store(0, Ordering::Relaxed);
-                if *store_down {
+                self.counters.pending.store(self.batch.len() as u64, Ordering::Relaxed);
+                if self.store_down {
                     tracing::info!(store = %self.recordings.store().describe(), "store is back; recording resumed");
-                    *store_down = false;
+                    self.store_down = false;
                 }
+                return;
             }
-            Err(e) => {
-                if !*store_down {
-                    tracing::error!(error = %e, "cannot write traffic; keeping it to retry");
-                    *store_down = true;
-                }
-                // Keep it for the next flush, bounded: the oldest beyond the cap are lost.
-                self.batch = batch;
-                let excess = self.batch.len().saturating_sub(self.tuning.max_pending);
-                if excess > 0 {
-                    self.batch.docs.drain(..excess);
-                    self.batch.index = self
-                        .batch
-                        .docs
-                        .iter()
-                        .enumerate()
-                        .map(|(i, d)| ((d.recording_id.clone(), d.transaction_id.clone()), i))
-                        .collect();
-                    self.counters
-                        .failed
-                        .fetch_add(excess as u64, Ordering::Relaxed);
-                }
-                self.counters
-                    .pending
-                    .store(self.batch.len() as u64, Ordering::Relaxed);
-                // Don't hammer a store that is down.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok((batch, Err(e))) => (batch, e.to_string()),
+            Err(join) => {
+                // The batch went down with the task: count it rather than lose it silently.
+                tracing::error!(error = %join, "the traffic writer failed");
+                return;
             }
+        };
+        if !self.store_down {
+            tracing::error!(error = %error, "cannot write traffic; keeping it to retry");
+            self.store_down = true;
         }
+        let newer = std::mem::replace(&mut self.batch, failed);
+        for doc in newer.docs {
+            self.batch.add_doc(doc);
+        }
+        let excess = self.batch.len().saturating_sub(self.tuning.max_pending);
+        if excess > 0 {
+            let kept = self.batch.docs.split_off(excess);
+            self.batch = Batch::default();
+            for doc in kept {
+                self.batch.add_doc(doc);
+            }
+            self.counters.failed.fetch_add(excess as u64, Ordering::Relaxed);
+        }
+        self.counters.pending.store(self.batch.len() as u64, Ordering::Relaxed);
+        // Don't hammer a store that is down.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
