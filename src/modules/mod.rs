@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 pub use lifecycle::{Lifecycle, State};
 
@@ -33,7 +32,6 @@ pub struct Exchange {
     pub client_addr: SocketAddr,
     pub client_version: http::Version,
     pub started: Instant,
-    pub started_at: DateTime<Utc>,
     /// Per-exchange state a module keeps between its phases, by type.
     pub extensions: http::Extensions,
     /// The request body as captured beside the stream (when a module asked for it).
@@ -54,7 +52,6 @@ impl Exchange {
             client_addr,
             client_version,
             started: Instant::now(),
-            started_at: Utc::now(),
             extensions: http::Extensions::new(),
             request_body: None,
             response_body: None,

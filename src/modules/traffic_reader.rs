@@ -69,7 +69,7 @@ impl PipelineModule for TrafficReader {
             request_id: uuid::Uuid::new_v4().to_string(),
             response_id: uuid::Uuid::new_v4().to_string(),
             request: traffic::RequestInfo {
-                created_at: traffic::timestamp(ex.started_at),
+                created_at: traffic::timestamp(Utc::now()),
                 client_protocol: traffic::protocol_name(ex.client_version).into(),
                 method: req.method.to_string(),
                 uri: req

@@ -358,7 +358,9 @@ impl Worker {
         let (failed, error) = match task.await {
             Ok((_, Ok(n))) => {
                 self.counters.recorded.fetch_add(n, Ordering::Relaxed);
-                self.counters.pending.store(self.batch.len() as u64, Ordering::Relaxed);
+                self.counters
+                    .pending
+                    .store(self.batch.len() as u64, Ordering::Relaxed);
                 if self.store_down {
                     tracing::info!(store = %self.recordings.store().describe(), "store is back; recording resumed");
                     self.store_down = false;
@@ -387,9 +389,13 @@ impl Worker {
             for doc in kept {
                 self.batch.add_doc(doc);
             }
-            self.counters.failed.fetch_add(excess as u64, Ordering::Relaxed);
+            self.counters
+                .failed
+                .fetch_add(excess as u64, Ordering::Relaxed);
         }
-        self.counters.pending.store(self.batch.len() as u64, Ordering::Relaxed);
+        self.counters
+            .pending
+            .store(self.batch.len() as u64, Ordering::Relaxed);
         // Don't hammer a store that is down.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::service::Forwarder;
+use crate::proxy::service::{Client, Forwarder};
 
 /// What the listener is doing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -178,9 +178,10 @@ fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let fwd = forwarder.clone();
+    let client = Arc::new(Client::new(peer));
     let svc = service_fn(move |req| {
-        let fwd = fwd.clone();
-        async move { Ok::<_, Infallible>(fwd.handle(req, peer).await) }
+        let (fwd, client) = (fwd.clone(), client.clone());
+        async move { Ok::<_, Infallible>(fwd.handle(req, &client).await) }
     });
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), svc)

@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::Upstream;
@@ -48,6 +48,24 @@ impl Target {
     }
 }
 
+/// The client end of a connection, with what every exchange on it adds to requests.
+pub struct Client {
+    pub addr: SocketAddr,
+    /// The client's address as an `X-Forwarded-For` value, made once per connection.
+    forwarded_for: HeaderValue,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        let forwarded_for = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            addr,
+            forwarded_for,
+        }
+    }
+}
+
 /// Settings of the forwarder that do not change at run time.
 #[derive(Debug, Clone)]
 pub struct ForwardSettings {
@@ -59,7 +77,7 @@ pub struct ForwardSettings {
 /// Forwards exchanges to the current upstream through a pooled client.
 pub struct Forwarder {
     target: ArcSwap<Target>,
-    client: Client<HttpConnector, RequestBody>,
+    client: HttpClient<HttpConnector, RequestBody>,
     pipeline: Arc<Pipeline>,
     settings: ForwardSettings,
 }
@@ -69,7 +87,7 @@ impl Forwarder {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(settings.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
+        let client = HttpClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(connector);
@@ -102,10 +120,10 @@ impl Forwarder {
     pub async fn handle(
         &self,
         mut req: Request<Incoming>,
-        client_addr: SocketAddr,
+        client: &Client,
     ) -> Response<ResponseBody> {
         let target = self.target.load_full();
-        let mut ex = Exchange::new(client_addr, req.version());
+        let mut ex = Exchange::new(client.addr, req.version());
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -118,7 +136,7 @@ impl Forwarder {
         rewrite_request(
             &mut parts,
             &target,
-            client_addr,
+            client,
             self.settings.preserve_host,
             upgrade,
         );
@@ -247,7 +265,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 fn rewrite_request(
     parts: &mut http::request::Parts,
     target: &Target,
-    client_addr: SocketAddr,
+    client: &Client,
     preserve_host: bool,
     upgrade: bool,
 ) {
@@ -263,14 +281,20 @@ fn rewrite_request(
     });
 
     // Several X-Forwarded-For lines are one comma-separated list: keep every prior hop.
-    let mut xff: Vec<u8> = Vec::new();
-    for prior in parts.headers.get_all(&X_FORWARDED_FOR) {
-        xff.extend_from_slice(prior.as_bytes());
-        xff.extend_from_slice(b", ");
-    }
-    xff.extend_from_slice(client_addr.ip().to_string().as_bytes());
-    if let Ok(v) = HeaderValue::from_bytes(&xff) {
-        parts.headers.insert(X_FORWARDED_FOR.clone(), v);
+    if parts.headers.contains_key(&X_FORWARDED_FOR) {
+        let mut xff: Vec<u8> = Vec::new();
+        for prior in parts.headers.get_all(&X_FORWARDED_FOR) {
+            xff.extend_from_slice(prior.as_bytes());
+            xff.extend_from_slice(b", ");
+        }
+        xff.extend_from_slice(client.forwarded_for.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&xff) {
+            parts.headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+    } else {
+        parts
+            .headers
+            .insert(X_FORWARDED_FOR.clone(), client.forwarded_for.clone());
     }
     parts
         .headers
@@ -372,7 +396,7 @@ mod tests {
         rewrite_request(
             &mut parts,
             &target,
-            "127.0.0.9:5".parse().unwrap(),
+            &Client::new("127.0.0.9:5".parse().unwrap()),
             false,
             false,
         );
