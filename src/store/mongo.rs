@@ -194,8 +194,8 @@ fn corrupt(what: &str, raw: &RawDocument, e: impl std::fmt::Display) -> StoreErr
 }
 
 /// One statement of the `update` command: upsert by (recording, transaction). The first
-/// write fixes `createdAt`, `seq` and `request`; a response completes the document; a
-/// repeat changes nothing. Errors say why the document cannot be stored at all.
+/// write fixes `createdAt` and `seq`; a response (with the request and its body) completes
+/// the document; a repeat of the request event changes nothing. Errors say why the document cannot be stored at all.
 fn upsert_statement(doc: &TrafficDoc, seq: i64) -> Result<RawDocumentBuf, String> {
     let recording_id = parse_id(&doc.recording_id)
         .ok_or_else(|| format!("recording id {:?} is not an ObjectId", doc.recording_id))?;
@@ -208,15 +208,20 @@ fn upsert_statement(doc: &TrafficDoc, seq: i64) -> Result<RawDocumentBuf, String
     let mut on_insert = RawDocumentBuf::new();
     on_insert.append("createdAt", to_bson_date(doc.created_at));
     on_insert.append("seq", seq);
-    on_insert.append("request", request);
 
+    // The response event carries the request again, now with its captured body: it
+    // replaces the request event's copy. A field may not sit in both operators.
     let mut u = RawDocumentBuf::new();
-    u.append("$setOnInsert", on_insert);
     if let Some(response) = &doc.response {
         let response = bson::to_raw_document_buf(response).map_err(|e| format!("response: {e}"))?;
         let mut set = RawDocumentBuf::new();
+        set.append("request", request);
         set.append("response", response);
+        u.append("$setOnInsert", on_insert);
         u.append("$set", set);
+    } else {
+        on_insert.append("request", request);
+        u.append("$setOnInsert", on_insert);
     }
 
     let mut statement = RawDocumentBuf::new();
@@ -684,8 +689,10 @@ mod tests {
             .await
             .unwrap();
 
-        // The first write fixed request and createdAt; the response completed it.
+        // The first write fixed createdAt; the response (with its copy of the request,
+        // which carries the body) completed it.
         let expected = TrafficDoc {
+            request: completed.request,
             response: completed.response,
             ..request_only
         };

@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS recordings (
     stopped_at  TEXT
 );
 CREATE TABLE IF NOT EXISTS traffic (
-    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq            INTEGER PRIMARY KEY, -- the rowid: grows with each insert (capture order)
     recording_id   TEXT NOT NULL,
     transaction_id TEXT NOT NULL,
     created_at     TEXT NOT NULL,
@@ -50,12 +50,13 @@ CREATE TABLE IF NOT EXISTS traffic (
 CREATE INDEX IF NOT EXISTS traffic_recording ON traffic (recording_id);
 ";
 
-/// The first insert fixes `seq`, `created_at` and `request`; a later document only
-/// brings the response, and a plain repeat changes nothing.
+/// The first insert fixes `seq` and `created_at`; the response event completes the row
+/// (its request copy carries the captured body), and a repeat of the request changes nothing.
 const UPSERT_TRAFFIC: &str = "
 INSERT INTO traffic (recording_id, transaction_id, created_at, request, response)
 VALUES (?1, ?2, ?3, ?4, ?5)
-ON CONFLICT (recording_id, transaction_id) DO UPDATE SET response = excluded.response
+ON CONFLICT (recording_id, transaction_id) DO UPDATE
+SET request = excluded.request, response = excluded.response
 WHERE excluded.response IS NOT NULL";
 
 const SELECT_RECORDING: &str = "
@@ -528,7 +529,9 @@ pub(crate) mod tests {
                 path: format!("/items/{txn}"),
                 args: crate::traffic::query_multimap(Some("a=1")),
                 headers: headers.clone(),
-                body,
+                // As TrafficReader sends them: the request event has no body yet; the
+                // response event's copy of the request carries it.
+                body: if with_response { body.clone() } else { None },
             },
             response: with_response.then(|| ResponseInfo {
                 created_at: timestamp(now),
@@ -578,7 +581,8 @@ pub(crate) mod tests {
         let got = store.traffic(&rec.id, 0, 100).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].response, completed.response);
-        assert_eq!(got[0].request, request_only.request);
+        // The response event's copy of the request (it carries the body) wins.
+        assert_eq!(got[0].request, completed.request);
         assert_eq!(got[0].created_at, request_only.created_at);
         assert_eq!(
             store.get_recording(&rec.id).await.unwrap().unwrap().count,
