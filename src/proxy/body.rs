@@ -12,7 +12,9 @@ use hyper::body::Incoming;
 
 use crate::modules::Exchange;
 use crate::proxy::pipeline::Pipeline;
+use crate::proxy::service::Target;
 use crate::traffic::BodyCapture;
+use hyper::client::conn::http1::SendRequest;
 
 /// The first `limit` bytes of a body and its total size.
 #[derive(Debug, Clone, Default)]
@@ -93,11 +95,16 @@ pub struct Completion {
     pub uri: http::Uri,
     pub request_capture: Option<SharedCapture>,
     pub response_capture: Option<Capture>,
+    /// The upstream connection, back to its pool once the body has been read through.
+    pub upstream: Option<(Arc<Target>, SendRequest<RequestBody>)>,
 }
 
 impl Completion {
     fn finish(mut self, completed: bool) {
         self.ex.completed = completed;
+        if let (true, Some((target, sender))) = (completed, self.upstream.take()) {
+            target.pool.put(sender);
+        }
         if let Some(cap) = self.request_capture.take() {
             self.ex.request_body = Some(std::mem::take(
                 &mut *cap.lock().unwrap_or_else(|p| p.into_inner()),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use http::{header, Response, StatusCode};
 
 use crate::proxy::body::{Completion, ResponseBody};
+use crate::proxy::upstream::SendError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -21,23 +22,21 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    /// Classifies a client error by walking its sources.
-    pub fn from_client(
-        upstream: String,
-        err: &hyper_util::client::legacy::Error,
-        timeout: Duration,
-    ) -> Self {
-        let cause = root_cause(err);
-        let timed_out = source_chain(err).any(|e| {
-            e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        });
-        if timed_out {
-            ProxyError::Timeout { upstream, timeout }
-        } else if err.is_connect() {
-            ProxyError::Connect { upstream, cause }
-        } else {
-            ProxyError::Upstream { upstream, cause }
+    /// Classifies why the upstream could not be asked.
+    pub fn from_send(upstream: String, err: SendError, timeout: Duration) -> Self {
+        match err {
+            SendError::ConnectTimeout => ProxyError::Timeout { upstream, timeout },
+            SendError::Connect(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                ProxyError::Timeout { upstream, timeout }
+            }
+            SendError::Connect(e) => ProxyError::Connect {
+                upstream,
+                cause: e.to_string(),
+            },
+            SendError::Exchange(e) => ProxyError::Upstream {
+                upstream,
+                cause: root_cause(&e),
+            },
         }
     }
 

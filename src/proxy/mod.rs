@@ -5,6 +5,7 @@ pub mod error;
 pub mod listener;
 pub mod pipeline;
 pub mod service;
+pub mod upstream;
 
 use std::sync::Arc;
 

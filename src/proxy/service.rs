@@ -9,22 +9,22 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::config::Upstream;
 use crate::modules::Exchange;
 use crate::proxy::body::{Capture, Completion, RequestBody, ResponseBody};
 use crate::proxy::error::ProxyError;
 use crate::proxy::pipeline::Pipeline;
+use crate::proxy::upstream::Pool;
 
 /// The upstream with what every request needs of it precomputed.
 pub struct Target {
     pub upstream: Upstream,
-    authority: http::uri::Authority,
     host_header: HeaderValue,
     name: String,
+    /// Idle keep-alive connections to this upstream.
+    pub(crate) pool: Pool,
 }
 
 impl Target {
@@ -34,16 +34,16 @@ impl Target {
         } else {
             format!("{}:{}", upstream.host, upstream.port)
         };
-        let authority = host_port
-            .parse()
+        host_port
+            .parse::<http::uri::Authority>()
             .map_err(|e| format!("`{host_port}` is not a valid upstream: {e}"))?;
         let host_header =
             HeaderValue::from_str(&host_port).map_err(|e| format!("`{host_port}`: {e}"))?;
         Ok(Self {
             name: upstream.to_string(),
             upstream,
-            authority,
             host_header,
+            pool: Pool::default(),
         })
     }
 }
@@ -77,23 +77,14 @@ pub struct ForwardSettings {
 /// Forwards exchanges to the current upstream through a pooled client.
 pub struct Forwarder {
     target: ArcSwap<Target>,
-    client: HttpClient<HttpConnector, RequestBody>,
     pipeline: Arc<Pipeline>,
     settings: ForwardSettings,
 }
 
 impl Forwarder {
     pub fn new(target: Target, pipeline: Arc<Pipeline>, settings: ForwardSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        let client = HttpClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Self {
             target: ArcSwap::from_pointee(target),
-            client,
             pipeline,
             settings,
         }
@@ -149,15 +140,25 @@ impl Forwarder {
             uri,
             request_capture,
             response_capture: (limit > 0).then(|| Capture::new(limit)),
+            upstream: None,
         });
 
         let timeout = self.settings.upstream_timeout;
-        let mut resp = match tokio::time::timeout(timeout, self.client.request(upstream_req)).await
-        {
-            Ok(Ok(resp)) => resp,
+        let host = target
+            .upstream
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let send = target.pool.send(
+            host,
+            target.upstream.port,
+            self.settings.connect_timeout,
+            upstream_req,
+        );
+        let (mut resp, sender) = match tokio::time::timeout(timeout, send).await {
+            Ok(Ok(sent)) => sent,
             Ok(Err(e)) => {
-                return ProxyError::from_client(target.name.clone(), &e, timeout)
-                    .into_response(done)
+                return ProxyError::from_send(target.name.clone(), e, timeout).into_response(done)
             }
             Err(_) => {
                 return ProxyError::Timeout {
@@ -180,8 +181,10 @@ impl Forwarder {
         done.ex.status = Some(rparts.status);
         self.pipeline.response(&mut done.ex, &mut rparts);
         let body = if switching {
+            // The connection now belongs to the tunnel; it never goes back to the pool.
             ResponseBody::full("", Some(done))
         } else {
+            done.upstream = Some((target, sender));
             ResponseBody::upstream(rbody, Some(done))
         };
         Response::from_parts(rparts, body)
@@ -317,12 +320,10 @@ fn rewrite_request(
         }
     }
 
-    let mut uri = Uri::builder()
-        .scheme("http")
-        .authority(target.authority.clone());
-    uri = uri.path_and_query(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
-    if let Ok(u) = uri.build() {
-        parts.uri = u;
+    // HTTP/1.1 to the upstream takes the origin form; an h2 client sends the absolute one.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts.uri.path_and_query().cloned();
+        parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
     }
     parts.version = Version::HTTP_11;
 }
@@ -400,7 +401,7 @@ mod tests {
             false,
             false,
         );
-        assert_eq!(parts.uri, "http://10.0.0.1:81/a?b=1");
+        assert_eq!(parts.uri, "/a?b=1"); // origin form: the connection goes to the upstream
         assert_eq!(parts.headers["host"], "10.0.0.1:81");
         assert_eq!(parts.headers["x-forwarded-host"], "front:8880");
         assert_eq!(parts.headers["x-forwarded-for"], "1.1.1.1, 127.0.0.9");
