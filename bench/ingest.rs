@@ -19,6 +19,10 @@ use heliosburn::traffic::{self, BodyCapture, RequestInfo, ResponseInfo, TrafficM
 
 const CAPACITY: usize = 65_536;
 
+// The allocator of the heliosburn binary, so the figure is the one the proxy gets.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn message(i: usize, body: &str) -> (Arc<TrafficMessage>, Arc<TrafficMessage>) {
     let now = traffic::timestamp(chrono::Utc::now());
     let mut headers = traffic::MultiMap::new();
