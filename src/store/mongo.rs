@@ -194,8 +194,10 @@ fn corrupt(what: &str, raw: &RawDocument, e: impl std::fmt::Display) -> StoreErr
 }
 
 /// One statement of the `update` command: upsert by (recording, transaction). The first
-/// write fixes `createdAt`, `seq` and `request`; a response completes the document; a
-/// repeat changes nothing. Errors say why the document cannot be stored at all.
+/// write fixes `createdAt` and `seq`; a response completes the document, request included
+/// (the response message carries the request again, with the body the request message
+/// cannot have yet); a repeat changes nothing. Errors say why the document cannot be
+/// stored at all.
 fn upsert_statement(doc: &TrafficDoc, seq: i64) -> Result<RawDocumentBuf, String> {
     let recording_id = parse_id(&doc.recording_id)
         .ok_or_else(|| format!("recording id {:?} is not an ObjectId", doc.recording_id))?;
@@ -208,15 +210,18 @@ fn upsert_statement(doc: &TrafficDoc, seq: i64) -> Result<RawDocumentBuf, String
     let mut on_insert = RawDocumentBuf::new();
     on_insert.append("createdAt", to_bson_date(doc.created_at));
     on_insert.append("seq", seq);
-    on_insert.append("request", request);
 
     let mut u = RawDocumentBuf::new();
-    u.append("$setOnInsert", on_insert);
     if let Some(response) = &doc.response {
         let response = bson::to_raw_document_buf(response).map_err(|e| format!("response: {e}"))?;
         let mut set = RawDocumentBuf::new();
+        set.append("request", request);
         set.append("response", response);
+        u.append("$setOnInsert", on_insert);
         u.append("$set", set);
+    } else {
+        on_insert.append("request", request);
+        u.append("$setOnInsert", on_insert);
     }
 
     let mut statement = RawDocumentBuf::new();
@@ -669,8 +674,14 @@ mod tests {
         let t = setup().await;
         let store = &t.store;
         let rec = store.create_recording("r", "d").await.unwrap();
-        let request_only = doc(&rec.id, "t1", false, 10);
+        // The request message has no body yet; the response message brings the request
+        // again, with its body.
         let completed = doc(&rec.id, "t1", true, 10);
+        let mut request_only = TrafficDoc {
+            response: None,
+            ..completed.clone()
+        };
+        request_only.request.body = None;
         let other = doc(&rec.id, "t2", false, 0);
 
         let sent = [request_only.clone(), other.clone()];
@@ -684,8 +695,9 @@ mod tests {
             .await
             .unwrap();
 
-        // The first write fixed request and createdAt; the response completed it.
+        // The first write fixed createdAt; the response completed it, request body too.
         let expected = TrafficDoc {
+            request: completed.request,
             response: completed.response,
             ..request_only
         };

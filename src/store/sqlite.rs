@@ -50,12 +50,14 @@ CREATE TABLE IF NOT EXISTS traffic (
 CREATE INDEX IF NOT EXISTS traffic_recording ON traffic (recording_id);
 ";
 
-/// The first insert fixes `seq`, `created_at` and `request`; a later document only
-/// brings the response, and a plain repeat changes nothing.
+/// The first insert fixes `seq` and `created_at`; a later document with a response
+/// completes it, request included (the response message carries the request again, with
+/// its body, which the request message cannot have yet); a plain repeat changes nothing.
 const UPSERT_TRAFFIC: &str = "
 INSERT INTO traffic (recording_id, transaction_id, created_at, request, response)
 VALUES (?1, ?2, ?3, ?4, ?5)
-ON CONFLICT (recording_id, transaction_id) DO UPDATE SET response = excluded.response
+ON CONFLICT (recording_id, transaction_id)
+DO UPDATE SET request = excluded.request, response = excluded.response
 WHERE excluded.response IS NOT NULL";
 
 const SELECT_RECORDING: &str = "
@@ -548,7 +550,11 @@ pub(crate) mod tests {
         let rec = store.create_recording("r", "d").await.unwrap();
 
         let request_only = doc(&rec.id, "t1", false, 10);
-        let completed = doc(&rec.id, "t1", true, 10);
+        // The response message repeats the request as the request message had it.
+        let completed = TrafficDoc {
+            request: request_only.request.clone(),
+            ..doc(&rec.id, "t1", true, 10)
+        };
         assert_eq!(
             store
                 .write_traffic(std::slice::from_ref(&request_only))
@@ -584,6 +590,40 @@ pub(crate) mod tests {
             store.get_recording(&rec.id).await.unwrap().unwrap().count,
             1
         );
+    }
+
+    /// The request message goes out before the request body has streamed; the response
+    /// message brings the request again with its body. Written in separate batches, the
+    /// stored request must still end up with the body.
+    #[tokio::test]
+    async fn the_response_brings_the_request_body() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.0).unwrap();
+        let rec = store.create_recording("r", "d").await.unwrap();
+        let completed = doc(&rec.id, "t1", true, 10);
+        let mut request_only = TrafficDoc {
+            response: None,
+            ..completed.clone()
+        };
+        request_only.request.body = None;
+        store
+            .write_traffic(std::slice::from_ref(&request_only))
+            .await
+            .unwrap();
+        store
+            .write_traffic(std::slice::from_ref(&completed))
+            .await
+            .unwrap();
+        store
+            .write_traffic(std::slice::from_ref(&request_only))
+            .await
+            .unwrap();
+        let got = store.traffic(&rec.id, 0, 100).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].request, completed.request);
+        assert!(got[0].request.body.is_some());
+        assert_eq!(got[0].response, completed.response);
+        assert_eq!(got[0].created_at, request_only.created_at);
     }
 
     #[tokio::test]
