@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::store::{RecordingPatch, Store, StoreError};
@@ -173,11 +173,14 @@ impl Recordings {
             return Err(RecordingError::NoRecorder);
         }
         self.get(id).await?;
-        let now = Utc::now();
+        let now = Utc::now().trunc_subsecs(6);
         let rec = self.store.mark_recording(id, Some(now), None).await?;
         let rec = rec.ok_or_else(|| RecordingError::NotFound(id.to_owned()))?;
+        // The start as the store keeps it (microseconds; milliseconds in MongoDB), so that
+        // `busySince` is the recording's `startedAt`, not a nanosecond-precise neighbour.
+        let since = rec.started_at.unwrap_or(now);
         self.target
-            .send_modify(|t| t.active = Some((id.to_owned(), now)));
+            .send_modify(|t| t.active = Some((id.to_owned(), since)));
         tracing::info!(recording = id, "recording started");
         Ok(rec)
     }
@@ -202,7 +205,7 @@ impl Recordings {
     }
 
     async fn stop_locked(&self, id: &str) -> Result<Recording, RecordingError> {
-        let now = Utc::now();
+        let now = Utc::now().trunc_subsecs(6);
         self.target.send_modify(|t| {
             if let Some((a, start)) = t.active.take() {
                 t.recent = Some((a, start, now));
