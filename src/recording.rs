@@ -163,6 +163,8 @@ impl Recordings {
 
     pub async fn start(&self, id: &str) -> Result<Recording, RecordingError> {
         let _guard = self.switch.lock().await;
+        // An id that names no recording is a 404 whether or not another one runs.
+        self.get(id).await?;
         if let Some((busy_with, busy_since)) = self.target().active {
             return Err(RecordingError::Busy {
                 busy_with,
@@ -172,7 +174,6 @@ impl Recordings {
         if self.recorder().is_none() {
             return Err(RecordingError::NoRecorder);
         }
-        self.get(id).await?;
         let now = Utc::now().trunc_subsecs(6);
         let rec = self.store.mark_recording(id, Some(now), None).await?;
         let rec = rec.ok_or_else(|| RecordingError::NotFound(id.to_owned()))?;
