@@ -5,6 +5,9 @@
 //! message, whichever comes first; a kill -9 loses at most that batch. A failed write is
 //! kept and retried, up to `max_pending` documents, beyond which documents are dropped
 //! and counted as failed.
+//!
+//! The counters count messages: `received` = `recorded` + `ignored` (no recording
+//! running) + `failed` + `pending`, and `received` + `lost` = what the feed delivered.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -194,6 +197,9 @@ impl SupportModule for TrafficRecorder {
 #[derive(Default)]
 struct Batch {
     docs: Vec<TrafficDoc>,
+    /// How many messages each document holds (1, or 2 for a request and its response):
+    /// the counters count messages, so that received = recorded + ignored + failed + pending.
+    messages: Vec<u64>,
     index: HashMap<(String, String), usize>,
 }
 
@@ -202,6 +208,7 @@ impl Batch {
         let key = (recording.to_owned(), msg.transaction_id.clone());
         match self.index.get(&key) {
             Some(&i) => {
+                self.messages[i] += 1;
                 let doc = &mut self.docs[i];
                 if msg.response.is_some() {
                     doc.request = msg.request.clone();
@@ -211,12 +218,17 @@ impl Batch {
             None => {
                 self.index.insert(key, self.docs.len());
                 self.docs.push(TrafficDoc::from_message(recording, msg));
+                self.messages.push(1);
             }
         }
     }
 
     fn len(&self) -> usize {
         self.docs.len()
+    }
+
+    fn message_count(&self) -> u64 {
+        self.messages.iter().sum()
     }
 }
 
@@ -327,8 +339,10 @@ impl Worker {
         }
         let batch = std::mem::take(&mut self.batch);
         match self.recordings.store().write_traffic(&batch.docs).await {
-            Ok(n) => {
-                self.counters.recorded.fetch_add(n, Ordering::Relaxed);
+            Ok(_) => {
+                self.counters
+                    .recorded
+                    .fetch_add(batch.message_count(), Ordering::Relaxed);
                 self.counters.pending.store(0, Ordering::Relaxed);
                 if *store_down {
                     tracing::info!(store = %self.recordings.store().describe(), "store is back; recording resumed");
@@ -345,6 +359,7 @@ impl Worker {
                 let excess = self.batch.len().saturating_sub(self.tuning.max_pending);
                 if excess > 0 {
                     self.batch.docs.drain(..excess);
+                    let failed: u64 = self.batch.messages.drain(..excess).sum();
                     self.batch.index = self
                         .batch
                         .docs
@@ -352,13 +367,11 @@ impl Worker {
                         .enumerate()
                         .map(|(i, d)| ((d.recording_id.clone(), d.transaction_id.clone()), i))
                         .collect();
-                    self.counters
-                        .failed
-                        .fetch_add(excess as u64, Ordering::Relaxed);
+                    self.counters.failed.fetch_add(failed, Ordering::Relaxed);
                 }
                 self.counters
                     .pending
-                    .store(self.batch.len() as u64, Ordering::Relaxed);
+                    .store(self.batch.message_count(), Ordering::Relaxed);
                 // Don't hammer a store that is down.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
