@@ -62,6 +62,8 @@ pub struct Forwarder {
     client: Client<HttpConnector, RequestBody>,
     pipeline: Arc<Pipeline>,
     settings: ForwardSettings,
+    /// Every exchange is the proxy's own (the self-test's forwarder).
+    internal: bool,
 }
 
 impl Forwarder {
@@ -78,6 +80,15 @@ impl Forwarder {
             client,
             pipeline,
             settings,
+            internal: false,
+        }
+    }
+
+    /// Marks every exchange of this forwarder as the proxy's own ([`Exchange::internal`]).
+    pub fn internal(self) -> Self {
+        Self {
+            internal: true,
+            ..self
         }
     }
 
@@ -106,6 +117,7 @@ impl Forwarder {
     ) -> Response<ResponseBody> {
         let target = self.target.load_full();
         let mut ex = Exchange::new(client_addr, req.version());
+        ex.internal = self.internal;
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
