@@ -236,6 +236,13 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
     if let Some(t) = control_task {
         let _ = t.await;
     }
+    // The exchanges in flight have finished: a recording still running ends here, with
+    // what they sent, so that it reads as stopped (not as running) after a restart.
+    if controller.recordings.target().active.is_some() {
+        if let Err(e) = controller.recordings.stop(None).await {
+            tracing::warn!(error = %e, "cannot stop the running recording");
+        }
+    }
     modules.stop_all().await;
     tracing::info!("stopped");
     Ok(())
