@@ -11,6 +11,7 @@ mod config;
 mod control;
 mod forwarding;
 mod lifecycle;
+mod live;
 mod pipeline;
 mod protocols;
 mod recording;
