@@ -7,6 +7,7 @@
 mod harness;
 
 mod bodies;
+mod cli;
 mod config;
 mod control;
 mod forwarding;
