@@ -157,6 +157,10 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
     let store = open_store(modules_cfg, &settings.data_dir).await?;
     let window = open_window(modules_cfg).await?;
     let recordings = Arc::new(Recordings::new(store));
+    recordings
+        .close_interrupted()
+        .await
+        .context("closing recordings a crash left running")?;
     let ctx = BuildContext {
         bus: MemoryBus::new(settings.bus_capacity),
         recordings: recordings.clone(),

@@ -108,6 +108,36 @@ impl Recordings {
             .clone()
     }
 
+    /// At startup nothing records, so a recording left with a start and no stop was cut
+    /// off by a crash (kill -9, power loss): it gets the stop it never had, at its last
+    /// captured transaction (or its start), instead of reading as running. Returns how
+    /// many were closed.
+    pub async fn close_interrupted(&self) -> Result<usize, RecordingError> {
+        let mut closed = 0;
+        for rec in self.store.list_recordings().await? {
+            let (Some(started), None) = (rec.started_at, rec.stopped_at) else {
+                continue;
+            };
+            let last = match rec.count.checked_sub(1) {
+                Some(i) => self.store.traffic(&rec.id, i, 1).await?.pop(),
+                None => None,
+            };
+            let stopped = last.map_or(started, |doc| {
+                doc.response
+                    .as_ref()
+                    .and_then(|r| chrono::DateTime::parse_from_rfc3339(&r.created_at).ok())
+                    .map_or(doc.created_at, |t| t.with_timezone(&Utc))
+                    .max(started)
+            });
+            self.store
+                .mark_recording(&rec.id, Some(started), Some(stopped))
+                .await?;
+            tracing::warn!(recording = %rec.id, stopped_at = %stopped, "recording was interrupted (the proxy did not stop cleanly); marked stopped at its last capture");
+            closed += 1;
+        }
+        Ok(closed)
+    }
+
     pub async fn create(&self, name: &str, description: &str) -> Result<Recording, RecordingError> {
         Ok(self.store.create_recording(name, description).await?)
     }
