@@ -523,6 +523,12 @@ async fn a_restart_while_recording_keeps_the_traffic_and_ends_the_recording() {
         "the recording looks as if it still ran: {rec}"
     );
     assert!(time(&rec["stoppedAt"]) >= time(&rec["startedAt"]), "{rec}");
+    // Stopped by the shutdown itself, not found interrupted by the next start.
+    assert!(
+        !proxy.stderr().contains("interrupted"),
+        "{}",
+        proxy.stderr()
+    );
     // Nothing runs: the proxy records nothing until a recording is started again.
     assert_eq!(http.get(&proxy.url("/after")).await.status, 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -567,7 +573,20 @@ async fn kill_9_loses_at_most_the_last_batch() {
         assert_eq!(d["response"]["statusCode"], 200, "{d}");
         assert_eq!(d["request"]["body"]["data"], format!("body {i}"), "{d}");
     }
+    // It no longer runs, and says so: stopped at its last capture.
+    let rec = get_recording(&proxy, &id).await;
+    assert_eq!(rec["count"], N);
+    assert!(
+        rec["stoppedAt"].is_string(),
+        "still reads as running: {rec}"
+    );
+    let last = time(&docs[N - 1]["response"]["createdAt"]);
+    assert_eq!(time(&rec["stoppedAt"]), last, "{rec}");
+    assert!(proxy.stderr().contains("interrupted"), "{}", proxy.stderr());
+    assert_eq!(Http::new().get(&proxy.url("/after")).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(get_recording(&proxy, &id).await["count"], N);
+    start_recording(&proxy, &id).await;
 }
 
 /// The `test` operation is the proxy talking to itself: while a recording runs, its
