@@ -157,6 +157,10 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
     let store = open_store(modules_cfg, &settings.data_dir).await?;
     let window = open_window(modules_cfg).await?;
     let recordings = Arc::new(Recordings::new(store));
+    recordings
+        .close_interrupted()
+        .await
+        .context("closing recordings a crash left running")?;
     let ctx = BuildContext {
         bus: MemoryBus::new(settings.bus_capacity),
         recordings: recordings.clone(),
@@ -235,6 +239,13 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
     let _ = mgmt_task.await;
     if let Some(t) = control_task {
         let _ = t.await;
+    }
+    // The exchanges in flight have finished: a recording still running ends here, with
+    // what they sent, so that it reads as stopped (not as running) after a restart.
+    if controller.recordings.target().active.is_some() {
+        if let Err(e) = controller.recordings.stop(None).await {
+            tracing::warn!(error = %e, "cannot stop the running recording");
+        }
     }
     modules.stop_all().await;
     tracing::info!("stopped");

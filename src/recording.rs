@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::store::{RecordingPatch, Store, StoreError};
@@ -108,6 +108,36 @@ impl Recordings {
             .clone()
     }
 
+    /// At startup nothing records, so a recording left with a start and no stop was cut
+    /// off by a crash (kill -9, power loss): it gets the stop it never had, at its last
+    /// captured transaction (or its start), instead of reading as running. Returns how
+    /// many were closed.
+    pub async fn close_interrupted(&self) -> Result<usize, RecordingError> {
+        let mut closed = 0;
+        for rec in self.store.list_recordings().await? {
+            let (Some(started), None) = (rec.started_at, rec.stopped_at) else {
+                continue;
+            };
+            let last = match rec.count.checked_sub(1) {
+                Some(i) => self.store.traffic(&rec.id, i, 1).await?.pop(),
+                None => None,
+            };
+            let stopped = last.map_or(started, |doc| {
+                doc.response
+                    .as_ref()
+                    .and_then(|r| chrono::DateTime::parse_from_rfc3339(&r.created_at).ok())
+                    .map_or(doc.created_at, |t| t.with_timezone(&Utc))
+                    .max(started)
+            });
+            self.store
+                .mark_recording(&rec.id, Some(started), Some(stopped))
+                .await?;
+            tracing::warn!(recording = %rec.id, stopped_at = %stopped, "recording was interrupted (the proxy did not stop cleanly); marked stopped at its last capture");
+            closed += 1;
+        }
+        Ok(closed)
+    }
+
     pub async fn create(&self, name: &str, description: &str) -> Result<Recording, RecordingError> {
         Ok(self.store.create_recording(name, description).await?)
     }
@@ -163,6 +193,8 @@ impl Recordings {
 
     pub async fn start(&self, id: &str) -> Result<Recording, RecordingError> {
         let _guard = self.switch.lock().await;
+        // An id that names no recording is a 404 whether or not another one runs.
+        self.get(id).await?;
         if let Some((busy_with, busy_since)) = self.target().active {
             return Err(RecordingError::Busy {
                 busy_with,
@@ -172,12 +204,14 @@ impl Recordings {
         if self.recorder().is_none() {
             return Err(RecordingError::NoRecorder);
         }
-        self.get(id).await?;
-        let now = Utc::now();
+        let now = Utc::now().trunc_subsecs(6);
         let rec = self.store.mark_recording(id, Some(now), None).await?;
         let rec = rec.ok_or_else(|| RecordingError::NotFound(id.to_owned()))?;
+        // The start as the store keeps it (microseconds; milliseconds in MongoDB), so that
+        // `busySince` is the recording's `startedAt`, not a nanosecond-precise neighbour.
+        let since = rec.started_at.unwrap_or(now);
         self.target
-            .send_modify(|t| t.active = Some((id.to_owned(), now)));
+            .send_modify(|t| t.active = Some((id.to_owned(), since)));
         tracing::info!(recording = id, "recording started");
         Ok(rec)
     }
@@ -202,7 +236,7 @@ impl Recordings {
     }
 
     async fn stop_locked(&self, id: &str) -> Result<Recording, RecordingError> {
-        let now = Utc::now();
+        let now = Utc::now().trunc_subsecs(6);
         self.target.send_modify(|t| {
             if let Some((a, start)) = t.active.take() {
                 t.recent = Some((a, start, now));

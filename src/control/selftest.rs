@@ -44,11 +44,15 @@ async fn round_trip(proxy: &Proxy) -> Result<Vec<String>, String> {
         host: echo_addr.ip().to_string(),
         port: echo_addr.port(),
     })?;
-    let forwarder = Arc::new(Forwarder::new(
-        target,
-        proxy.forwarder.pipeline().clone(),
-        proxy.forwarder.settings().clone(),
-    ));
+    // Through the real pipeline, but marked as the proxy's own: not recorded.
+    let forwarder = Arc::new(
+        Forwarder::new(
+            target,
+            proxy.forwarder.pipeline().clone(),
+            proxy.forwarder.settings().clone(),
+        )
+        .internal(),
+    );
     let front = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("test listener: {e}"))?;

@@ -44,6 +44,9 @@ pub struct Exchange {
     pub bytes_sent: u64,
     /// False when the exchange ended before the whole response was sent.
     pub completed: bool,
+    /// Made by the proxy itself (the `test` operation), not by a client: modules that
+    /// report traffic (TrafficReader) leave it out.
+    pub internal: bool,
 }
 
 impl Exchange {
@@ -58,6 +61,7 @@ impl Exchange {
             status: None,
             bytes_sent: 0,
             completed: false,
+            internal: false,
         }
     }
 }

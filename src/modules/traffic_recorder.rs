@@ -5,6 +5,9 @@
 //! message, whichever comes first; a kill -9 loses at most that batch. A failed write is
 //! kept and retried, up to `max_pending` documents, beyond which documents are dropped
 //! and counted as failed.
+//!
+//! The counters count messages: `received` = `recorded` + `ignored` (no recording
+//! running) + `failed` + `pending`, and `received` + `lost` = what the feed delivered.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,6 +162,7 @@ impl SupportModule for TrafficRecorder {
             grace: self.feed.delivery_grace(),
             batch: Batch::default(),
             in_flight: None,
+            in_flight_messages: 0,
             store_down: false,
         };
         self.background
@@ -198,20 +202,24 @@ impl SupportModule for TrafficRecorder {
 #[derive(Default)]
 struct Batch {
     docs: Vec<TrafficDoc>,
+    /// How many messages each document holds (1, or 2 for a request and its response):
+    /// the counters count messages, so that received = recorded + ignored + failed + pending.
+    messages: Vec<u64>,
     index: HashMap<(String, String), usize>,
 }
 
 impl Batch {
     fn add(&mut self, recording: &str, msg: &TrafficMessage) {
-        self.add_doc(TrafficDoc::from_message(recording, msg));
+        self.add_doc(TrafficDoc::from_message(recording, msg), 1);
     }
 
     /// Adds a document, or completes the one of the same transaction: the document with
     /// a response (and the request body that comes with it) wins.
-    fn add_doc(&mut self, doc: TrafficDoc) {
+    fn add_doc(&mut self, doc: TrafficDoc, messages: u64) {
         let key = (doc.recording_id.clone(), doc.transaction_id.clone());
         match self.index.get(&key) {
             Some(&i) => {
+                self.messages[i] += messages;
                 if doc.response.is_some() {
                     self.docs[i].request = doc.request;
                     self.docs[i].response = doc.response;
@@ -220,12 +228,17 @@ impl Batch {
             None => {
                 self.index.insert(key, self.docs.len());
                 self.docs.push(doc);
+                self.messages.push(messages);
             }
         }
     }
 
     fn len(&self) -> usize {
         self.docs.len()
+    }
+
+    fn message_count(&self) -> u64 {
+        self.messages.iter().sum()
     }
 }
 
@@ -237,6 +250,8 @@ struct Worker {
     batch: Batch,
     /// The batch being written, with its outcome.
     in_flight: Option<JoinHandle<(Batch, Result<u64, StoreError>)>>,
+    /// Messages in the batch being written (counted as failed if its task dies).
+    in_flight_messages: u64,
     store_down: bool,
 }
 
@@ -336,6 +351,7 @@ impl Worker {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
+        self.in_flight_messages = batch.message_count();
         let store = self.recordings.store().clone();
         self.in_flight = Some(tokio::spawn(async move {
             let result = store.write_traffic(&batch.docs).await;
@@ -356,11 +372,13 @@ impl Worker {
             return;
         };
         let (failed, error) = match task.await {
-            Ok((_, Ok(n))) => {
-                self.counters.recorded.fetch_add(n, Ordering::Relaxed);
+            Ok((written, Ok(_))) => {
+                self.counters
+                    .recorded
+                    .fetch_add(written.message_count(), Ordering::Relaxed);
                 self.counters
                     .pending
-                    .store(self.batch.len() as u64, Ordering::Relaxed);
+                    .store(self.batch.message_count(), Ordering::Relaxed);
                 if self.store_down {
                     tracing::info!(store = %self.recordings.store().describe(), "store is back; recording resumed");
                     self.store_down = false;
@@ -370,7 +388,9 @@ impl Worker {
             Ok((batch, Err(e))) => (batch, e.to_string()),
             Err(join) => {
                 // The batch went down with the task: count it rather than lose it silently.
-                tracing::error!(error = %join, "the traffic writer failed");
+                let lost = self.in_flight_messages;
+                self.counters.failed.fetch_add(lost, Ordering::Relaxed);
+                tracing::error!(error = %join, lost, "the traffic writer failed");
                 return;
             }
         };
@@ -379,23 +399,25 @@ impl Worker {
             self.store_down = true;
         }
         let newer = std::mem::replace(&mut self.batch, failed);
-        for doc in newer.docs {
-            self.batch.add_doc(doc);
+        for (doc, n) in newer.docs.into_iter().zip(newer.messages) {
+            self.batch.add_doc(doc, n);
         }
         let excess = self.batch.len().saturating_sub(self.tuning.max_pending);
         if excess > 0 {
-            let kept = self.batch.docs.split_off(excess);
-            self.batch = Batch::default();
-            for doc in kept {
-                self.batch.add_doc(doc);
+            let old = std::mem::take(&mut self.batch);
+            let mut lost = 0;
+            for (i, (doc, n)) in old.docs.into_iter().zip(old.messages).enumerate() {
+                if i < excess {
+                    lost += n;
+                } else {
+                    self.batch.add_doc(doc, n);
+                }
             }
-            self.counters
-                .failed
-                .fetch_add(excess as u64, Ordering::Relaxed);
+            self.counters.failed.fetch_add(lost, Ordering::Relaxed);
         }
         self.counters
             .pending
-            .store(self.batch.len() as u64, Ordering::Relaxed);
+            .store(self.batch.message_count(), Ordering::Relaxed);
         // Don't hammer a store that is down.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

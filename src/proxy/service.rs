@@ -79,6 +79,8 @@ pub struct Forwarder {
     target: ArcSwap<Target>,
     pipeline: Arc<Pipeline>,
     settings: ForwardSettings,
+    /// Every exchange is the proxy's own (the self-test's forwarder).
+    internal: bool,
 }
 
 impl Forwarder {
@@ -87,6 +89,15 @@ impl Forwarder {
             target: ArcSwap::from_pointee(target),
             pipeline,
             settings,
+            internal: false,
+        }
+    }
+
+    /// Marks every exchange of this forwarder as the proxy's own ([`Exchange::internal`]).
+    pub fn internal(self) -> Self {
+        Self {
+            internal: true,
+            ..self
         }
     }
 
@@ -115,6 +126,7 @@ impl Forwarder {
     ) -> Response<ResponseBody> {
         let target = self.target.load_full();
         let mut ex = Exchange::new(client.addr, req.version());
+        ex.internal = self.internal;
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();

@@ -674,8 +674,14 @@ mod tests {
         let t = setup().await;
         let store = &t.store;
         let rec = store.create_recording("r", "d").await.unwrap();
-        let request_only = doc(&rec.id, "t1", false, 10);
+        // The request message has no body yet; the response message brings the request
+        // again, with its body.
         let completed = doc(&rec.id, "t1", true, 10);
+        let mut request_only = TrafficDoc {
+            response: None,
+            ..completed.clone()
+        };
+        request_only.request.body = None;
         let other = doc(&rec.id, "t2", false, 0);
 
         let sent = [request_only.clone(), other.clone()];

@@ -551,7 +551,11 @@ pub(crate) mod tests {
         let rec = store.create_recording("r", "d").await.unwrap();
 
         let request_only = doc(&rec.id, "t1", false, 10);
-        let completed = doc(&rec.id, "t1", true, 10);
+        // The response message repeats the request as the request message had it.
+        let completed = TrafficDoc {
+            request: request_only.request.clone(),
+            ..doc(&rec.id, "t1", true, 10)
+        };
         assert_eq!(
             store
                 .write_traffic(std::slice::from_ref(&request_only))
@@ -588,6 +592,40 @@ pub(crate) mod tests {
             store.get_recording(&rec.id).await.unwrap().unwrap().count,
             1
         );
+    }
+
+    /// The request message goes out before the request body has streamed; the response
+    /// message brings the request again with its body. Written in separate batches, the
+    /// stored request must still end up with the body.
+    #[tokio::test]
+    async fn the_response_brings_the_request_body() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.0).unwrap();
+        let rec = store.create_recording("r", "d").await.unwrap();
+        let completed = doc(&rec.id, "t1", true, 10);
+        let mut request_only = TrafficDoc {
+            response: None,
+            ..completed.clone()
+        };
+        request_only.request.body = None;
+        store
+            .write_traffic(std::slice::from_ref(&request_only))
+            .await
+            .unwrap();
+        store
+            .write_traffic(std::slice::from_ref(&completed))
+            .await
+            .unwrap();
+        store
+            .write_traffic(std::slice::from_ref(&request_only))
+            .await
+            .unwrap();
+        let got = store.traffic(&rec.id, 0, 100).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].request, completed.request);
+        assert!(got[0].request.body.is_some());
+        assert_eq!(got[0].response, completed.response);
+        assert_eq!(got[0].created_at, request_only.created_at);
     }
 
     #[tokio::test]

@@ -98,6 +98,10 @@ async fn stop_refuses_new_connections_and_start_brings_the_listener_back() {
     let up = Upstream::start().await;
     let proxy = TestProxy::start(&up).await;
     let mut open = RawConn::connect(proxy.proxy_addr()).await;
+    // One exchange first, so the proxy has accepted the connection: one still in the
+    // listen backlog is reset by the kernel when the listener closes.
+    open.send(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(open.read_response(false).await.status, 200);
 
     let r = proxy.mgmt_post("/proxy/stop", json!(null)).await;
     assert_eq!(r.status, 200, "{}", r.text());

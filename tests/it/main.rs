@@ -7,10 +7,13 @@
 mod harness;
 
 mod bodies;
+mod cli;
 mod config;
 mod control;
 mod forwarding;
 mod lifecycle;
+mod live;
 mod pipeline;
 mod protocols;
+mod recording;
 mod upstream_errors;
