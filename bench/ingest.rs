@@ -48,19 +48,29 @@ fn message(i: usize, body: &str) -> (Arc<TrafficMessage>, Arc<TrafficMessage>) {
         status_code: 200,
         status_description: "OK".into(),
         headers,
-        body: Some(BodyCapture::from_chunks(&[bytes::Bytes::copy_from_slice(body.as_bytes())], body.len() as u64)),
+        body: Some(BodyCapture::from_chunks(
+            &[bytes::Bytes::copy_from_slice(body.as_bytes())],
+            body.len() as u64,
+        )),
     });
     (Arc::new(req), Arc::new(resp))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200_000);
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200_000);
     let dir = std::env::temp_dir().join(format!("hb-ingest-{}", std::process::id()));
     let store = Arc::new(SqliteStore::open(&dir)?);
     let recordings = Arc::new(Recordings::new(store.clone()));
     let bus = MemoryBus::new(CAPACITY);
-    let recorder = TrafficRecorder::new(Arc::new(bus.clone()), recordings.clone(), &RecorderKwargs::default());
+    let recorder = TrafficRecorder::new(
+        Arc::new(bus.clone()),
+        recordings.clone(),
+        &RecorderKwargs::default(),
+    );
     recorder.start().await?;
     let rec = recordings.create("ingest", "bench/ingest.rs").await?;
     recordings.start(&rec.id).await?;

@@ -1,6 +1,5 @@
 //! The `heliosburn` binary: parses the command line, then runs the proxy or a client command.
 
-
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -57,11 +56,17 @@ fn main() -> ExitCode {
 /// One worker thread per available CPU (as the affinity mask allows). On one CPU a
 /// current-thread runtime does the same work without cross-thread scheduling.
 fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
     }
 }
 
