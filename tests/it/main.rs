@@ -13,4 +13,5 @@ mod forwarding;
 mod lifecycle;
 mod pipeline;
 mod protocols;
+mod seed;
 mod upstream_errors;
