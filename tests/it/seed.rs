@@ -687,6 +687,23 @@ async fn the_control_channel_answers_every_operation_with_its_key_and_code() {
         "running"
     );
     assert_eq!(numsub(&mut conn, &moved).await, 1);
+    // The window's key is fixed at startup: a 400 saying so, not a 200 that changes nothing.
+    let rekeyed = original.replace(
+        &format!("redis_key: '{}'", seed.key),
+        &format!("redis_key: '{}'", unique("other-key")),
+    );
+    assert_ne!(rekeyed, original);
+    std::fs::write(proxy.modules_path(), &rekeyed).unwrap();
+    let r = ctl.ask("reload", json!("TrafficStreamer")).await;
+    assert_eq!(r["code"], 400, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("restart to change it"),
+        "{r}"
+    );
+    assert_eq!(numsub(&mut conn, &moved).await, 1);
     std::fs::write(proxy.modules_path(), &original).unwrap();
     let r = ctl.ask("reload", json!("Nope")).await;
     assert_eq!(r["code"], 404, "{r}");
