@@ -40,6 +40,10 @@ impl Publisher for MemoryBus {
     fn stats(&self) -> FeedStats {
         self.counters.snapshot()
     }
+
+    fn reset_stats(&self) {
+        self.counters.reset();
+    }
 }
 
 #[async_trait]

@@ -34,6 +34,8 @@ pub trait Publisher: Send + Sync {
     /// Hands the message to the feed without waiting. Drops (and counts) when full.
     fn publish(&self, msg: Arc<TrafficMessage>);
     fn stats(&self) -> FeedStats;
+    /// Sets the counters back to zero (a module reset).
+    fn reset_stats(&self);
 }
 
 /// What a subscriber gets next.
@@ -79,6 +81,11 @@ pub struct FeedCounters {
 }
 
 impl FeedCounters {
+    pub fn reset(&self) {
+        self.published.store(0, Ordering::Relaxed);
+        self.dropped.store(0, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> FeedStats {
         FeedStats {
             published: self.published.load(Ordering::Relaxed),

@@ -167,6 +167,10 @@ impl Publisher for RedisPublisher {
     fn stats(&self) -> FeedStats {
         self.counters.snapshot()
     }
+
+    fn reset_stats(&self) {
+        self.counters.reset();
+    }
 }
 
 /// When the current outage was noticed, and the drop count at the last batch Redis
@@ -208,7 +212,7 @@ impl PublishTask {
                             tracing::info!(
                                 addr = %self.addr,
                                 channel = %self.channel,
-                                dropped = self.counters.dropped.load(Ordering::Relaxed) - o.dropped_before,
+                                dropped = self.counters.dropped.load(Ordering::Relaxed).saturating_sub(o.dropped_before),
                                 outage_ms = o.since.elapsed().as_millis() as u64,
                                 "Redis feed publisher reconnected"
                             );

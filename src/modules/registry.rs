@@ -379,12 +379,28 @@ impl ModuleSet {
                     &cfg.support
                 };
                 let position = self.position(slot);
-                section
+                match section
                     .iter()
                     .filter(|e| lookup(&e.name).is_some_and(|s| s.name == slot.spec.name))
                     .nth(position)
-                    .map(|e| e.kwargs.clone())
-                    .unwrap_or_else(|| (**slot.kwargs.load()).clone())
+                {
+                    Some(e) => {
+                        if let Some(why) =
+                            fixed_at_startup(slot.spec, &slot.kwargs.load(), &e.kwargs)
+                        {
+                            return Err(ConfigError {
+                                problems: vec![Problem {
+                                    file: cfg.file.clone(),
+                                    key: format!("{}.kwargs", e.key),
+                                    message: why,
+                                }],
+                            }
+                            .into());
+                        }
+                        e.kwargs.clone()
+                    }
+                    None => (**slot.kwargs.load()).clone(),
+                }
             }
             None => (**slot.kwargs.load()).clone(),
         };
@@ -409,6 +425,41 @@ impl ModuleSet {
             Some(n) => Ok(vec![status_of(self.find(n)?)]),
             None => Ok(self.all().map(|s| status_of(s)).collect()),
         }
+    }
+}
+
+/// Why new kwargs cannot take effect on a reload: the store and the live window are opened
+/// once, at startup, from the recorder's and the streamer's kwargs. Saying so beats a
+/// reload that answers 200 and goes on writing where it did.
+fn fixed_at_startup(
+    spec: &ModuleSpec,
+    old: &yaml_serde::Value,
+    new: &yaml_serde::Value,
+) -> Option<String> {
+    match spec.name {
+        "TrafficRecorder" => {
+            let (old, new) = (
+                check::<RecorderKwargs>(old).ok()?,
+                check::<RecorderKwargs>(new).ok()?,
+            );
+            (old.store() != new.store()).then(|| {
+                "TrafficRecorder: the store (mongo_uri, mongo_host, mongo_port, mongo_db, \
+                 mongo_collection) is opened at startup; restart to change it"
+                    .to_owned()
+            })
+        }
+        "TrafficStreamer" => {
+            let (old, new) = (
+                check::<StreamerKwargs>(old).ok()?,
+                check::<StreamerKwargs>(new).ok()?,
+            );
+            (old.redis() != new.redis() || old.key() != new.key()).then(|| {
+                "TrafficStreamer: the live window (redis_host, redis_port, redis_db, \
+                 redis_key) is opened at startup; restart to change it"
+                    .to_owned()
+            })
+        }
+        _ => None,
     }
 }
 
@@ -468,6 +519,44 @@ mod tests {
         assert!(
             err.contains("support[0].kwargs: TrafficStreamer: unknown field `bogus`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn reload_refuses_kwargs_fixed_at_startup() {
+        let v = |t: &str| yaml_serde::from_str::<yaml_serde::Value>(t).unwrap();
+        let streamer = lookup("TrafficStream").unwrap();
+        let moved = fixed_at_startup(
+            streamer,
+            &v("{redis_port: 6379, redis_key: k, redis_sub_queue: a}"),
+            &v("{redis_port: 6379, redis_key: k, redis_sub_queue: b}"),
+        );
+        assert_eq!(moved, None);
+        for new in [
+            "{redis_port: 6379, redis_key: other}",
+            "{redis_port: 6380, redis_key: k}",
+            "{}",
+        ] {
+            let why = fixed_at_startup(streamer, &v("{redis_port: 6379, redis_key: k}"), &v(new));
+            assert!(
+                why.is_some_and(|w| w.contains("restart to change it")),
+                "{new}"
+            );
+        }
+        let recorder = lookup("TrafficRecorder").unwrap();
+        let tuned = fixed_at_startup(
+            recorder,
+            &v("{mongo_db: a, batch_size: 10}"),
+            &v("{mongo_db: a, batch_size: 20}"),
+        );
+        assert_eq!(tuned, None);
+        let mongo = |db: &str| v(&format!("{{mongo_port: '27017', mongo_db: {db}}}"));
+        assert!(fixed_at_startup(recorder, &mongo("a"), &mongo("b")).is_some());
+        assert!(fixed_at_startup(recorder, &v("{}"), &v("{mongo_port: '27017'}")).is_some());
+        let reader = lookup("TrafficReader").unwrap();
+        assert_eq!(
+            fixed_at_startup(reader, &v("{}"), &v("{redis_port: 1}")),
+            None
         );
     }
 

@@ -147,4 +147,8 @@ impl PipelineModule for TrafficReader {
     fn counters(&self) -> serde_json::Value {
         serde_json::to_value(self.publisher.stats()).unwrap_or_default()
     }
+
+    fn reset(&self) {
+        self.publisher.reset_stats();
+    }
 }

@@ -102,6 +102,8 @@ struct Counters {
     recorded: AtomicU64,
     ignored: AtomicU64,
     lost: AtomicU64,
+    /// Feed interruptions of unknown size (Redis went away and came back).
+    gaps: AtomicU64,
     failed: AtomicU64,
     pending: AtomicU64,
 }
@@ -112,6 +114,7 @@ struct CountersView {
     recorded: u64,
     ignored: u64,
     lost: u64,
+    gaps: u64,
     failed: u64,
     pending: u64,
     store: String,
@@ -182,6 +185,7 @@ impl SupportModule for TrafficRecorder {
             recorded: c.recorded.load(Ordering::Relaxed),
             ignored: c.ignored.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
+            gaps: c.gaps.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             pending: c.pending.load(Ordering::Relaxed),
             store: self.recordings.store().describe(),
@@ -191,7 +195,14 @@ impl SupportModule for TrafficRecorder {
 
     fn reset(&self) {
         let c = &self.counters;
-        for n in [&c.received, &c.recorded, &c.ignored, &c.lost, &c.failed] {
+        for n in [
+            &c.received,
+            &c.recorded,
+            &c.ignored,
+            &c.lost,
+            &c.gaps,
+            &c.failed,
+        ] {
             n.store(0, Ordering::Relaxed);
         }
     }
@@ -307,6 +318,11 @@ impl Worker {
                         self.counters.ignored.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+            }
+            // The feed was cut off and healed: how much was missed is not known.
+            Received::Lost(0) => {
+                self.counters.gaps.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("TrafficRecorder: the feed was interrupted; messages published meanwhile were missed");
             }
             Received::Lost(n) => {
                 self.counters.lost.fetch_add(n, Ordering::Relaxed);

@@ -51,6 +51,10 @@ impl StreamerKwargs {
 fn take(batch: &mut Vec<(i64, Arc<TrafficMessage>)>, counters: &Counters, r: Received) {
     match r {
         Received::Message(m) => batch.push((now_micros(), m)),
+        // The feed was cut off and healed: how much was missed is not known.
+        Received::Lost(0) => {
+            counters.gaps.fetch_add(1, Ordering::Relaxed);
+        }
         Received::Lost(n) => {
             counters.lost.fetch_add(n, Ordering::Relaxed);
         }
@@ -61,6 +65,8 @@ fn take(batch: &mut Vec<(i64, Arc<TrafficMessage>)>, counters: &Counters, r: Rec
 struct Counters {
     windowed: AtomicU64,
     lost: AtomicU64,
+    /// Feed interruptions of unknown size (Redis went away and came back).
+    gaps: AtomicU64,
     failed: AtomicU64,
 }
 
@@ -146,13 +152,14 @@ impl SupportModule for TrafficStreamer {
         serde_json::json!({
             "windowed": c.windowed.load(Ordering::Relaxed),
             "lost": c.lost.load(Ordering::Relaxed),
+            "gaps": c.gaps.load(Ordering::Relaxed),
             "failed": c.failed.load(Ordering::Relaxed),
         })
     }
 
     fn reset(&self) {
         let c = &self.counters;
-        for n in [&c.windowed, &c.lost, &c.failed] {
+        for n in [&c.windowed, &c.lost, &c.gaps, &c.failed] {
             n.store(0, Ordering::Relaxed);
         }
     }

@@ -73,6 +73,13 @@ impl RedisWindow {
     }
 }
 
+/// The connection broke since its last use (Redis restarted, say): the manager has begun
+/// to reconnect, and the command is worth one more try. Not when Redis refuses: it is
+/// down, and a retry would only wait.
+fn went_stale(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() && !e.is_connection_refusal()
+}
+
 #[async_trait]
 impl Window for RedisWindow {
     async fn push(&self, batch: &[(i64, Arc<TrafficMessage>)]) -> Result<(), WindowError> {
@@ -105,23 +112,25 @@ impl Window for RedisWindow {
             .arg("-inf")
             .arg(format!("({}", newest - WINDOW_MICROS))
             .ignore();
-        pipe.query_async::<()>(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.error(e))
+        let mut sent = pipe.query_async::<()>(&mut self.conn.clone()).await;
+        // ZADD of the same members and scores, and the trim, may safely run twice.
+        if sent.as_ref().is_err_and(went_stale) {
+            sent = pipe.query_async::<()>(&mut self.conn.clone()).await;
+        }
+        sent.map_err(|e| self.error(e))
     }
 
     async fn read_since(&self, since: i64) -> Result<WindowPage, WindowError> {
         // Scores are whole microseconds, so "greater than `since`" is "at least since+1";
         // what is more than a second old is skipped even if no push has trimmed it yet.
         let min = since.saturating_add(1).max(now_micros() - WINDOW_MICROS);
-        let entries: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGEBYSCORE")
-            .arg(&self.key)
-            .arg(min)
-            .arg("+inf")
-            .arg("WITHSCORES")
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.error(e))?;
+        let mut read = redis::cmd("ZRANGEBYSCORE");
+        read.arg(&self.key).arg(min).arg("+inf").arg("WITHSCORES");
+        let mut entries = read.query_async(&mut self.conn.clone()).await;
+        if entries.as_ref().is_err_and(went_stale) {
+            entries = read.query_async(&mut self.conn.clone()).await;
+        }
+        let entries: Vec<(Vec<u8>, f64)> = entries.map_err(|e| self.error(e))?;
         let mut cursor = since.max(0);
         let mut messages = Vec::with_capacity(entries.len());
         for (member, score) in entries {
@@ -263,6 +272,17 @@ mod tests {
         let url = format!("redis://127.0.0.1:{}/", free_port());
         let e = RedisWindow::connect(&url, "k").await.err().unwrap();
         assert!(matches!(e, WindowError::Redis { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_first_push_and_read_after_a_redis_restart_succeed() {
+        let mut server = crate::feed::redis::testing::TestRedis::start().await;
+        let w = RedisWindow::connect(&server.url(), "window").await.unwrap();
+        w.push(&[(now_micros(), msg(0))]).await.unwrap();
+        server.restart().await;
+        w.push(&[(now_micros(), msg(1))]).await.unwrap();
+        server.restart().await;
+        assert!(w.read_since(0).await.unwrap().messages.is_empty());
     }
 
     #[tokio::test]

@@ -287,6 +287,7 @@ async fn each_module_counts_what_it_did() {
         ("recorded", 20),
         ("ignored", 6),
         ("lost", 0),
+        ("gaps", 0),
         ("failed", 0),
         ("pending", 0),
     ] {
@@ -307,7 +308,10 @@ async fn each_module_counts_what_it_did() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(streamer, json!({ "windowed": 26, "lost": 0, "failed": 0 }));
+    assert_eq!(
+        streamer,
+        json!({ "windowed": 26, "lost": 0, "gaps": 0, "failed": 0 })
+    );
     assert_eq!(get_recording(&proxy, &id).await["count"], 10);
 
     // A reset clears the counters; the module runs on.

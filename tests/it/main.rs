@@ -16,4 +16,5 @@ mod live;
 mod pipeline;
 mod protocols;
 mod recording;
+mod seed;
 mod upstream_errors;

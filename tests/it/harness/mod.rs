@@ -3,6 +3,7 @@
 pub mod client;
 pub mod proxy;
 pub mod recordings;
+pub mod seed;
 pub mod upstream;
 
 pub use client::{body, channel_body, chunked, Http, RawConn, Resp};
