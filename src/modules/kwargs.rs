@@ -54,6 +54,12 @@ pub fn redis_target(
     })
 }
 
+/// A channel or key name as written, or the seed's `heliosburn.traffic`.
+pub fn name_or_default(name: &Option<String>) -> String {
+    name.clone()
+        .unwrap_or_else(|| crate::feed::DEFAULT_CHANNEL.into())
+}
+
 /// Checks kwargs against their typed form, turning the serde message into a problem text.
 /// serde stops at the first bad field and does not say which it was; as every kwarg is
 /// optional, each entry is then checked alone, so the text names every bad one.

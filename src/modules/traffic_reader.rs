@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::kwargs::{redis_target, Port, RedisTarget};
+use super::kwargs::{name_or_default, redis_target, Port, RedisTarget};
 use super::{Exchange, PipelineModule};
 use crate::feed::Publisher;
 use crate::traffic::{self, ResponseInfo, TrafficMessage};
@@ -35,9 +35,7 @@ impl ReaderKwargs {
     }
 
     pub fn channel(&self) -> String {
-        self.redis_pub_queue
-            .clone()
-            .unwrap_or_else(|| crate::feed::DEFAULT_CHANNEL.into())
+        name_or_default(&self.redis_pub_queue)
     }
 }
 

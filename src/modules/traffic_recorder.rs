@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::background::Background;
-use super::kwargs::{redis_target, Port, RedisTarget};
+use super::kwargs::{name_or_default, redis_target, Port, RedisTarget};
 use super::{ModuleError, SupportModule};
 use crate::feed::{Feed, Received, Subscription};
 use crate::recording::{FlushRequest, Recordings, Target};
@@ -67,9 +67,7 @@ impl RecorderKwargs {
     }
 
     pub fn channel(&self) -> String {
-        self.redis_sub_queue
-            .clone()
-            .unwrap_or_else(|| crate::feed::DEFAULT_CHANNEL.into())
+        name_or_default(&self.redis_sub_queue)
     }
 
     pub fn store(&self) -> StoreTarget {

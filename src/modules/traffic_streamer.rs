@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::background::Background;
-use super::kwargs::{redis_target, Port, RedisTarget};
+use super::kwargs::{name_or_default, redis_target, Port, RedisTarget};
 use super::{ModuleError, SupportModule};
 use crate::feed::{Feed, Received};
 use crate::traffic::TrafficMessage;
@@ -35,15 +35,11 @@ impl StreamerKwargs {
     }
 
     pub fn channel(&self) -> String {
-        self.redis_sub_queue
-            .clone()
-            .unwrap_or_else(|| crate::feed::DEFAULT_CHANNEL.into())
+        name_or_default(&self.redis_sub_queue)
     }
 
     pub fn key(&self) -> String {
-        self.redis_key
-            .clone()
-            .unwrap_or_else(|| crate::feed::DEFAULT_CHANNEL.into())
+        name_or_default(&self.redis_key)
     }
 }
 
