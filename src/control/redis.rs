@@ -154,7 +154,8 @@ where
         Err(error) => {
             let key = match serde_json::from_slice::<Value>(payload) {
                 Ok(Value::Object(mut fields)) => fields.remove("key"),
-                _ => None,
+                Ok(_) => None,
+                Err(_) => salvage_key(payload),
             };
             let preview = String::from_utf8_lossy(&payload[..payload.len().min(200)]);
             match key {
@@ -175,6 +176,20 @@ where
             }
         }
     }
+}
+
+/// The `"key": VALUE` of a payload that is not valid JSON as a whole (cut short, a stray
+/// comma), so that its sender still gets an answer: the first value after the first
+/// `"key":` that parses on its own.
+fn salvage_key(payload: &[u8]) -> Option<Value> {
+    const NEEDLE: &[u8] = b"\"key\"";
+    let at = payload.windows(NEEDLE.len()).position(|w| w == NEEDLE)?;
+    let rest = &payload[at + NEEDLE.len()..];
+    let rest = rest.trim_ascii_start().strip_prefix(b":")?;
+    serde_json::Deserializer::from_slice(rest)
+        .into_iter::<Value>()
+        .next()?
+        .ok()
 }
 
 #[cfg(test)]
@@ -229,6 +244,23 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("a port from 1 to 65535"));
+    }
+
+    #[tokio::test]
+    async fn broken_json_still_gets_an_answer_when_its_key_can_be_read() {
+        let r = reply(r#"{"operation": "status", "key": "k9""#)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r["code"].clone(), r["key"].clone()),
+            (json!(400), json!("k9"))
+        );
+        assert!(r["message"].as_str().unwrap().contains("malformed request"));
+        let r = reply(r#"{"key": 12, "operation": "status",}"#)
+            .await
+            .unwrap();
+        assert_eq!(r["key"], json!(12));
+        assert!(reply(r#"{"operation": "status""#).await.is_none());
     }
 
     #[tokio::test]
