@@ -68,9 +68,11 @@ impl PipelineModule for TrafficReader {
             return;
         }
         let msg = Arc::new(TrafficMessage {
-            transaction_id: uuid::Uuid::new_v4().to_string(),
-            request_id: uuid::Uuid::new_v4().to_string(),
-            response_id: uuid::Uuid::new_v4().to_string(),
+            // Time-ordered (UUIDv7): stores index transactions by id, and ids that grow
+            // append to the index instead of dirtying pages all over it.
+            transaction_id: uuid::Uuid::now_v7().to_string(),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            response_id: uuid::Uuid::now_v7().to_string(),
             request: traffic::RequestInfo {
                 created_at: traffic::timestamp(Utc::now()),
                 client_protocol: traffic::protocol_name(ex.client_version).into(),
