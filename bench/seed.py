@@ -312,11 +312,10 @@ support:
             f"stored {stored} documents (API count {api_count}); stop took {stop_s:.1f}s, settle {settle_s:.1f}s")
 
         # 4. Saturation: the baseline first (the stand-in is still busy after the seed run).
-        sat = {}
+        sat, rec2 = {}, None
         runs = (("hb-empty", empty, "hb-empty"), ("hb-reader", reader, "hb-reader"),
                 ("hb-seed, no recording", seed, "hb-seed"), ("hb-seed, recording", seed, "hb-seed"))
         for name, h, target in runs:
-            rec2 = None
             if name == "hb-seed, recording":
                 rec2 = api("POST", f"{seed.mgmt}/recording", {"name": "seed saturation", "description": "bench/seed.py"})["id"]
                 api("POST", f"{seed.mgmt}/recording/{rec2}/start")
@@ -337,11 +336,13 @@ support:
         time.sleep(args.settle)
         settled_m = modules(seed.mgmt)
         docs2 = count_docs(client, seed_db, rec2)
-        out["saturation_counters"] = {"recorded_before": before["TrafficRecorder"]["recorded"], "at_end": at_end, "after_settle": settled_m, "recording": rec2,
-                                      "docs_stored": docs2, "settle_s": args.settle}
+        out["saturation_counters"] = {"recorded_before": before["TrafficRecorder"]["recorded"], "at_end": at_end,
+                                      "after_settle": settled_m, "recording": rec2, "docs_stored": docs2,
+                                      "settle_s": args.settle}
         # A graceful stop (SIGTERM, or stopping the recording) makes the recorder write its
         # whole backlog (up to the feed's 65,536 queued messages) in one `update` command,
-        # which the stand-in takes hours to run. Kill it instead, and say so.
+        # which at the stand-in's falling rate would run for tens of minutes and hold up everyone
+        # else using it. Kill it instead, and say so.
         seed.proc.kill()
         seed.proc.wait()
         procs.remove(seed)
@@ -447,7 +448,8 @@ def report(args, out):
           f"the reverse): {rc['recorded'] - sc['recorded_before']} messages "
           f"recorded for this recording make {sc['docs_stored']} documents.")
     print(f"- hb-seed was then killed (SIGKILL): a graceful stop writes the whole backlog in one `update` command, "
-          f"which the stand-in would take hours over; its queued messages died with it.\n")
+          f"which at the stand-in's falling rate (it scans per upsert) would run for tens of minutes; "
+          f"its queued messages died with it.\n")
 
 
 if __name__ == "__main__":
