@@ -39,14 +39,19 @@ fn message(i: usize, body: &str) -> (Arc<TrafficMessage>, Arc<TrafficMessage>) {
         body: None,
     };
     let req = TrafficMessage {
-        transaction_id: format!("tx-{i}"),
-        request_id: format!("rq-{i}"),
-        response_id: format!("rs-{i}"),
-        request,
+        // As TrafficReader makes them: time-ordered ids.
+        transaction_id: uuid::Uuid::now_v7().to_string(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+        response_id: uuid::Uuid::now_v7().to_string(),
+        request: Arc::new(request),
         response: None,
     };
+    // The response event carries its own copy of the request, with the (empty) body.
     let mut resp = req.clone();
-    resp.response = Some(ResponseInfo {
+    let mut request = RequestInfo::clone(&req.request);
+    request.body = Some(BodyCapture::from_chunks(&[], 0));
+    resp.request = Arc::new(request);
+    resp.response = Some(Arc::new(ResponseInfo {
         created_at: now,
         client_protocol: "HTTP/1.1".into(),
         status_code: 200,
@@ -56,7 +61,7 @@ fn message(i: usize, body: &str) -> (Arc<TrafficMessage>, Arc<TrafficMessage>) {
             &[bytes::Bytes::copy_from_slice(body.as_bytes())],
             body.len() as u64,
         )),
-    });
+    }));
     (Arc::new(req), Arc::new(resp))
 }
 

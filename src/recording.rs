@@ -13,6 +13,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::store::{RecordingPatch, Store, StoreError};
 use crate::traffic::{Recording, TrafficDoc};
 
+/// How long a stop waits for the recorder to write what it received before the stop.
+pub const FLUSH_WAIT: Duration = Duration::from_secs(10);
+
 /// How long after a stop late messages of the stopped recording are still accepted.
 pub const LATE_GRACE: Duration = Duration::from_secs(5);
 
@@ -244,8 +247,12 @@ impl Recordings {
         });
         if let Some(recorder) = self.recorder() {
             let (tx, rx) = oneshot::channel();
-            if recorder.send(tx).await.is_ok() {
-                let _ = rx.await;
+            if recorder.send(tx).await.is_ok()
+                && tokio::time::timeout(FLUSH_WAIT, rx).await.is_err()
+            {
+                // A slow store must not hold the API: what arrives later is still filed
+                // here by the late-message rule, and the recorder's counters show it.
+                tracing::warn!(recording = id, wait = ?FLUSH_WAIT, "the recorder is still writing; stopping without waiting for it");
             }
         }
         let started = self.get(id).await?.started_at;

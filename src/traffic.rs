@@ -4,6 +4,7 @@
 //! names, nesting and the `{name: [values]}` maps must not change.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -19,9 +20,11 @@ pub struct TrafficMessage {
     pub transaction_id: String,
     pub request_id: String,
     pub response_id: String,
-    pub request: RequestInfo,
+    /// Shared, not copied, between the request and response messages and the recorder's
+    /// document (serde's `rc`: the JSON is the same as for the plain struct).
+    pub request: Arc<RequestInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<ResponseInfo>,
+    pub response: Option<Arc<ResponseInfo>>,
 }
 
 impl TrafficMessage {
@@ -190,8 +193,8 @@ pub struct TrafficDoc {
     pub recording_id: String,
     pub transaction_id: String,
     pub created_at: DateTime<Utc>,
-    pub request: RequestInfo,
-    pub response: Option<ResponseInfo>,
+    pub request: Arc<RequestInfo>,
+    pub response: Option<Arc<ResponseInfo>>,
 }
 
 impl TrafficDoc {
@@ -242,7 +245,7 @@ mod tests {
             transaction_id: "t".into(),
             request_id: "q".into(),
             response_id: "r".into(),
-            request: RequestInfo {
+            request: Arc::new(RequestInfo {
                 created_at: timestamp(Utc::now()),
                 client_protocol: "HTTP/1.1".into(),
                 method: "GET".into(),
@@ -251,7 +254,7 @@ mod tests {
                 args: query_multimap(Some("b=1")),
                 headers: MultiMap::new(),
                 body: None,
-            },
+            }),
             response: None,
         };
         let json = serde_json::to_value(&msg).unwrap();

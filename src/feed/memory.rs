@@ -88,7 +88,7 @@ mod tests {
             transaction_id: i.to_string(),
             request_id: String::new(),
             response_id: String::new(),
-            request: RequestInfo {
+            request: Arc::new(RequestInfo {
                 created_at: String::new(),
                 client_protocol: String::new(),
                 method: "GET".into(),
@@ -97,7 +97,7 @@ mod tests {
                 args: MultiMap::new(),
                 headers: MultiMap::new(),
                 body: None,
-            },
+            }),
             response: None,
         })
     }

@@ -485,14 +485,19 @@ impl ForwardTask {
     }
 
     fn forward(&self, payload: &[u8]) {
-        match serde_json::from_slice::<TrafficMessage>(payload) {
-            Ok(m) => {
-                // A full queue means the reader is behind: drop here (counted) rather
-                // than stop reading, or Redis would buffer for us and then cut us off.
-                if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Arc::new(m)) {
-                    self.shared.lost.fetch_add(1, Ordering::Relaxed);
-                }
+        // A full queue means the reader is behind: drop here (counted) rather than stop
+        // reading, or Redis would buffer for us and then cut us off. Room is checked
+        // before parsing, so a subscriber that is behind does not also parse what it drops.
+        let permit = match self.tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                self.shared.lost.fetch_add(1, Ordering::Relaxed);
+                return;
             }
+            Err(mpsc::error::TrySendError::Closed(())) => return,
+        };
+        match serde_json::from_slice::<TrafficMessage>(payload) {
+            Ok(m) => permit.send(Arc::new(m)),
             Err(error) => {
                 let n = self.shared.invalid.fetch_add(1, Ordering::Relaxed) + 1;
                 if n == 1 || n % INVALID_LOG_EVERY == 0 {
@@ -610,7 +615,7 @@ mod tests {
             transaction_id: format!("transaction-{i}"),
             request_id: format!("request-{i}"),
             response_id: format!("response-{i}"),
-            request: RequestInfo {
+            request: Arc::new(RequestInfo {
                 created_at: "2015-03-11T00:00:00.000001Z".into(),
                 client_protocol: "HTTP/1.1".into(),
                 method: "GET".into(),
@@ -619,15 +624,15 @@ mod tests {
                 args,
                 headers: headers.clone(),
                 body: None,
-            },
-            response: Some(ResponseInfo {
+            }),
+            response: Some(Arc::new(ResponseInfo {
                 created_at: "2015-03-11T00:00:00.000002Z".into(),
                 client_protocol: "HTTP/1.1".into(),
                 status_code: 200,
                 status_description: "OK".into(),
                 headers,
                 body: None,
-            }),
+            })),
         })
     }
 

@@ -6,6 +6,9 @@ use std::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How long a stopping module may take to finish what it holds.
+pub const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 #[derive(Default)]
 pub struct Background(Mutex<Option<(CancellationToken, JoinHandle<()>)>>);
 
@@ -31,9 +34,13 @@ impl Background {
     pub async fn stop(&self) -> bool {
         let running = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
         match running {
-            Some((cancel, task)) => {
+            Some((cancel, mut task)) => {
                 cancel.cancel();
-                let _ = task.await;
+                if tokio::time::timeout(STOP_WAIT, &mut task).await.is_err() {
+                    // A backend that does not answer must not hold a shutdown forever.
+                    tracing::warn!(wait = ?STOP_WAIT, "a module did not finish in time; abandoning its work");
+                    task.abort();
+                }
                 true
             }
             None => false,

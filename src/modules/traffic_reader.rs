@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::kwargs::{name_or_default, redis_target, Port, RedisTarget};
 use super::{Exchange, PipelineModule};
 use crate::feed::Publisher;
-use crate::traffic::{self, ResponseInfo, TrafficMessage};
+use crate::traffic::{self, RequestInfo, ResponseInfo, TrafficMessage};
 
 /// Default capture per body direction: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
@@ -73,7 +73,7 @@ impl PipelineModule for TrafficReader {
             transaction_id: uuid::Uuid::now_v7().to_string(),
             request_id: uuid::Uuid::now_v7().to_string(),
             response_id: uuid::Uuid::now_v7().to_string(),
-            request: traffic::RequestInfo {
+            request: Arc::new(RequestInfo {
                 created_at: traffic::timestamp(Utc::now()),
                 client_protocol: traffic::protocol_name(ex.client_version).into(),
                 method: req.method.to_string(),
@@ -85,7 +85,7 @@ impl PipelineModule for TrafficReader {
                 args: traffic::query_multimap(req.uri.query()),
                 headers: traffic::header_multimap(&req.headers),
                 body: None,
-            },
+            }),
             response: None,
         });
         self.publisher.publish(msg.clone());
@@ -131,12 +131,18 @@ impl PipelineModule for TrafficReader {
                 body: None,
             }
         });
+        // Ids and the shared request; the request gets its own copy only to carry the body
+        // that had not arrived when the request event went out.
         let mut msg = TrafficMessage::clone(&pending.request);
         if self.body_limit > 0 {
-            msg.request.body = ex.request_body.as_ref().map(|c| c.to_body());
+            if let Some(body) = ex.request_body.as_ref().map(|c| c.to_body()) {
+                let mut request = RequestInfo::clone(&msg.request);
+                request.body = Some(body);
+                msg.request = Arc::new(request);
+            }
             response.body = ex.response_body.as_ref().map(|c| c.to_body());
         }
-        msg.response = Some(response);
+        msg.response = Some(Arc::new(response));
         self.publisher.publish(Arc::new(msg));
     }
 

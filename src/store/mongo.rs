@@ -10,6 +10,7 @@
 //! `{recordingId, transactionId}`; the client-level `bulkWrite` would need MongoDB 8.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -169,9 +170,9 @@ struct StoredTraffic {
     recording_id: ObjectId,
     transaction_id: String,
     created_at: bson::DateTime,
-    request: RequestInfo,
+    request: Arc<RequestInfo>,
     #[serde(default)]
-    response: Option<ResponseInfo>,
+    response: Option<Arc<ResponseInfo>>,
 }
 
 impl StoredTraffic {
@@ -681,7 +682,7 @@ mod tests {
             response: None,
             ..completed.clone()
         };
-        request_only.request.body = None;
+        Arc::make_mut(&mut request_only.request).body = None;
         let other = doc(&rec.id, "t2", false, 0);
 
         let sent = [request_only.clone(), other.clone()];

@@ -462,10 +462,10 @@ impl Store for SqliteStore {
                     recording_id: recording_id.clone(),
                     transaction_id: row.get(0)?,
                     created_at: parse_time(&row.get::<_, String>(1)?)?,
-                    request: parse_json::<RequestInfo>("request", &row.get::<_, String>(2)?)?,
+                    request: parse_json::<Arc<RequestInfo>>("request", &row.get::<_, String>(2)?)?,
                     response: response
                         .as_deref()
-                        .map(|text| parse_json::<ResponseInfo>("response", text))
+                        .map(|text| parse_json::<Arc<ResponseInfo>>("response", text))
                         .transpose()?,
                 });
             }
@@ -521,7 +521,7 @@ pub(crate) mod tests {
             recording_id: recording_id.to_owned(),
             transaction_id: txn.to_owned(),
             created_at: now,
-            request: RequestInfo {
+            request: Arc::new(RequestInfo {
                 created_at: timestamp(now),
                 client_protocol: "HTTP/1.1".into(),
                 method: "POST".into(),
@@ -532,14 +532,16 @@ pub(crate) mod tests {
                 // As TrafficReader sends them: the request event has no body yet; the
                 // response event's copy of the request carries it.
                 body: if with_response { body.clone() } else { None },
-            },
-            response: with_response.then(|| ResponseInfo {
-                created_at: timestamp(now),
-                client_protocol: "HTTP/1.1".into(),
-                status_code: 201,
-                status_description: "Created".into(),
-                headers,
-                body: None,
+            }),
+            response: with_response.then(|| {
+                Arc::new(ResponseInfo {
+                    created_at: timestamp(now),
+                    client_protocol: "HTTP/1.1".into(),
+                    status_code: 201,
+                    status_description: "Created".into(),
+                    headers,
+                    body: None,
+                })
             }),
         }
     }
@@ -607,7 +609,7 @@ pub(crate) mod tests {
             response: None,
             ..completed.clone()
         };
-        request_only.request.body = None;
+        Arc::make_mut(&mut request_only.request).body = None;
         store
             .write_traffic(std::slice::from_ref(&request_only))
             .await

@@ -158,7 +158,7 @@ mod tests {
             transaction_id: format!("t{i}"),
             request_id: format!("r{i}"),
             response_id: String::new(),
-            request: RequestInfo {
+            request: Arc::new(RequestInfo {
                 created_at: "2015-03-11T00:00:00.000000Z".into(),
                 client_protocol: "HTTP/1.1".into(),
                 method: "GET".into(),
@@ -167,7 +167,7 @@ mod tests {
                 args: MultiMap::new(),
                 headers: MultiMap::new(),
                 body: None,
-            },
+            }),
             response: None,
         })
     }
