@@ -11,8 +11,11 @@ use tokio::sync::broadcast;
 use super::{Feed, FeedCounters, FeedError, FeedStats, Publisher, Received, Subscription};
 use crate::traffic::TrafficMessage;
 
-/// Default ring size: messages a subscriber may fall behind before it loses some.
-pub const DEFAULT_CAPACITY: usize = 65_536;
+/// Default ring size: messages a subscriber may fall behind before it loses some. A
+/// message holds its captured bodies, so the ring is also what bounds the memory a slow
+/// subscriber can pin: 8192 messages of small exchanges are a few tens of MiB, while
+/// 64 KiB bodies make it 512 MiB (lower `bus_capacity` or `body_limit` for large bodies).
+pub const DEFAULT_CAPACITY: usize = 8_192;
 
 #[derive(Clone)]
 pub struct MemoryBus {
