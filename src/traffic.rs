@@ -28,6 +28,26 @@ pub struct TrafficMessage {
 }
 
 impl TrafficMessage {
+    /// A copy whose captured bodies keep at most `limit` bytes of data, or `None` when
+    /// none is longer (nothing to copy).
+    pub fn with_bodies_cut(&self, limit: usize) -> Option<TrafficMessage> {
+        let long = |b: &Option<BodyCapture>| b.as_ref().is_some_and(|b| b.data.len() > limit);
+        let response_long = self.response.as_ref().is_some_and(|r| long(&r.body));
+        if !long(&self.request.body) && !response_long {
+            return None;
+        }
+        let mut out = self.clone();
+        if let Some(b) = Arc::make_mut(&mut out.request).body.as_mut() {
+            b.cut(limit);
+        }
+        if let (true, Some(r)) = (response_long, out.response.as_mut()) {
+            if let Some(b) = Arc::make_mut(r).body.as_mut() {
+                b.cut(limit);
+            }
+        }
+        Some(out)
+    }
+
     /// When the exchange began: the request's `createdAt`, parsed. Used to decide which
     /// recording a transaction belongs to.
     pub fn started_at(&self) -> Option<DateTime<Utc>> {
@@ -81,6 +101,22 @@ pub enum BodyEncoding {
 }
 
 impl BodyCapture {
+    /// Keeps at most `limit` bytes of data (on a character boundary for text).
+    pub fn cut(&mut self, limit: usize) {
+        if self.data.len() <= limit {
+            return;
+        }
+        let mut end = limit;
+        while !self.data.is_char_boundary(end) {
+            end -= 1;
+        }
+        if self.encoding == BodyEncoding::Base64 {
+            end -= end % 4; // whole base64 quanta stay decodable
+        }
+        self.data.truncate(end);
+        self.truncated = true;
+    }
+
     /// Builds the capture from the chunks kept (already cut at the limit) and the total
     /// number of bytes that streamed through.
     pub fn from_chunks(chunks: &[Bytes], size: u64) -> Self {
@@ -222,6 +258,33 @@ mod tests {
         assert_eq!(m["c"], vec![""]);
         assert_eq!(m["d"], vec!["%zz"]);
         assert_eq!(m["e"], vec!["1 2"]);
+    }
+
+    #[test]
+    fn bodies_are_cut_for_the_window_and_say_so() {
+        let body = BodyCapture::from_chunks(&[Bytes::from(vec![b'a'; 10])], 10);
+        let mut msg = TrafficMessage {
+            transaction_id: "t".into(),
+            request_id: "q".into(),
+            response_id: "r".into(),
+            request: Arc::new(RequestInfo {
+                created_at: String::new(),
+                client_protocol: String::new(),
+                method: "POST".into(),
+                uri: "/".into(),
+                path: "/".into(),
+                args: MultiMap::new(),
+                headers: MultiMap::new(),
+                body: Some(body),
+            }),
+            response: None,
+        };
+        assert!(msg.with_bodies_cut(10).is_none());
+        let cut = msg.with_bodies_cut(4).unwrap();
+        let b = cut.request.body.as_ref().unwrap();
+        assert_eq!((b.data.as_str(), b.size, b.truncated), ("aaaa", 10, true));
+        msg.request = Arc::new(RequestInfo::clone(&cut.request));
+        assert_eq!(msg.request.body.as_ref().unwrap().data, "aaaa");
     }
 
     #[test]

@@ -43,10 +43,19 @@ impl StreamerKwargs {
     }
 }
 
+/// Bytes of each body the live window keeps: it is for watching, and a second of large
+/// bodies would otherwise pin hundreds of MiB. `size` and `truncated` say what was cut.
+pub const WINDOW_BODY_LIMIT: usize = 4096;
+
+/// The message as the window keeps it: shared as is, or a copy with bodies cut.
+fn window_copy(m: Arc<TrafficMessage>) -> Arc<TrafficMessage> {
+    m.with_bodies_cut(WINDOW_BODY_LIMIT).map_or(m, Arc::new)
+}
+
 /// Adds a received message to the batch with its score, or counts a loss.
 fn take(batch: &mut Vec<(i64, Arc<TrafficMessage>)>, counters: &Counters, r: Received) {
     match r {
-        Received::Message(m) => batch.push((now_micros(), m)),
+        Received::Message(m) => batch.push((now_micros(), window_copy(m))),
         // The feed was cut off and healed: how much was missed is not known.
         Received::Lost(0) => {
             counters.gaps.fetch_add(1, Ordering::Relaxed);
