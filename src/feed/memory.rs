@@ -2,7 +2,7 @@
 //! subscriber that falls a full ring behind loses the oldest (counted), the publisher
 //! never blocks and memory never grows past the ring.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -17,10 +17,35 @@ use crate::traffic::TrafficMessage;
 /// 64 KiB bodies make it 512 MiB (lower `bus_capacity` or `body_limit` for large bodies).
 pub const DEFAULT_CAPACITY: usize = 8_192;
 
+/// Bytes the messages in the ring may hold together (captured bodies plus a nominal
+/// 1 KiB each): with large bodies this, not the message count, bounds the memory.
+pub const DEFAULT_BYTE_BUDGET: usize = 128 << 20;
+
+/// A message in the ring, weighed; its weight is given back when the ring lets go of it
+/// (every subscriber has read it, or it was overwritten).
+struct Envelope {
+    msg: Arc<TrafficMessage>,
+    weight: usize,
+    in_ring: Arc<AtomicUsize>,
+}
+
+impl Drop for Envelope {
+    fn drop(&mut self) {
+        self.in_ring.fetch_sub(self.weight, Ordering::Relaxed);
+    }
+}
+
+fn weight(msg: &TrafficMessage) -> usize {
+    let body = |b: &Option<crate::traffic::BodyCapture>| b.as_ref().map_or(0, |b| b.data.len());
+    1024 + body(&msg.request.body) + msg.response.as_ref().map_or(0, |r| body(&r.body))
+}
+
 #[derive(Clone)]
 pub struct MemoryBus {
-    tx: broadcast::Sender<Arc<TrafficMessage>>,
+    tx: broadcast::Sender<Arc<Envelope>>,
     counters: Arc<FeedCounters>,
+    in_ring: Arc<AtomicUsize>,
+    byte_budget: usize,
 }
 
 impl MemoryBus {
@@ -29,15 +54,39 @@ impl MemoryBus {
         Self {
             tx,
             counters: Arc::default(),
+            in_ring: Arc::default(),
+            byte_budget: DEFAULT_BYTE_BUDGET,
         }
+    }
+
+    /// Sets how many bytes the ring's messages may hold together.
+    pub fn with_byte_budget(mut self, bytes: usize) -> Self {
+        self.byte_budget = bytes;
+        self
     }
 }
 
 impl Publisher for MemoryBus {
     fn publish(&self, msg: Arc<TrafficMessage>) {
+        if self.tx.receiver_count() == 0 {
+            // Nobody subscribes: nothing was promised to anyone.
+            self.counters.published.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let weight = weight(&msg);
+        if self.in_ring.fetch_add(weight, Ordering::Relaxed) + weight > self.byte_budget {
+            // The ring is full by weight: drop here, counted, instead of growing.
+            self.in_ring.fetch_sub(weight, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.counters.published.fetch_add(1, Ordering::Relaxed);
-        // An error only means nobody subscribes: nothing was promised to anyone.
-        let _ = self.tx.send(msg);
+        let envelope = Envelope {
+            msg,
+            weight,
+            in_ring: self.in_ring.clone(),
+        };
+        let _ = self.tx.send(Arc::new(envelope));
     }
 
     fn stats(&self) -> FeedStats {
@@ -59,14 +108,14 @@ impl Feed for MemoryBus {
 }
 
 struct MemorySubscription {
-    rx: broadcast::Receiver<Arc<TrafficMessage>>,
+    rx: broadcast::Receiver<Arc<Envelope>>,
 }
 
 #[async_trait]
 impl Subscription for MemorySubscription {
     async fn recv(&mut self) -> Result<Received, FeedError> {
         match self.rx.recv().await {
-            Ok(m) => Ok(Received::Message(m)),
+            Ok(e) => Ok(Received::Message(e.msg.clone())),
             Err(broadcast::error::RecvError::Lagged(n)) => Ok(Received::Lost(n)),
             Err(broadcast::error::RecvError::Closed) => Err(FeedError::Closed),
         }
@@ -74,7 +123,7 @@ impl Subscription for MemorySubscription {
 
     fn try_recv(&mut self) -> Option<Received> {
         match self.rx.try_recv() {
-            Ok(m) => Some(Received::Message(m)),
+            Ok(e) => Some(Received::Message(e.msg.clone())),
             Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Received::Lost(n)),
             Err(_) => None,
         }
@@ -117,6 +166,19 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_ring_full_by_weight_drops_and_counts_until_read() {
+        let bus = MemoryBus::new(64).with_byte_budget(3000);
+        let mut sub = bus.subscribe().await.unwrap();
+        for i in 0..5 {
+            bus.publish(msg(i));
+        }
+        assert_eq!((bus.stats().published, bus.stats().dropped), (2, 3));
+        while sub.try_recv().is_some() {}
+        bus.publish(msg(9));
+        assert_eq!(bus.stats().published, 3, "reading gave the weight back");
     }
 
     #[tokio::test]
