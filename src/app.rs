@@ -8,26 +8,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
-use crate::config::{ConfigError, ModulesConfig, Overrides, Settings, SettingsFile};
+use crate::config::{ConfigError, ModulesConfig, Overrides, Problem, Settings, SettingsFile};
 use crate::control::{self, Controller};
-use crate::feed::memory::MemoryBus;
-use crate::modules::registry::{self, BuildContext, ModuleSet};
-use crate::modules::traffic_recorder::{RecorderKwargs, StoreTarget};
-use crate::modules::traffic_streamer::StreamerKwargs;
-use crate::proxy::pipeline::Pipeline;
-use crate::proxy::{listener, ForwardSettings, Forwarder, Proxy, Target};
-use crate::recording::Recordings;
-use crate::store::mongo::MongoStore;
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
-use crate::window::memory::MemoryWindow;
-use crate::window::redis::RedisWindow;
-use crate::window::Window;
+use crate::modules::registry::{self, ModulePlan};
+use crate::modules::ModuleSet;
+use crate::proxy::{listener, ForwardSettings, Forwarder, Proxy, RunningPipeline, UpstreamTarget};
+use crate::resources::{self, Plan};
 
-/// The whole configuration, validated.
+/// The whole configuration, validated: settings, modules with typed kwargs, and the
+/// shared resources resolved from them.
 pub struct Loaded {
     pub settings: Settings,
-    pub modules: ModulesConfig,
+    pub modules: ModulePlan,
+    pub resources: Plan,
 }
 
 /// Reads both files and the flags, reporting the problems of every file together.
@@ -54,134 +47,63 @@ pub fn load(args: &RunArgs, mgmt: Option<String>) -> Result<Loaded, ConfigError>
             None
         }
     };
+    if settings.as_ref().is_some_and(|s| s.upstream.is_none()) {
+        problems.push(Problem {
+            file: file_name.clone(),
+            key: "upstream".into(),
+            message: "no upstream: pass --upstream http://HOST:PORT or set `upstream:` in the settings file (--config)".into(),
+        });
+    }
     let modules = match &args.modules {
         Some(p) => ModulesConfig::load(p),
         None => Ok(registry::default_config()),
     };
-    let modules = match modules.and_then(|m| registry::validate(&m).map(|()| m)) {
+    let modules = match modules.and_then(|m| registry::configure(&m)) {
         Ok(m) => Some(m),
         Err(e) => {
             problems.extend(e.problems);
             None
         }
     };
-    match (settings, modules) {
-        (Some(settings), Some(modules)) if problems.is_empty() => Ok(Loaded { settings, modules }),
+    let plan = match (&settings, &modules) {
+        (Some(s), Some(m)) => {
+            match resources::resolve(&m.file, &m.claimants(), s.control.as_ref()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    problems.extend(e.problems);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    match (settings, modules, plan) {
+        (Some(settings), Some(modules), Some(resources)) if problems.is_empty() => Ok(Loaded {
+            settings,
+            modules,
+            resources,
+        }),
         _ => Err(ConfigError { problems }),
     }
-}
-
-/// Kwargs of the first module of that name, typed.
-fn kwargs_of<T: serde::de::DeserializeOwned + Default>(cfg: &ModulesConfig, name: &str) -> T {
-    cfg.support
-        .iter()
-        .find(|e| registry::lookup(&e.name).is_some_and(|s| s.name == name))
-        .and_then(|e| yaml_serde::from_value(e.kwargs.clone()).ok())
-        .unwrap_or_default()
-}
-
-async fn open_store(cfg: &ModulesConfig, data_dir: &Path) -> Result<Arc<dyn Store>> {
-    let kwargs: RecorderKwargs = kwargs_of(cfg, "TrafficRecorder");
-    Ok(match kwargs.store() {
-        StoreTarget::Sqlite => Arc::new(SqliteStore::open(data_dir).with_context(|| {
-            format!(
-                "opening the embedded store in {} (pass --data-dir)",
-                data_dir.display()
-            )
-        })?),
-        StoreTarget::Mongo {
-            uri,
-            db,
-            collection,
-        } => Arc::new(
-            MongoStore::connect(&uri, &db, &collection)
-                .await
-                .with_context(|| {
-                    format!("connecting to MongoDB at {uri} (TrafficRecorder kwargs)")
-                })?,
-        ),
-    })
-}
-
-async fn open_window(cfg: &ModulesConfig) -> Result<Arc<dyn Window>> {
-    let kwargs: StreamerKwargs = kwargs_of(cfg, "TrafficStreamer");
-    Ok(match kwargs.redis() {
-        Some(r) => Arc::new(
-            RedisWindow::connect(&r.url, &kwargs.key())
-                .await
-                .with_context(|| {
-                    format!("connecting to Redis at {} (TrafficStreamer kwargs)", r.url)
-                })?,
-        ),
-        None => Arc::new(MemoryWindow::default()),
-    })
-}
-
-/// Where the control channel lives: the settings' `control:` section, or else the Redis
-/// the modules use.
-fn control_channel(loaded: &Loaded) -> Option<crate::config::settings::ControlChannel> {
-    if let Some(c) = &loaded.settings.control {
-        return Some(c.clone());
-    }
-    let reader = loaded
-        .modules
-        .pipeline
-        .iter()
-        .find(|e| e.name == "TrafficReader");
-    let redis = reader
-        .and_then(|e| {
-            yaml_serde::from_value::<crate::modules::traffic_reader::ReaderKwargs>(e.kwargs.clone())
-                .ok()
-        })
-        .and_then(|k| k.redis())
-        .or_else(|| kwargs_of::<RecorderKwargs>(&loaded.modules, "TrafficRecorder").redis())
-        .or_else(|| kwargs_of::<StreamerKwargs>(&loaded.modules, "TrafficStreamer").redis())?;
-    Some(crate::config::settings::ControlChannel {
-        redis_url: redis.url,
-        request_channel: "proxy_mgmt_request".into(),
-        response_channel: "proxy_mgmt_response".into(),
-    })
 }
 
 /// Runs the proxy until SIGINT/SIGTERM, then drains and stops.
 pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
     let Loaded {
         settings,
-        modules: modules_cfg,
-    } = &loaded;
-    let upstream = settings.upstream.clone().context(
-        "no upstream: pass --upstream http://HOST:PORT or set `upstream:` in the settings file (--config)",
-    )?;
+        modules: module_plan,
+        resources: plan,
+    } = loaded;
+    let upstream = settings
+        .upstream
+        .clone()
+        .context("no upstream: pass --upstream http://HOST:PORT or set `upstream:` in the settings file (--config)")?;
     let shutdown = CancellationToken::new();
+    // Watched from now on, so that a signal during a slow connect ends the wait.
+    let mut signalled = std::pin::pin!(shutdown_signal());
 
-    let store = open_store(modules_cfg, &settings.data_dir).await?;
-    let window = open_window(modules_cfg).await?;
-    let recordings = Arc::new(Recordings::new(store));
-    recordings
-        .close_interrupted()
-        .await
-        .context("closing recordings a crash left running")?;
-    let ctx = BuildContext {
-        bus: MemoryBus::new(settings.bus_capacity),
-        recordings: recordings.clone(),
-        window: window.clone(),
-    };
-    let modules = Arc::new(
-        ModuleSet::build(modules_cfg, ctx, modules_path.map(Path::to_path_buf))
-            .await
-            .context("building the modules")?,
-    );
-    modules.start_all().await.context("starting the modules")?;
-
-    let pipeline = Arc::new(Pipeline::new(modules.pipeline.clone()));
-    let target = Target::new(upstream).map_err(anyhow::Error::msg)?;
-    let forward = ForwardSettings {
-        preserve_host: settings.preserve_host,
-        connect_timeout: settings.connect_timeout,
-        upstream_timeout: settings.upstream_timeout,
-    };
-    let forwarder = Arc::new(Forwarder::new(target, pipeline, forward));
-
+    // Listeners first: a busy port is the commonest reason a second instance fails, and
+    // it must fail before it touches the store or starts anything.
     let proxy_listener = TcpListener::bind(settings.bind)
         .await
         .with_context(|| format!("cannot listen on {} (pass --bind HOST:PORT)", settings.bind))?;
@@ -191,6 +113,45 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
             settings.mgmt
         )
     })?;
+
+    tracing::info!(store = %plan.store, window = %plan.window, "opening the shared resources");
+    let opened = tokio::select! {
+        r = plan.open(settings.data_dir.clone(), settings.bus_capacity) => r?,
+        _ = &mut signalled => {
+            tracing::info!("interrupted while opening the store and the window; exiting");
+            return Ok(());
+        }
+    };
+    opened
+        .recordings
+        .close_interrupted()
+        .await
+        .context("closing recordings a crash left running")?;
+
+    let running = Arc::new(RunningPipeline::default());
+    let modules = Arc::new(
+        ModuleSet::build(
+            &module_plan,
+            opened.clone(),
+            running.clone(),
+            modules_path.map(Path::to_path_buf),
+            plan.control_from_modules,
+        )
+        .await
+        .context("building the modules")?,
+    );
+    if let Err(e) = modules.start_all().await {
+        modules.stop_all().await;
+        return Err(anyhow::Error::new(e).context("starting the modules"));
+    }
+
+    let target = UpstreamTarget::new(upstream).map_err(anyhow::Error::msg)?;
+    let forward = ForwardSettings {
+        preserve_host: settings.preserve_host,
+        connect_timeout: settings.connect_timeout,
+        upstream_timeout: settings.upstream_timeout,
+    };
+    let forwarder = Arc::new(Forwarder::new(target, running, forward));
     let proxy_addr = proxy_listener.local_addr()?;
     let mgmt_addr = mgmt_listener.local_addr()?;
     let (listener, proxy_task) = listener::spawn(
@@ -206,8 +167,8 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
             listener,
         },
         modules: modules.clone(),
-        recordings,
-        window,
+        recordings: opened.recordings.clone(),
+        window: opened.window.clone(),
     });
     let router = control::http::router(controller.clone());
     let mgmt_shutdown = shutdown.clone();
@@ -216,7 +177,7 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
             .with_graceful_shutdown(mgmt_shutdown.cancelled_owned())
             .await
     });
-    let control_task = control_channel(&loaded).map(|channel| {
+    let control_task = plan.control.clone().map(|channel| {
         tokio::spawn(control::redis::serve(
             channel,
             controller.clone(),
@@ -224,7 +185,6 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         ))
     });
 
-    let signalled = shutdown_signal();
     // One line on stdout that scripts (and the tests) can wait for.
     println!(
         "heliosburn ready: proxy http://{proxy_addr} -> {}, management http://{mgmt_addr}",

@@ -12,7 +12,10 @@ use tracing_subscriber::EnvFilter;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli_error(e),
+    };
     let runtime = match runtime(cli.run.threads) {
         Ok(r) => r,
         Err(e) => {
@@ -46,11 +49,26 @@ fn main() -> ExitCode {
     match runtime.block_on(app::run(loaded, cli.run.modules.as_deref())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // Once, on stderr where the log goes too; not also as a log line.
             eprintln!("heliosburn: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's own message, except where a common slip deserves a pointer: `--check-config
+/// FILE` reads FILE as a subcommand.
+fn cli_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let checking = std::env::args().any(|a| a == "--check-config");
+    if checking && matches!(e.kind(), ErrorKind::InvalidSubcommand | ErrorKind::UnknownArgument) {
+        eprintln!(
+            "heliosburn: --check-config takes no file; name the files with --config SETTINGS.yaml \
+             and --modules MODULES.yaml, e.g. `heliosburn --check-config --modules modules.yaml`"
+        );
+        return ExitCode::from(2);
+    }
+    e.exit()
 }
 
 /// One worker thread per available CPU (as the affinity mask allows). On one CPU a

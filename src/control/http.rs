@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -86,6 +86,33 @@ fn reply(r: Reply) -> Response {
     (code, Json(r)).into_response()
 }
 
+/// A control reply as a resource: its message is the body (an error text becomes
+/// `{"error": ...}`), its code the status.
+fn resource(r: Reply) -> Response {
+    let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match r.message {
+        Value::String(text) if r.code != 200 => ApiError::new(code, text).into_response(),
+        body => (code, Json(body)).into_response(),
+    }
+}
+
+/// Query parameters, with a bad value answered in the API's JSON error shape.
+struct Query<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
 /// Parses a JSON body, answering 400 with serde's reason when it does not fit.
 fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
@@ -155,6 +182,7 @@ struct ProxyUpdate {
 }
 
 /// Applies each given field as its operation, in a fixed order; stops at the first error.
+/// Answers like `GET /proxy`: the proxy's state, or `{"error"}`.
 async fn proxy_update(
     State(ctl): State<Arc<Controller>>,
     body: Bytes,
@@ -180,7 +208,7 @@ async fn proxy_update(
             }
         }
     }
-    Ok(reply(last))
+    Ok(resource(last))
 }
 
 async fn selftest(State(ctl): State<Arc<Controller>>) -> Response {
@@ -280,18 +308,12 @@ async fn recording_traffic(
     })))
 }
 
-async fn start_recording(
-    State(ctl): State<Arc<Controller>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    Ok(Json(ctl.recordings.start(&id).await?).into_response())
+async fn start_recording(State(ctl): State<Arc<Controller>>, Path(id): Path<String>) -> Response {
+    resource(ctl.apply(ControlCommand::StartRecording(id)).await)
 }
 
-async fn stop_recording(
-    State(ctl): State<Arc<Controller>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    Ok(Json(ctl.recordings.stop(Some(&id)).await?).into_response())
+async fn stop_recording(State(ctl): State<Arc<Controller>>, Path(id): Path<String>) -> Response {
+    resource(ctl.apply(ControlCommand::StopRecording(Some(id))).await)
 }
 
 #[derive(Deserialize)]

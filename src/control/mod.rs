@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::Upstream;
-use crate::modules::registry::{ModuleOpError, ModuleSet};
-use crate::proxy::{ListenerCommand, Proxy, Target};
+use crate::modules::{ModuleOpError, ModuleSet};
+use crate::proxy::{ListenerCommand, Proxy, UpstreamTarget};
 use crate::recording::{RecordingError, Recordings};
 use crate::window::Window;
 
@@ -33,6 +33,9 @@ pub struct ControlRequest {
 pub struct Reply {
     pub code: u16,
     pub message: Value,
+    /// The proxy's own state, beside a `status` reply's list of modules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Value>,
 }
 
 impl Reply {
@@ -40,6 +43,7 @@ impl Reply {
         Self {
             code: 200,
             message: serde_json::to_value(message).unwrap_or(Value::Null),
+            proxy: None,
         }
     }
 
@@ -47,11 +51,12 @@ impl Reply {
         Self {
             code,
             message: Value::String(message.to_string()),
+            proxy: None,
         }
     }
 }
 
-/// The operations of DESIGN.md.
+/// The operations of the control channel and the management API.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlCommand {
     /// `start`/`stop`/`reset`/`reload` with a module name act on that module; `start` and
@@ -175,15 +180,8 @@ impl Controller {
             ControlCommand::Reload(Some(m)) => module_reply(self.modules.reload(&m).await),
             ControlCommand::Reset(None) | ControlCommand::Reload(None) => {
                 let reload = matches!(cmd, ControlCommand::Reload(None));
-                let names: Vec<String> = self
-                    .modules
-                    .status(None)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|s| s.module)
-                    .collect();
                 let mut out = Vec::new();
-                for n in names {
+                for n in self.modules.names() {
                     let r = if reload {
                         self.modules.reload(&n).await
                     } else {
@@ -196,11 +194,13 @@ impl Controller {
                 }
                 Reply::ok(out)
             }
+            // `message` is the original API's list of `{module, state, status}`; the
+            // proxy's own state rides beside it.
             ControlCommand::Status(name) => match self.modules.status(name.as_deref()) {
-                Ok(list) => Reply::ok(json!({
-                    "proxy": self.proxy_status(),
-                    "modules": list,
-                })),
+                Ok(list) => Reply {
+                    proxy: Some(self.proxy_status()),
+                    ..Reply::ok(list)
+                },
                 Err(e) => module_reply::<()>(Err(e)),
             },
             ControlCommand::UpstreamHost(host) => {
@@ -239,7 +239,7 @@ impl Controller {
     }
 
     fn set_upstream(&self, upstream: Upstream) -> Reply {
-        match Target::new(upstream) {
+        match UpstreamTarget::new(upstream) {
             Ok(t) => {
                 tracing::info!(upstream = %t.upstream, "upstream changed");
                 self.proxy.forwarder.set_target(t);
@@ -283,6 +283,7 @@ pub fn recording_reply<T: Serialize>(r: Result<T, RecordingError>) -> Reply {
                         "busyWith": busy_with,
                         "error": format!("recording {busy_with} is running; stop it first"),
                     }),
+                    proxy: None,
                 },
                 other => Reply::error(code, other),
             }

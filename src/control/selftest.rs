@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Reply;
 use crate::config::Upstream;
-use crate::proxy::{listener, Forwarder, Proxy, Target};
+use crate::proxy::{listener, Forwarder, Proxy, UpstreamTarget};
 
 const PAYLOAD: &str = "heliosburn self-test";
 
@@ -40,7 +40,7 @@ async fn round_trip(proxy: &Proxy) -> Result<Vec<String>, String> {
     let echo_addr = echo.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(serve_echo(echo, shutdown.clone()));
 
-    let target = Target::new(Upstream {
+    let target = UpstreamTarget::new(Upstream {
         host: echo_addr.ip().to_string(),
         port: echo_addr.port(),
     })?;

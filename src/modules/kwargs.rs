@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Deserializer};
 
-use crate::config::settings::redis_url;
+use crate::redis_link::Endpoint;
+use crate::resources::FeedEndpoint;
 
 /// A port written as a number or, as the seed writes `mongo_port`, a string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,31 +34,59 @@ impl<'de> Deserialize<'de> for Port {
     }
 }
 
-/// Where a module's Redis is, when its kwargs name one.
+/// A `redis_url` kwarg: `redis://[user:pass@]host[:port][/db]` or `rediss://` for TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisTarget {
-    pub url: String,
+pub struct RedisUrl(pub Endpoint);
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Endpoint::parse(&text)
+            .map(RedisUrl)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
-/// Builds the Redis URL from `redis_host`/`redis_port`/`redis_db` when any is given.
-pub fn redis_target(
+/// The Redis a module's kwargs name: `redis_url`, or `redis_host`/`redis_port`/`redis_db`
+/// when any of host and port is given; none means the embedded backends.
+pub fn redis_endpoint(
+    url: &Option<RedisUrl>,
     host: &Option<String>,
     port: Option<Port>,
     db: Option<i64>,
-) -> Option<RedisTarget> {
+) -> Option<Endpoint> {
+    if let Some(RedisUrl(e)) = url {
+        return Some(e.clone());
+    }
     if host.is_none() && port.is_none() {
         return None;
     }
     let host = host.as_deref().unwrap_or("127.0.0.1");
-    Some(RedisTarget {
-        url: redis_url(host, port.map_or(6379, |p| p.0), db.unwrap_or(0)),
-    })
+    Some(Endpoint::from_parts(
+        host,
+        port.map_or(6379, |p| p.0),
+        db.unwrap_or(0),
+    ))
 }
+
+/// The kwargs that name a module's Redis, for messages.
+pub const REDIS_KEYS: &str = "redis_url, redis_host, redis_port, redis_db";
 
 /// A channel or key name as written, or the seed's `heliosburn.traffic`.
 pub fn name_or_default(name: &Option<String>) -> String {
     name.clone()
         .unwrap_or_else(|| crate::feed::DEFAULT_CHANNEL.into())
+}
+
+/// The feed a module's Redis kwargs and channel name point at.
+pub fn feed_endpoint(redis: Option<Endpoint>, channel: &Option<String>) -> FeedEndpoint {
+    match redis {
+        Some(endpoint) => FeedEndpoint::Redis {
+            endpoint,
+            channel: name_or_default(channel),
+        },
+        None => FeedEndpoint::Memory,
+    }
 }
 
 /// Checks kwargs against their typed form, turning the serde message into a problem text.

@@ -57,10 +57,6 @@ impl Lifecycle {
         State::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    pub fn is_running(&self) -> bool {
-        self.state.load(Ordering::Relaxed) == State::Running as u8
-    }
-
     pub fn set(&self, state: State) {
         self.enter(state, None);
     }

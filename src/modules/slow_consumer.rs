@@ -9,14 +9,30 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::background::Background;
-use super::{ModuleError, SupportModule};
+use super::factory::{Factory, Kind, ModuleConfig};
+use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received};
+use crate::resources::Resources;
+
+pub static FACTORY: Factory = Factory::new::<SlowConsumerKwargs>(
+    "SlowConsumer",
+    Kind::Support,
+    "a deliberately slow feed subscriber (for testing loss accounting)",
+);
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlowConsumerKwargs {
     /// Time spent on each message, in ms (default 100).
     pub delay_ms: Option<u64>,
+}
+
+#[async_trait]
+impl ModuleConfig for SlowConsumerKwargs {
+    async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {
+        let bus = Arc::new(resources.feeds.bus().clone());
+        Ok(Built::Support(Arc::new(SlowConsumer::new(bus, self))))
+    }
 }
 
 pub struct SlowConsumer {

@@ -1,11 +1,23 @@
 //! AddHeader: sets headers on requests and/or responses. Small, but it shows (and the
 //! tests check) that pipeline modules can change the exchange and run in order.
 
-use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::{Exchange, PipelineModule};
+use async_trait::async_trait;
 use http::header::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use super::factory::{Factory, Kind, ModuleConfig};
+use super::{Built, ModuleError, PipelineModule};
+use crate::proxy::{Decision, Exchange, Phase};
+use crate::resources::Resources;
+
+pub static FACTORY: Factory = Factory::new::<AddHeaderKwargs>(
+    "AddHeader",
+    Kind::Pipeline,
+    "adds headers to requests and responses",
+);
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,11 +56,29 @@ impl AddHeaderKwargs {
     }
 }
 
-impl PipelineModule for AddHeader {
-    fn on_request(&self, _ex: &mut Exchange, req: &mut http::request::Parts) {
+#[async_trait]
+impl ModuleConfig for AddHeaderKwargs {
+    fn validate(&self) -> Result<(), String> {
+        self.parse().map(drop)
+    }
+
+    async fn build(&self, _: &Resources) -> Result<Built, ModuleError> {
+        let module = self.parse().map_err(|message| ModuleError::Failed {
+            module: FACTORY.name.into(),
+            message,
+        })?;
+        Ok(Built::Pipeline(Arc::new(module)))
+    }
+}
+
+impl PipelineModule for AddHeader {}
+
+impl Phase for AddHeader {
+    fn on_request(&self, _ex: &mut Exchange, req: &mut http::request::Parts) -> Decision {
         for (k, v) in &self.request {
             req.headers.append(k.clone(), v.clone());
         }
+        Decision::Forward
     }
 
     fn on_response(&self, _ex: &mut Exchange, resp: &mut http::response::Parts) {

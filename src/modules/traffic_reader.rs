@@ -4,13 +4,23 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::kwargs::{name_or_default, redis_target, Port, RedisTarget};
-use super::{Exchange, PipelineModule};
+use super::factory::{Factory, Kind, ModuleConfig};
+use super::kwargs::{feed_endpoint, redis_endpoint, Port, RedisUrl, REDIS_KEYS};
+use super::{Built, ModuleError, PipelineModule};
 use crate::feed::Publisher;
+use crate::proxy::{Decision, Exchange, Phase};
+use crate::resources::{Claim, Claimed, Resources};
 use crate::traffic::{self, RequestInfo, ResponseInfo, TrafficMessage};
+
+pub static FACTORY: Factory = Factory::new::<ReaderKwargs>(
+    "TrafficReader",
+    Kind::Pipeline,
+    "publishes each request and response to the traffic feed",
+);
 
 /// Default capture per body direction: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
@@ -18,6 +28,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReaderKwargs {
+    /// `redis://[user:pass@]host[:port][/db]` (or `rediss://`); wins over the parts.
+    pub redis_url: Option<RedisUrl>,
     pub redis_host: Option<String>,
     pub redis_port: Option<Port>,
     pub redis_db: Option<i64>,
@@ -29,13 +41,33 @@ pub struct ReaderKwargs {
     pub queue_capacity: Option<usize>,
 }
 
-impl ReaderKwargs {
-    pub fn redis(&self) -> Option<RedisTarget> {
-        redis_target(&self.redis_host, self.redis_port, self.redis_db)
+#[async_trait]
+impl ModuleConfig for ReaderKwargs {
+    fn claims(&self) -> Vec<Claimed> {
+        self.redis()
+            .map(|e| Claimed {
+                claim: Claim::ControlHost(e),
+                keys: REDIS_KEYS,
+            })
+            .into_iter()
+            .collect()
     }
 
-    pub fn channel(&self) -> String {
-        name_or_default(&self.redis_pub_queue)
+    async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {
+        let at = feed_endpoint(self.redis(), &self.redis_pub_queue);
+        let publisher = resources.feeds.publisher(&at, self.queue_capacity).await?;
+        Ok(Built::Pipeline(Arc::new(TrafficReader::new(publisher, self))))
+    }
+}
+
+impl ReaderKwargs {
+    fn redis(&self) -> Option<crate::redis_link::Endpoint> {
+        redis_endpoint(
+            &self.redis_url,
+            &self.redis_host,
+            self.redis_port,
+            self.redis_db,
+        )
     }
 }
 
@@ -60,12 +92,12 @@ impl TrafficReader {
     }
 }
 
-impl PipelineModule for TrafficReader {
-    fn on_request(&self, ex: &mut Exchange, req: &mut http::request::Parts) {
+impl Phase for TrafficReader {
+    fn on_request(&self, ex: &mut Exchange, req: &mut http::request::Parts) -> Decision {
         // The self-test is not traffic: neither recorded nor in the live window. Without
         // a pending message the response phases skip it too.
         if ex.internal {
-            return;
+            return Decision::Forward;
         }
         let msg = Arc::new(TrafficMessage {
             // Time-ordered (UUIDv7): stores index transactions by id, and ids that grow
@@ -93,6 +125,7 @@ impl PipelineModule for TrafficReader {
             request: msg,
             response: None,
         });
+        Decision::Forward
     }
 
     fn on_response(&self, ex: &mut Exchange, resp: &mut http::response::Parts) {
@@ -149,7 +182,9 @@ impl PipelineModule for TrafficReader {
     fn capture_limit(&self) -> usize {
         self.body_limit
     }
+}
 
+impl PipelineModule for TrafficReader {
     fn counters(&self) -> serde_json::Value {
         serde_json::to_value(self.publisher.stats()).unwrap_or_default()
     }

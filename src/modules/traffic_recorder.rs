@@ -21,16 +21,30 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::background::Background;
-use super::kwargs::{name_or_default, redis_target, Port, RedisTarget};
-use super::{ModuleError, SupportModule};
+use super::factory::{Factory, Kind, ModuleConfig};
+use super::kwargs::{feed_endpoint, redis_endpoint, Port, RedisUrl, REDIS_KEYS};
+use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received, Subscription};
 use crate::recording::{FlushRequest, Recordings, Target};
+use crate::redis_link::Endpoint;
+use crate::resources::{Claim, Claimed, Resources, StoreSpec};
 use crate::store::StoreError;
 use crate::traffic::{TrafficDoc, TrafficMessage};
+
+/// The kwargs that name the store.
+const STORE_KEYS: &str = "mongo_uri, mongo_host, mongo_port, mongo_db, mongo_collection";
+
+pub static FACTORY: Factory = Factory::new::<RecorderKwargs>(
+    "TrafficRecorder",
+    Kind::Support,
+    "stores the feed into recordings",
+);
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecorderKwargs {
+    /// `redis://[user:pass@]host[:port][/db]` (or `rediss://`); wins over the parts.
+    pub redis_url: Option<RedisUrl>,
     pub redis_host: Option<String>,
     pub redis_port: Option<Port>,
     pub redis_db: Option<i64>,
@@ -50,31 +64,23 @@ pub struct RecorderKwargs {
     pub max_pending: Option<usize>,
 }
 
-/// Where the recorder's documents go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreTarget {
-    Sqlite,
-    Mongo {
-        uri: String,
-        db: String,
-        collection: String,
-    },
-}
-
 impl RecorderKwargs {
-    pub fn redis(&self) -> Option<RedisTarget> {
-        redis_target(&self.redis_host, self.redis_port, self.redis_db)
+    fn redis(&self) -> Option<Endpoint> {
+        redis_endpoint(
+            &self.redis_url,
+            &self.redis_host,
+            self.redis_port,
+            self.redis_db,
+        )
     }
 
-    pub fn channel(&self) -> String {
-        name_or_default(&self.redis_sub_queue)
-    }
-
-    pub fn store(&self) -> StoreTarget {
+    /// The store these kwargs name: MongoDB when any of `mongo_uri`, `mongo_host` and
+    /// `mongo_port` is given, else the embedded one.
+    pub fn store(&self) -> StoreSpec {
         let named =
             self.mongo_uri.is_some() || self.mongo_host.is_some() || self.mongo_port.is_some();
         if !named {
-            return StoreTarget::Sqlite;
+            return StoreSpec::Embedded;
         }
         let uri = self.mongo_uri.clone().unwrap_or_else(|| {
             let host = self.mongo_host.as_deref().unwrap_or("127.0.0.1");
@@ -83,7 +89,7 @@ impl RecorderKwargs {
                 self.mongo_port.map_or(27017, |p| p.0)
             )
         });
-        StoreTarget::Mongo {
+        StoreSpec::Mongo {
             uri,
             db: self.mongo_db.clone().unwrap_or_else(|| "proxy".into()),
             collection: self
@@ -91,6 +97,32 @@ impl RecorderKwargs {
                 .clone()
                 .unwrap_or_else(|| "traffic".into()),
         }
+    }
+}
+
+#[async_trait]
+impl ModuleConfig for RecorderKwargs {
+    fn claims(&self) -> Vec<Claimed> {
+        let mut claims = vec![Claimed {
+            claim: Claim::Store(self.store()),
+            keys: STORE_KEYS,
+        }];
+        claims.extend(self.redis().map(|e| Claimed {
+            claim: Claim::ControlHost(e),
+            keys: REDIS_KEYS,
+        }));
+        claims
+    }
+
+    async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {
+        let feed = resources
+            .feeds
+            .subscriber(&feed_endpoint(self.redis(), &self.redis_sub_queue));
+        Ok(Built::Support(Arc::new(TrafficRecorder::new(
+            feed,
+            resources.recordings.clone(),
+            self,
+        ))))
     }
 }
 

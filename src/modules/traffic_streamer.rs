@@ -8,11 +8,21 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::background::Background;
-use super::kwargs::{name_or_default, redis_target, Port, RedisTarget};
-use super::{ModuleError, SupportModule};
+use super::factory::{Factory, Kind, ModuleConfig};
+use super::kwargs::{feed_endpoint, name_or_default, redis_endpoint, Port, RedisUrl, REDIS_KEYS};
+use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received};
+use crate::redis_link::Endpoint;
+use crate::resources::{Claim, Claimed, Resources, WindowSpec};
 use crate::traffic::TrafficMessage;
 use crate::window::{now_micros, Window};
+
+pub static FACTORY: Factory = Factory::new::<StreamerKwargs>(
+    "TrafficStreamer",
+    Kind::Support,
+    "keeps the last second of the feed in the live window",
+)
+.aliases(&["TrafficStream"]);
 
 /// Most messages written to the window in one round trip.
 const MAX_BATCH: usize = 512;
@@ -20,6 +30,8 @@ const MAX_BATCH: usize = 512;
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamerKwargs {
+    /// `redis://[user:pass@]host[:port][/db]` (or `rediss://`); wins over the parts.
+    pub redis_url: Option<RedisUrl>,
     pub redis_host: Option<String>,
     pub redis_port: Option<Port>,
     pub redis_db: Option<i64>,
@@ -30,16 +42,49 @@ pub struct StreamerKwargs {
 }
 
 impl StreamerKwargs {
-    pub fn redis(&self) -> Option<RedisTarget> {
-        redis_target(&self.redis_host, self.redis_port, self.redis_db)
+    fn redis(&self) -> Option<Endpoint> {
+        redis_endpoint(
+            &self.redis_url,
+            &self.redis_host,
+            self.redis_port,
+            self.redis_db,
+        )
     }
 
-    pub fn channel(&self) -> String {
-        name_or_default(&self.redis_sub_queue)
+    /// The window these kwargs name: a sorted set when they name a Redis, else memory.
+    pub fn window(&self) -> WindowSpec {
+        match self.redis() {
+            Some(endpoint) => WindowSpec::Redis {
+                endpoint,
+                key: name_or_default(&self.redis_key),
+            },
+            None => WindowSpec::Memory,
+        }
+    }
+}
+
+#[async_trait]
+impl ModuleConfig for StreamerKwargs {
+    fn claims(&self) -> Vec<Claimed> {
+        let mut claims = vec![Claimed {
+            claim: Claim::Window(self.window()),
+            keys: "redis_url, redis_host, redis_port, redis_db, redis_key",
+        }];
+        claims.extend(self.redis().map(|e| Claimed {
+            claim: Claim::ControlHost(e),
+            keys: REDIS_KEYS,
+        }));
+        claims
     }
 
-    pub fn key(&self) -> String {
-        name_or_default(&self.redis_key)
+    async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {
+        let feed = resources
+            .feeds
+            .subscriber(&feed_endpoint(self.redis(), &self.redis_sub_queue));
+        Ok(Built::Support(Arc::new(TrafficStreamer::new(
+            feed,
+            resources.window.clone(),
+        ))))
     }
 }
 

@@ -10,9 +10,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::modules::Exchange;
-use crate::proxy::pipeline::Pipeline;
-use crate::proxy::service::Target;
+use crate::proxy::pipeline::{Exchange, Pipeline, Reached};
+use crate::proxy::service::UpstreamTarget;
 use crate::traffic::BodyCapture;
 use hyper::client::conn::http1::SendRequest;
 
@@ -90,13 +89,15 @@ impl Body for RequestBody {
 /// What finishes an exchange: the pipeline's completion phase and the access log line.
 pub struct Completion {
     pub ex: Exchange,
+    /// The pipeline as it was when the request arrived, and how far its request phase went.
     pub pipeline: Arc<Pipeline>,
+    pub reached: Reached,
     pub method: http::Method,
     pub uri: http::Uri,
     pub request_capture: Option<SharedCapture>,
     pub response_capture: Option<Capture>,
     /// The upstream connection, back to its pool once the body has been read through.
-    pub upstream: Option<(Arc<Target>, SendRequest<RequestBody>)>,
+    pub upstream: Option<(Arc<UpstreamTarget>, SendRequest<RequestBody>)>,
 }
 
 impl Completion {
@@ -111,7 +112,7 @@ impl Completion {
             ));
         }
         self.ex.response_body = self.response_capture.take();
-        self.pipeline.complete(&mut self.ex);
+        self.pipeline.complete(self.reached, &mut self.ex);
         let status = self.ex.status.map_or(0, |s| s.as_u16());
         tracing::info!(
             target: "heliosburn::access",

@@ -19,6 +19,9 @@ pub enum ProxyError {
     /// The upstream did not answer in the configured time.
     #[error("upstream {upstream} did not respond within {timeout:?}")]
     Timeout { upstream: String, timeout: Duration },
+    /// A pipeline phase failed the exchange before it was forwarded.
+    #[error("{reason}")]
+    Refused { status: StatusCode, reason: String },
 }
 
 impl ProxyError {
@@ -44,6 +47,7 @@ impl ProxyError {
         match self {
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Refused { status, .. } => *status,
         }
     }
 
@@ -51,7 +55,12 @@ impl ProxyError {
     pub fn into_response(self, mut done: Box<Completion>) -> Response<ResponseBody> {
         let status = self.status();
         done.ex.status = Some(status);
-        tracing::warn!(error = %self, "upstream error");
+        match &self {
+            ProxyError::Refused { .. } => {
+                tracing::debug!(status = status.as_u16(), reason = %self, "a pipeline phase failed the exchange")
+            }
+            _ => tracing::warn!(error = %self, "upstream error"),
+        }
         let body = format!("heliosburn: {self}\n");
         let mut resp = Response::new(ResponseBody::full(body, Some(done)));
         *resp.status_mut() = status;

@@ -10,7 +10,8 @@ pub mod upstream;
 use std::sync::Arc;
 
 pub use listener::{ListenerCommand, ListenerHandle, ListenerStatus};
-pub use service::{ForwardSettings, Forwarder, Target};
+pub use pipeline::{Decision, Exchange, Phase, Pipeline, RunningPipeline};
+pub use service::{ForwardSettings, Forwarder, UpstreamTarget};
 
 /// The running proxy as the control operations see it.
 #[derive(Clone)]

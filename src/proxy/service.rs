@@ -6,20 +6,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::config::Upstream;
-use crate::modules::Exchange;
 use crate::proxy::body::{Capture, Completion, RequestBody, ResponseBody};
 use crate::proxy::error::ProxyError;
-use crate::proxy::pipeline::Pipeline;
+use crate::proxy::pipeline::{Decision, Exchange, RunningPipeline};
 use crate::proxy::upstream::Pool;
 
 /// The upstream with what every request needs of it precomputed.
-pub struct Target {
+pub struct UpstreamTarget {
     pub upstream: Upstream,
     host_header: HeaderValue,
     name: String,
@@ -27,7 +27,7 @@ pub struct Target {
     pub(crate) pool: Pool,
 }
 
-impl Target {
+impl UpstreamTarget {
     pub fn new(upstream: Upstream) -> Result<Self, String> {
         let host_port = if upstream.host.contains(':') && !upstream.host.starts_with('[') {
             format!("[{}]:{}", upstream.host, upstream.port)
@@ -76,15 +76,19 @@ pub struct ForwardSettings {
 
 /// Forwards exchanges to the current upstream through a pooled client.
 pub struct Forwarder {
-    target: ArcSwap<Target>,
-    pipeline: Arc<Pipeline>,
+    target: ArcSwap<UpstreamTarget>,
+    pipeline: Arc<RunningPipeline>,
     settings: ForwardSettings,
     /// Every exchange is the proxy's own (the self-test's forwarder).
     internal: bool,
 }
 
 impl Forwarder {
-    pub fn new(target: Target, pipeline: Arc<Pipeline>, settings: ForwardSettings) -> Self {
+    pub fn new(
+        target: UpstreamTarget,
+        pipeline: Arc<RunningPipeline>,
+        settings: ForwardSettings,
+    ) -> Self {
         Self {
             target: ArcSwap::from_pointee(target),
             pipeline,
@@ -101,12 +105,12 @@ impl Forwarder {
         }
     }
 
-    pub fn target(&self) -> Arc<Target> {
+    pub fn target(&self) -> Arc<UpstreamTarget> {
         self.target.load_full()
     }
 
     /// New exchanges go to this upstream; exchanges in flight finish where they are.
-    pub fn set_target(&self, target: Target) {
+    pub fn set_target(&self, target: UpstreamTarget) {
         self.target.store(Arc::new(target));
     }
 
@@ -114,7 +118,7 @@ impl Forwarder {
         &self.settings
     }
 
-    pub fn pipeline(&self) -> &Arc<Pipeline> {
+    pub fn pipeline(&self) -> &Arc<RunningPipeline> {
         &self.pipeline
     }
 
@@ -125,6 +129,8 @@ impl Forwarder {
         client: &Client,
     ) -> Response<ResponseBody> {
         let target = self.target.load_full();
+        // This exchange runs on the pipeline as it is now, whatever starts or stops later.
+        let pipeline = self.pipeline.snapshot();
         let mut ex = Exchange::new(client.addr, req.version());
         ex.internal = self.internal;
         let upgrade = is_upgrade(req.headers());
@@ -132,9 +138,26 @@ impl Forwarder {
         let (mut parts, body) = req.into_parts();
         let (method, uri) = (parts.method.clone(), parts.uri.clone());
 
-        self.pipeline.request(&mut ex, &mut parts);
-        let limit = self.pipeline.capture_limit();
+        let (decision, reached) = pipeline.request(&mut ex, &mut parts);
+        let limit = pipeline.capture_limit();
         let request_capture = (limit > 0).then(|| Arc::new(Mutex::new(Capture::new(limit))));
+        let mut done = Box::new(Completion {
+            ex,
+            pipeline,
+            reached,
+            method,
+            uri,
+            request_capture: request_capture.clone(),
+            response_capture: (limit > 0).then(|| Capture::new(limit)),
+            upstream: None,
+        });
+        match decision {
+            Decision::Forward => {}
+            Decision::Respond(resp) => return answered(resp, done),
+            Decision::Fail { status, reason } => {
+                return ProxyError::Refused { status, reason }.into_response(done)
+            }
+        }
 
         rewrite_request(
             &mut parts,
@@ -143,17 +166,7 @@ impl Forwarder {
             self.settings.preserve_host,
             upgrade,
         );
-        let upstream_req =
-            Request::from_parts(parts, RequestBody::new(body, request_capture.clone()));
-        let mut done = Box::new(Completion {
-            ex,
-            pipeline: self.pipeline.clone(),
-            method,
-            uri,
-            request_capture,
-            response_capture: (limit > 0).then(|| Capture::new(limit)),
-            upstream: None,
-        });
+        let upstream_req = Request::from_parts(parts, RequestBody::new(body, request_capture));
 
         let timeout = self.settings.upstream_timeout;
         let host = target
@@ -191,7 +204,9 @@ impl Forwarder {
         // Our side of the client connection speaks the client's protocol, whatever the upstream spoke.
         rparts.version = done.ex.client_version;
         done.ex.status = Some(rparts.status);
-        self.pipeline.response(&mut done.ex, &mut rparts);
+        done.pipeline
+            .clone()
+            .response(done.reached, &mut done.ex, &mut rparts);
         let body = if switching {
             // The connection now belongs to the tunnel; it never goes back to the pool.
             ResponseBody::full("", Some(done))
@@ -201,6 +216,19 @@ impl Forwarder {
         };
         Response::from_parts(rparts, body)
     }
+}
+
+/// A response a phase made itself goes to the client through the phases that saw the
+/// request, as an upstream's would.
+fn answered(resp: Response<Bytes>, mut done: Box<Completion>) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    parts.version = done.ex.client_version;
+    strip_hop_by_hop(&mut parts.headers, false);
+    done.ex.status = Some(parts.status);
+    done.pipeline
+        .clone()
+        .response(done.reached, &mut done.ex, &mut parts);
+    Response::from_parts(parts, ResponseBody::full(body, Some(done)))
 }
 
 /// Copies bytes both ways between an upgraded client and upstream until either closes.
@@ -279,7 +307,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// `X-Forwarded-*`, Host, and HTTP/1.1 to the upstream.
 fn rewrite_request(
     parts: &mut http::request::Parts,
-    target: &Target,
+    target: &UpstreamTarget,
     client: &Client,
     preserve_host: bool,
     upgrade: bool,
@@ -395,7 +423,7 @@ mod tests {
 
     #[test]
     fn request_is_pointed_at_the_upstream() {
-        let target = Target::new(Upstream {
+        let target = UpstreamTarget::new(Upstream {
             host: "10.0.0.1".into(),
             port: 81,
         })

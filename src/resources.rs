@@ -1,0 +1,408 @@
+//! The resources modules share, resolved once from every module's kwargs (vector's
+//! `check_resources`): the store, the live window, the Redis that carries the control
+//! channel, and the feeds.
+//!
+//! Two steps, as for the rest of the configuration: [`resolve`] turns the modules'
+//! [`Claim`]s into a [`Plan`] without I/O, and names both modules and their keys when two
+//! of them claim different resources for the same role; [`Plan::open`] then connects, and
+//! modules get the opened [`Resources`] as handles instead of opening their own.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::config::settings::ControlChannel;
+use crate::config::{ConfigError, Problem};
+use crate::feed::memory::MemoryBus;
+use crate::feed::redis::{RedisFeed, RedisPublisher};
+use crate::feed::{Feed, FeedError, Publisher};
+use crate::recording::Recordings;
+use crate::redis_link::Endpoint;
+use crate::store::mongo::MongoStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use crate::window::memory::MemoryWindow;
+use crate::window::redis::RedisWindow;
+use crate::window::{Window, WindowError};
+
+/// The control channel's names in the seed.
+pub const REQUEST_CHANNEL: &str = "proxy_mgmt_request";
+pub const RESPONSE_CHANNEL: &str = "proxy_mgmt_response";
+
+/// Where recordings live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// SQLite under the data directory.
+    Embedded,
+    Mongo {
+        uri: String,
+        db: String,
+        collection: String,
+    },
+}
+
+impl fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreSpec::Embedded => f.write_str("the embedded store (SQLite in the data directory)"),
+            StoreSpec::Mongo { uri, db, collection } => {
+                write!(f, "MongoDB {} ({db}.{collection})", without_credentials(uri))
+            }
+        }
+    }
+}
+
+/// Where the live window lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowSpec {
+    Memory,
+    Redis { endpoint: Endpoint, key: String },
+}
+
+impl fmt::Display for WindowSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WindowSpec::Memory => f.write_str("the in-memory window"),
+            WindowSpec::Redis { endpoint, key } => {
+                write!(f, "the sorted set `{key}` on {endpoint}")
+            }
+        }
+    }
+}
+
+/// A feed a module publishes to or subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FeedEndpoint {
+    /// The in-process bus.
+    Memory,
+    Redis { endpoint: Endpoint, channel: String },
+}
+
+/// A resource one module's kwargs name for a role that the whole proxy shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Store(StoreSpec),
+    Window(WindowSpec),
+    /// A Redis the module uses: the control channel lives there unless the settings
+    /// file's `control:` says where.
+    ControlHost(Endpoint),
+}
+
+impl Claim {
+    fn role(&self) -> &'static str {
+        match self {
+            Claim::Store(_) => "store",
+            Claim::Window(_) => "live window",
+            Claim::ControlHost(_) => "Redis for the control channel",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Claim::Store(s) => s.to_string(),
+            Claim::Window(w) => w.to_string(),
+            Claim::ControlHost(e) => e.to_string(),
+        }
+    }
+}
+
+/// A claim with the kwargs that made it, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub claim: Claim,
+    pub keys: &'static str,
+}
+
+/// One module's claims, as [`resolve`] reads them.
+pub struct Claimant<'a> {
+    /// The module's name in status (`TrafficRecorder#2`).
+    pub module: &'a str,
+    /// Where its entry is in the file (`support[1]`).
+    pub key: &'a str,
+    pub claims: &'a [Claimed],
+}
+
+/// The resources of a run, resolved and not yet opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub store: StoreSpec,
+    pub window: WindowSpec,
+    pub control: Option<ControlChannel>,
+    /// The control channel came from a module's Redis, not from the settings file.
+    pub control_from_modules: bool,
+}
+
+/// Resolves every role from every claim. A role nobody claims gets its embedded default;
+/// two different claims for one role are a problem naming both modules and their keys.
+pub fn resolve(
+    file: &str,
+    claimants: &[Claimant<'_>],
+    control: Option<&ControlChannel>,
+) -> Result<Plan, ConfigError> {
+    let mut problems = Vec::new();
+    let mut first: HashMap<&'static str, (&Claimant<'_>, &Claimed)> = HashMap::new();
+    for c in claimants {
+        for claimed in c.claims {
+            if matches!(claimed.claim, Claim::ControlHost(_)) && control.is_some() {
+                continue;
+            }
+            let role = claimed.claim.role();
+            match first.get(role) {
+                None => {
+                    first.insert(role, (c, claimed));
+                }
+                Some((other, theirs)) if theirs.claim != claimed.claim => {
+                    let hint = if matches!(claimed.claim, Claim::ControlHost(_)) {
+                        "; name the same Redis, or say where the control channel is with `control:` in the settings file"
+                    } else {
+                        "; one serves the whole proxy, so every module must name the same one"
+                    };
+                    problems.push(Problem {
+                        file: file.to_owned(),
+                        key: format!("{}.kwargs", c.key),
+                        message: format!(
+                            "{} names {} as the {role} ({}), but {} ({}) names {} ({}){hint}",
+                            c.module,
+                            claimed.claim.describe(),
+                            claimed.keys,
+                            other.module,
+                            other.key,
+                            theirs.claim.describe(),
+                            theirs.keys,
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    let claim = |role: &str| first.get(role).map(|(_, c)| c.claim.clone());
+    let store = match claim("store") {
+        Some(Claim::Store(s)) => s,
+        _ => StoreSpec::Embedded,
+    };
+    let window = match claim("live window") {
+        Some(Claim::Window(w)) => w,
+        _ => WindowSpec::Memory,
+    };
+    let (control, control_from_modules) = match (control, claim("Redis for the control channel")) {
+        (Some(c), _) => (Some(c.clone()), false),
+        (None, Some(Claim::ControlHost(endpoint))) => (
+            Some(ControlChannel {
+                redis_url: endpoint.url().to_owned(),
+                request_channel: REQUEST_CHANNEL.into(),
+                response_channel: RESPONSE_CHANNEL.into(),
+            }),
+            true,
+        ),
+        (None, _) => (None, false),
+    };
+    Ok(Plan {
+        store,
+        window,
+        control,
+        control_from_modules,
+    })
+}
+
+/// Why a resource could not be opened, with what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the embedded store in {dir}: {source} (pass --data-dir to use another directory)")]
+    Embedded {
+        dir: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("{source} (the TrafficRecorder's mongo_* kwargs)")]
+    Mongo {
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot open the live window: {source} (the TrafficStreamer's redis_* kwargs)")]
+    Window {
+        #[source]
+        source: WindowError,
+    },
+}
+
+impl Plan {
+    /// Opens the store and the window (connecting now, so a backend that is not there is
+    /// an error at once) and makes the feeds.
+    pub async fn open(&self, data_dir: PathBuf, bus_capacity: usize) -> Result<Resources, OpenError> {
+        let store: Arc<dyn Store> = match &self.store {
+            StoreSpec::Embedded => Arc::new(SqliteStore::open(&data_dir).map_err(|source| {
+                OpenError::Embedded {
+                    dir: data_dir.display().to_string(),
+                    source,
+                }
+            })?),
+            StoreSpec::Mongo {
+                uri,
+                db,
+                collection,
+            } => Arc::new(
+                MongoStore::connect(uri, db, collection)
+                    .await
+                    .map_err(|source| OpenError::Mongo { source })?,
+            ),
+        };
+        let window: Arc<dyn Window> = match &self.window {
+            WindowSpec::Memory => Arc::new(MemoryWindow::default()),
+            WindowSpec::Redis { endpoint, key } => Arc::new(
+                RedisWindow::connect(endpoint.url(), key)
+                    .await
+                    .map_err(|source| OpenError::Window { source })?,
+            ),
+        };
+        Ok(Resources {
+            recordings: Arc::new(Recordings::new(store)),
+            window,
+            feeds: Arc::new(Feeds {
+                bus: MemoryBus::new(bus_capacity),
+                redis: Mutex::default(),
+            }),
+        })
+    }
+}
+
+/// The opened resources: what modules and the management API are handed.
+#[derive(Clone)]
+pub struct Resources {
+    pub recordings: Arc<Recordings>,
+    pub window: Arc<dyn Window>,
+    pub feeds: Arc<Feeds>,
+}
+
+/// The feeds: the in-process bus, and one handle per Redis channel, made on first use
+/// (a Redis feed connects when it is subscribed to, not before).
+pub struct Feeds {
+    bus: MemoryBus,
+    redis: Mutex<HashMap<(Endpoint, String), Arc<RedisFeed>>>,
+}
+
+impl Feeds {
+    /// The in-process bus.
+    pub fn bus(&self) -> &MemoryBus {
+        &self.bus
+    }
+
+    /// Where a subscriber reads.
+    pub fn subscriber(&self, at: &FeedEndpoint) -> Arc<dyn Feed> {
+        match at {
+            FeedEndpoint::Memory => Arc::new(self.bus.clone()),
+            FeedEndpoint::Redis { endpoint, channel } => {
+                let mut feeds = self.redis.lock().unwrap_or_else(|p| p.into_inner());
+                feeds
+                    .entry((endpoint.clone(), channel.clone()))
+                    .or_insert_with(|| Arc::new(RedisFeed::new(endpoint.url(), channel)))
+                    .clone()
+            }
+        }
+    }
+
+    /// A publisher of its own (its counters are its module's): the bus, or a new Redis
+    /// connection with a queue of `queue` messages.
+    pub async fn publisher(
+        &self,
+        at: &FeedEndpoint,
+        queue: Option<usize>,
+    ) -> Result<Arc<dyn Publisher>, FeedError> {
+        Ok(match at {
+            FeedEndpoint::Memory => Arc::new(self.bus.clone()),
+            FeedEndpoint::Redis { endpoint, channel } => {
+                Arc::new(RedisPublisher::connect(endpoint.url(), channel, queue).await?)
+            }
+        })
+    }
+}
+
+/// A MongoDB URI without its user and password.
+fn without_credentials(uri: &str) -> String {
+    match (uri.find("://"), uri.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &uri[..s + 3], &uri[at + 1..]),
+        _ => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mongo(db: &str) -> Claimed {
+        Claimed {
+            claim: Claim::Store(StoreSpec::Mongo {
+                uri: "mongodb://u:secret@h:27017/".into(),
+                db: db.into(),
+                collection: "traffic".into(),
+            }),
+            keys: "mongo_host, mongo_port, mongo_db",
+        }
+    }
+
+    #[test]
+    fn two_modules_claiming_different_stores_are_both_named() {
+        let (a, b) = ([mongo("a")], [mongo("b")]);
+        let err = resolve(
+            "m.yaml",
+            &[
+                Claimant { module: "TrafficRecorder", key: "support[0]", claims: &a },
+                Claimant { module: "TrafficRecorder#2", key: "support[1]", claims: &b },
+            ],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("m.yaml: support[1].kwargs: TrafficRecorder#2 names MongoDB mongodb://h:27017/ (b.traffic) as the store"), "{err}");
+        assert!(err.contains("but TrafficRecorder (support[0]) names MongoDB mongodb://h:27017/ (a.traffic)"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn the_same_claim_twice_is_one_resource_and_unclaimed_roles_are_embedded() {
+        let (a, b) = ([mongo("a")], [mongo("a")]);
+        let plan = resolve(
+            "m.yaml",
+            &[
+                Claimant { module: "R", key: "support[0]", claims: &a },
+                Claimant { module: "R#2", key: "support[1]", claims: &b },
+            ],
+            None,
+        )
+        .unwrap();
+        assert!(matches!(plan.store, StoreSpec::Mongo { .. }));
+        assert_eq!(plan.window, WindowSpec::Memory);
+        assert_eq!(plan.control, None);
+    }
+
+    #[test]
+    fn the_control_channel_follows_the_modules_redis_unless_the_settings_name_one() {
+        let host = |port| Claimed {
+            claim: Claim::ControlHost(Endpoint::from_parts("127.0.0.1", port, 0)),
+            keys: "redis_host, redis_port, redis_db",
+        };
+        let (a, b) = ([host(6379)], [host(6380)]);
+        let claimants = [
+            Claimant { module: "TrafficReader", key: "pipeline[0]", claims: &a },
+            Claimant { module: "TrafficRecorder", key: "support[0]", claims: &b },
+        ];
+        let err = resolve("m.yaml", &claimants, None).unwrap_err().to_string();
+        assert!(err.contains("`control:` in the settings file"), "{err}");
+        let set = ControlChannel {
+            redis_url: "redis://10.0.0.1:6379/0".into(),
+            request_channel: "q".into(),
+            response_channel: "r".into(),
+        };
+        let plan = resolve("m.yaml", &claimants, Some(&set)).unwrap();
+        assert_eq!(plan.control, Some(set));
+        assert!(!plan.control_from_modules);
+        let plan = resolve("m.yaml", &claimants[..1], None).unwrap();
+        let c = plan.control.unwrap();
+        assert_eq!((c.redis_url.as_str(), c.request_channel.as_str()), ("redis://127.0.0.1:6379/0", REQUEST_CHANNEL));
+        assert!(plan.control_from_modules);
+    }
+}
