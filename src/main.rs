@@ -61,7 +61,12 @@ fn main() -> ExitCode {
 fn cli_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     let checking = std::env::args().any(|a| a == "--check-config");
-    if checking && matches!(e.kind(), ErrorKind::InvalidSubcommand | ErrorKind::UnknownArgument) {
+    if checking
+        && matches!(
+            e.kind(),
+            ErrorKind::InvalidSubcommand | ErrorKind::UnknownArgument
+        )
+    {
         eprintln!(
             "heliosburn: --check-config takes no file; name the files with --config SETTINGS.yaml \
              and --modules MODULES.yaml, e.g. `heliosburn --check-config --modules modules.yaml`"

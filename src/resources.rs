@@ -46,8 +46,16 @@ impl fmt::Display for StoreSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreSpec::Embedded => f.write_str("the embedded store (SQLite in the data directory)"),
-            StoreSpec::Mongo { uri, db, collection } => {
-                write!(f, "MongoDB {} ({db}.{collection})", without_credentials(uri))
+            StoreSpec::Mongo {
+                uri,
+                db,
+                collection,
+            } => {
+                write!(
+                    f,
+                    "MongoDB {} ({db}.{collection})",
+                    without_credentials(uri)
+                )
             }
         }
     }
@@ -76,7 +84,10 @@ impl fmt::Display for WindowSpec {
 pub enum FeedEndpoint {
     /// The in-process bus.
     Memory,
-    Redis { endpoint: Endpoint, channel: String },
+    Redis {
+        endpoint: Endpoint,
+        channel: String,
+    },
 }
 
 /// A resource one module's kwargs name for a role that the whole proxy shares.
@@ -233,14 +244,20 @@ pub enum OpenError {
 impl Plan {
     /// Opens the store and the window (connecting now, so a backend that is not there is
     /// an error at once) and makes the feeds.
-    pub async fn open(&self, data_dir: PathBuf, bus_capacity: usize) -> Result<Resources, OpenError> {
+    pub async fn open(
+        &self,
+        data_dir: PathBuf,
+        bus_capacity: usize,
+    ) -> Result<Resources, OpenError> {
         let store: Arc<dyn Store> = match &self.store {
-            StoreSpec::Embedded => Arc::new(SqliteStore::open(&data_dir).map_err(|source| {
-                OpenError::Embedded {
-                    dir: data_dir.display().to_string(),
-                    source,
-                }
-            })?),
+            StoreSpec::Embedded => {
+                Arc::new(
+                    SqliteStore::open(&data_dir).map_err(|source| OpenError::Embedded {
+                        dir: data_dir.display().to_string(),
+                        source,
+                    })?,
+                )
+            }
             StoreSpec::Mongo {
                 uri,
                 db,
@@ -350,15 +367,28 @@ mod tests {
         let err = resolve(
             "m.yaml",
             &[
-                Claimant { module: "TrafficRecorder", key: "support[0]", claims: &a },
-                Claimant { module: "TrafficRecorder#2", key: "support[1]", claims: &b },
+                Claimant {
+                    module: "TrafficRecorder",
+                    key: "support[0]",
+                    claims: &a,
+                },
+                Claimant {
+                    module: "TrafficRecorder#2",
+                    key: "support[1]",
+                    claims: &b,
+                },
             ],
             None,
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains("m.yaml: support[1].kwargs: TrafficRecorder#2 names MongoDB mongodb://h:27017/ (b.traffic) as the store"), "{err}");
-        assert!(err.contains("but TrafficRecorder (support[0]) names MongoDB mongodb://h:27017/ (a.traffic)"), "{err}");
+        assert!(
+            err.contains(
+                "but TrafficRecorder (support[0]) names MongoDB mongodb://h:27017/ (a.traffic)"
+            ),
+            "{err}"
+        );
         assert!(!err.contains("secret"), "{err}");
     }
 
@@ -368,8 +398,16 @@ mod tests {
         let plan = resolve(
             "m.yaml",
             &[
-                Claimant { module: "R", key: "support[0]", claims: &a },
-                Claimant { module: "R#2", key: "support[1]", claims: &b },
+                Claimant {
+                    module: "R",
+                    key: "support[0]",
+                    claims: &a,
+                },
+                Claimant {
+                    module: "R#2",
+                    key: "support[1]",
+                    claims: &b,
+                },
             ],
             None,
         )
@@ -387,8 +425,16 @@ mod tests {
         };
         let (a, b) = ([host(6379)], [host(6380)]);
         let claimants = [
-            Claimant { module: "TrafficReader", key: "pipeline[0]", claims: &a },
-            Claimant { module: "TrafficRecorder", key: "support[0]", claims: &b },
+            Claimant {
+                module: "TrafficReader",
+                key: "pipeline[0]",
+                claims: &a,
+            },
+            Claimant {
+                module: "TrafficRecorder",
+                key: "support[0]",
+                claims: &b,
+            },
         ];
         let err = resolve("m.yaml", &claimants, None).unwrap_err().to_string();
         assert!(err.contains("`control:` in the settings file"), "{err}");
@@ -402,7 +448,10 @@ mod tests {
         assert!(!plan.control_from_modules);
         let plan = resolve("m.yaml", &claimants[..1], None).unwrap();
         let c = plan.control.unwrap();
-        assert_eq!((c.redis_url.as_str(), c.request_channel.as_str()), ("redis://127.0.0.1:6379/0", REQUEST_CHANNEL));
+        assert_eq!(
+            (c.redis_url.as_str(), c.request_channel.as_str()),
+            ("redis://127.0.0.1:6379/0", REQUEST_CHANNEL)
+        );
         assert!(plan.control_from_modules);
     }
 }

@@ -11,45 +11,57 @@ pub async fn run(mgmt: &str, json: bool, cmd: Command) -> Result<()> {
     } else {
         format!("http://{mgmt}")
     };
-    let client = reqwest::Client::new();
-    let (method, path, body) = match &cmd {
+    let base_url = reqwest::Url::parse(&base)
+        .with_context(|| format!("`{mgmt}` is not a management address (pass --mgmt HOST:PORT)"))?;
+    // Path segments and query values are encoded: a module named `AddHeader#2` or an id
+    // with a `/` stays one segment or value.
+    let url = |segments: &[&str], query: &[(&str, String)]| {
+        let mut u = base_url.clone();
+        if let Ok(mut path) = u.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if !query.is_empty() {
+            u.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        u
+    };
+    use reqwest::Method;
+    let (method, target, body) = match &cmd {
         Command::Status { module } => (
-            reqwest::Method::GET,
+            Method::GET,
             match module {
-                Some(m) => format!("/status?module={m}"),
-                None => "/status".into(),
+                Some(m) => url(&["status"], &[("module", m.clone())]),
+                None => url(&["status"], &[]),
             },
             None,
         ),
         Command::Recording(r) => match r {
-            RecordingCommand::List => (reqwest::Method::GET, "/recording".into(), None),
+            RecordingCommand::List => (Method::GET, url(&["recording"], &[]), None),
             RecordingCommand::Create { name, description } => (
-                reqwest::Method::POST,
-                "/recording".into(),
+                Method::POST,
+                url(&["recording"], &[]),
                 Some(serde_json::json!({ "name": name, "description": description })),
             ),
-            RecordingCommand::Show { id } => {
-                (reqwest::Method::GET, format!("/recording/{id}"), None)
+            RecordingCommand::Show { id } => (Method::GET, url(&["recording", id], &[]), None),
+            RecordingCommand::Start { id } => {
+                (Method::POST, url(&["recording", id, "start"], &[]), None)
             }
-            RecordingCommand::Start { id } => (
-                reqwest::Method::POST,
-                format!("/recording/{id}/start"),
-                None,
-            ),
             RecordingCommand::Stop { id } => {
-                (reqwest::Method::POST, format!("/recording/{id}/stop"), None)
+                (Method::POST, url(&["recording", id, "stop"], &[]), None)
             }
-            RecordingCommand::Delete { id } => {
-                (reqwest::Method::DELETE, format!("/recording/{id}"), None)
-            }
+            RecordingCommand::Delete { id } => (Method::DELETE, url(&["recording", id], &[]), None),
             RecordingCommand::Traffic { id, start, offset } => (
-                reqwest::Method::GET,
-                format!("/recording/{id}/traffic?start={start}&offset={offset}"),
+                Method::GET,
+                url(
+                    &["recording", id, "traffic"],
+                    &[("start", start.to_string()), ("offset", offset.to_string())],
+                ),
                 None,
             ),
         },
     };
-    let mut req = client.request(method, format!("{base}{path}"));
+    let mut req = reqwest::Client::new().request(method, target);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -76,23 +88,33 @@ pub async fn run(mgmt: &str, json: bool, cmd: Command) -> Result<()> {
             );
         bail!("{status}: {msg}");
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
+    let out = if json {
+        serde_json::to_string_pretty(&value)? + "\n"
+    } else {
+        match cmd {
+            Command::Status { .. } => status_text(&value),
+            Command::Recording(RecordingCommand::List) => recordings_text(
+                value["recordings"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+            ),
+            Command::Recording(RecordingCommand::Delete { id }) => format!("deleted {id}\n"),
+            Command::Recording(RecordingCommand::Traffic { .. }) => traffic_text(&value),
+            Command::Recording(_) => recordings_text(std::slice::from_ref(&value)),
+        }
+    };
+    emit(&out)
+}
+
+/// Writes the output; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
     }
-    match cmd {
-        Command::Status { .. } => print_status(&value),
-        Command::Recording(RecordingCommand::List) => print_recordings(
-            value["recordings"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
-        ),
-        Command::Recording(RecordingCommand::Delete { id }) => println!("deleted {id}"),
-        Command::Recording(RecordingCommand::Traffic { .. }) => print_traffic(&value),
-        Command::Recording(_) => print_recordings(std::slice::from_ref(&value)),
-    }
-    Ok(())
 }
 
 fn s(v: &Value) -> String {
@@ -103,7 +125,7 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -116,19 +138,19 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        format!("{}\n", parts.join("  ").trim_end())
     };
-    line(header.iter().map(|h| h.to_string()).collect());
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
-        line(r);
+        out += &line(r);
     }
+    out
 }
 
-fn print_status(v: &Value) {
-    let m = &v["message"];
-    let p = &m["proxy"];
-    println!(
-        "proxy: {} on {} -> {}",
+fn status_text(v: &Value) -> String {
+    let p = &v["proxy"];
+    let head = format!(
+        "proxy: {} on {} -> {}\n",
         if p["listening"].as_bool() == Some(true) {
             "listening"
         } else {
@@ -137,7 +159,7 @@ fn print_status(v: &Value) {
         s(&p["bind"]),
         s(&p["upstream"])
     );
-    let rows = m["modules"]
+    let rows = v["message"]
         .as_array()
         .map(|list| {
             list.iter()
@@ -151,27 +173,24 @@ fn print_status(v: &Value) {
                                 .join(" ")
                         })
                         .unwrap_or_default();
-                    let since = x["status"]["error"]
-                        .as_str()
-                        .map_or_else(|| s(&x["status"]["since"]), str::to_owned);
                     vec![
                         s(&x["module"]),
                         s(&x["kind"]),
                         s(&x["state"]),
-                        since,
+                        s(&x["status"]),
                         counters,
                     ]
                 })
                 .collect()
         })
         .unwrap_or_default();
-    table(
+    head + &table(
         &["MODULE", "KIND", "STATE", "SINCE/ERROR", "COUNTERS"],
         rows,
-    );
+    )
 }
 
-fn print_recordings(list: &[Value]) {
+fn recordings_text(list: &[Value]) -> String {
     let rows = list
         .iter()
         .map(|r| {
@@ -188,10 +207,10 @@ fn print_recordings(list: &[Value]) {
     table(
         &["ID", "NAME", "COUNT", "STARTED", "STOPPED", "DESCRIPTION"],
         rows,
-    );
+    )
 }
 
-fn print_traffic(v: &Value) {
+fn traffic_text(v: &Value) -> String {
     let rows = v["traffic"]
         .as_array()
         .map(|list| {
@@ -208,11 +227,11 @@ fn print_traffic(v: &Value) {
                 .collect()
         })
         .unwrap_or_default();
-    table(&["CREATED", "METHOD", "URI", "STATUS", "TRANSACTION"], rows);
-    println!(
-        "({} of {} from {})",
-        s(&v["offset"]),
-        s(&v["count"]),
-        s(&v["start"])
-    );
+    table(&["CREATED", "METHOD", "URI", "STATUS", "TRANSACTION"], rows)
+        + &format!(
+            "({} of {} from {})\n",
+            s(&v["offset"]),
+            s(&v["count"]),
+            s(&v["start"])
+        )
 }

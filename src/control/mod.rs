@@ -35,7 +35,7 @@ pub struct Reply {
     pub message: Value,
     /// The proxy's own state, beside a `status` reply's list of modules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<Value>,
+    pub proxy: Option<Box<Value>>,
 }
 
 impl Reply {
@@ -198,7 +198,7 @@ impl Controller {
             // proxy's own state rides beside it.
             ControlCommand::Status(name) => match self.modules.status(name.as_deref()) {
                 Ok(list) => Reply {
-                    proxy: Some(self.proxy_status()),
+                    proxy: Some(Box::new(self.proxy_status())),
                     ..Reply::ok(list)
                 },
                 Err(e) => module_reply::<()>(Err(e)),

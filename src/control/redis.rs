@@ -149,7 +149,11 @@ where
             let operation = req.operation.clone();
             let reply = handle(req).await;
             tracing::info!(%operation, code = reply.code, %key, "control request (Redis)");
-            Some(json!({ "code": reply.code, "message": reply.message, "key": key }))
+            let mut out = json!({ "code": reply.code, "message": reply.message, "key": key });
+            if let Some(proxy) = reply.proxy {
+                out["proxy"] = *proxy;
+            }
+            Some(out)
         }
         Err(error) => {
             let key = match serde_json::from_slice::<Value>(payload) {

@@ -500,7 +500,7 @@ impl ForwardTask {
             Ok(m) => permit.send(Arc::new(m)),
             Err(error) => {
                 let n = self.shared.invalid.fetch_add(1, Ordering::Relaxed) + 1;
-                if n == 1 || n % INVALID_LOG_EVERY == 0 {
+                if n == 1 || n.is_multiple_of(INVALID_LOG_EVERY) {
                     tracing::warn!(
                         channel = %self.channel,
                         invalid_total = n,

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use super::factory::{Factory, Kind, ModuleConfig};
 use super::{
-    slow_consumer, static_response, tag_header, traffic_reader, traffic_recorder,
-    traffic_streamer,
+    slow_consumer, static_response, tag_header, traffic_reader, traffic_recorder, traffic_streamer,
 };
 use crate::config::{ConfigError, ModuleEntry, ModulesConfig, Problem};
 use crate::resources::{Claimant, Claimed};
@@ -129,7 +128,10 @@ pub fn configure(cfg: &ModulesConfig) -> Result<ModulePlan, ConfigError> {
                     claims: config.claims(),
                     config,
                 }),
-                Err(msg) => add(format!("{}.kwargs", e.key), format!("{}: {msg}", factory.name)),
+                Err(msg) => add(
+                    format!("{}.kwargs", e.key),
+                    format!("{}: {msg}", factory.name),
+                ),
             }
         }
         out
@@ -196,7 +198,10 @@ mod tests {
 
     #[test]
     fn a_second_module_of_a_kind_is_numbered_and_aliases_resolve() {
-        let p = plan("pipeline: [{name: AddHeader}, {name: AddHeader}]\nsupport: [{name: TrafficStream}]\n").unwrap();
+        let p = plan(
+            "pipeline: [{name: AddHeader}, {name: AddHeader}]\nsupport: [{name: TrafficStream}]\n",
+        )
+        .unwrap();
         let names: Vec<&str> = p.all().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["AddHeader", "AddHeader#2", "TrafficStreamer"]);
     }
@@ -207,7 +212,10 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.problems.len(), 2, "{err}");
-        assert!(err.to_string().contains("`bad name` is not a header name"), "{err}");
+        assert!(
+            err.to_string().contains("`bad name` is not a header name"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -227,9 +235,17 @@ mod tests {
     #[test]
     fn two_recorders_naming_different_stores_conflict() {
         let p = plan("support: [{name: TrafficRecorder}, {name: TrafficRecorder, kwargs: {mongo_port: '27017'}}]\n").unwrap();
-        let err = resolve(&p.file, &p.claimants(), None).unwrap_err().to_string();
-        assert!(err.contains("support[1].kwargs: TrafficRecorder#2 names MongoDB"), "{err}");
-        assert!(err.contains("but TrafficRecorder (support[0]) names the embedded store"), "{err}");
+        let err = resolve(&p.file, &p.claimants(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("support[1].kwargs: TrafficRecorder#2 names MongoDB"),
+            "{err}"
+        );
+        assert!(
+            err.contains("but TrafficRecorder (support[0]) names the embedded store"),
+            "{err}"
+        );
         assert!(err.contains("mongo_port"), "{err}");
     }
 }

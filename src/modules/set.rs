@@ -204,10 +204,18 @@ impl ModuleSet {
                         (c.config.clone(), c.claims.clone())
                     }
                     // Gone from the file: rebuilt as it was.
-                    None => slot.config.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                    None => slot
+                        .config
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone(),
                 }
             }
-            None => slot.config.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            None => slot
+                .config
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         };
         let built = config.build(&self.resources).await?;
         stop_slot(slot).await;
@@ -221,10 +229,14 @@ impl ModuleSet {
 
     /// A reload may not move a shared resource: they are opened once, at startup.
     fn check_claims(&self, slot: &Slot, file: &str, new: &Configured) -> Result<(), ConfigError> {
-        let counts = |c: &Claimed| {
-            self.control_from_modules || !matches!(c.claim, Claim::ControlHost(_))
-        };
-        let old = slot.config.lock().unwrap_or_else(|p| p.into_inner()).1.clone();
+        let counts =
+            |c: &Claimed| self.control_from_modules || !matches!(c.claim, Claim::ControlHost(_));
+        let old = slot
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone();
         let old: Vec<&Claimed> = old.iter().filter(|c| counts(c)).collect();
         let moved: Vec<&str> = new
             .claims

@@ -56,7 +56,9 @@ impl ModuleConfig for ReaderKwargs {
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {
         let at = feed_endpoint(self.redis(), &self.redis_pub_queue);
         let publisher = resources.feeds.publisher(&at, self.queue_capacity).await?;
-        Ok(Built::Pipeline(Arc::new(TrafficReader::new(publisher, self))))
+        Ok(Built::Pipeline(Arc::new(TrafficReader::new(
+            publisher, self,
+        ))))
     }
 }
 

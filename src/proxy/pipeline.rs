@@ -223,11 +223,8 @@ mod tests {
     #[test]
     fn a_snapshot_outlives_a_replacement() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let running = RunningPipeline::new(Pipeline::new(vec![Arc::new(Log(
-            "old",
-            log.clone(),
-            None,
-        ))]));
+        let running =
+            RunningPipeline::new(Pipeline::new(vec![Arc::new(Log("old", log.clone(), None))]));
         let snap = running.snapshot();
         running.replace(Pipeline::default());
         assert_eq!((snap.len(), running.snapshot().len()), (1, 0));

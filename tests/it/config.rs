@@ -3,7 +3,7 @@
 
 use std::process::Output;
 
-use crate::harness::run_to_end;
+use crate::harness::{run_to_end, TempDir};
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -30,9 +30,14 @@ fn check_fails(args: &[&str]) -> String {
     stderr
 }
 
+/// `--check-config` with these flags, and an upstream unless they name one (or a
+/// settings file that may).
 fn check(args: &[&str]) -> Output {
     let mut all = vec!["--check-config"];
     all.extend_from_slice(args);
+    if !args.iter().any(|a| *a == "--upstream" || *a == "--config") {
+        all.extend_from_slice(&["--upstream", "http://127.0.0.1:9"]);
+    }
     run_to_end(&all)
 }
 
@@ -236,4 +241,53 @@ fn bad_kwargs_are_each_named() {
         "redis_port: expected a port from 1 to 65535 (a number or a string of digits)",
     );
     assert_has(&stderr, "body_limit: invalid type: string \"lots\"");
+}
+
+#[test]
+fn check_config_without_an_upstream_says_so() {
+    let out = run_to_end(&["--check-config"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_has(
+        &stderr,
+        "(flags): upstream: no upstream: pass --upstream http://HOST:PORT",
+    );
+}
+
+#[test]
+fn check_config_with_a_file_points_at_the_flags() {
+    let out = run_to_end(&["--check-config", &example("seed-modules.yaml")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_has(&stderr, "--check-config takes no file");
+    assert_has(&stderr, "--modules MODULES.yaml");
+    assert!(!stderr.contains("unrecognized subcommand"), "{stderr}");
+}
+
+#[test]
+fn two_modules_naming_different_stores_are_a_conflict_naming_both() {
+    let dir = TempDir::new("conflict");
+    let path = dir.write(
+        "modules.yaml",
+        "pipeline: [{name: TrafficReader}]\n\
+         support:\n\
+         \x20 - {name: TrafficRecorder, kwargs: {mongo_host: 127.0.0.1, mongo_db: a}}\n\
+         \x20 - {name: TrafficRecorder, kwargs: {mongo_host: 127.0.0.1, mongo_db: b}}\n",
+    );
+    let path = path.display().to_string();
+    let stderr = check_fails(&["--modules", &path]);
+    assert_has(&stderr, "1 configuration problem:");
+    assert_has(
+        &stderr,
+        &format!("{path}: support[1].kwargs: TrafficRecorder#2 names MongoDB mongodb://127.0.0.1:27017/?directConnection=true (b.traffic) as the store"),
+    );
+    assert_has(&stderr, "but TrafficRecorder (support[0]) names MongoDB mongodb://127.0.0.1:27017/?directConnection=true (a.traffic)");
+    assert_has(&stderr, "mongo_host");
+    // A run refuses it the same way, before connecting to anything.
+    let out = run_to_end(&["--upstream", "http://127.0.0.1:9", "--modules", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_has(
+        &String::from_utf8_lossy(&out.stderr),
+        "TrafficRecorder#2 names",
+    );
 }

@@ -257,7 +257,7 @@ async fn each_module_counts_what_it_did() {
     let status = proxy.mgmt_get("/status").await;
     assert_eq!(status.status, 200);
     let status = status.json();
-    let modules: Vec<(String, String, String)> = status["message"]["modules"]
+    let modules: Vec<(String, String, String)> = status["message"]
         .as_array()
         .unwrap()
         .iter()

@@ -1,9 +1,13 @@
 //! Pipeline modules run in `modules.yaml` order on requests and in reverse on responses;
 //! a stopped module is skipped until it is started again.
 
+use bytes::Bytes;
+use http::Request;
+use http_body_util::BodyExt;
 use serde_json::json;
 
-use crate::harness::{Http, TestProxy, Upstream};
+use crate::harness::recordings::{all_traffic, create_recording, start_recording, stop_recording};
+use crate::harness::{channel_body, Http, TestProxy, Upstream};
 
 const TWO_ADD_HEADERS: &str = include_str!("../fixtures/two-add-headers.yaml");
 
@@ -37,7 +41,7 @@ async fn a_stopped_module_is_skipped_until_started() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["message"]["state"], "stopped");
     let status = proxy.mgmt_get("/status").await.json();
-    let states: Vec<(String, String)> = status["message"]["modules"]
+    let states: Vec<(String, String)> = status["message"]
         .as_array()
         .unwrap()
         .iter()
@@ -92,7 +96,7 @@ async fn an_empty_pipeline_forwards_untouched() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["query"], "x=1");
     let status = proxy.mgmt_get("/status").await.json();
-    assert_eq!(status["message"]["modules"], json!([]));
+    assert_eq!(status["message"], json!([]));
 }
 
 #[tokio::test]
@@ -139,7 +143,7 @@ async fn reload_rebuilds_a_module_from_the_changed_file() {
         r.text()
     );
     let status = proxy.mgmt_get("/status?module=AddHeader").await.json();
-    assert_eq!(status["message"]["modules"][0]["state"], "running");
+    assert_eq!(status["message"][0]["state"], "running");
     http.get(&proxy.url("/echo")).await;
     assert_eq!(
         up.last_request().header_all("x-order"),
@@ -155,4 +159,101 @@ async fn reload_rebuilds_a_module_from_the_changed_file() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["message"]["state"], "running");
+}
+
+/// A phase may answer a request itself (playback, mocks) or fail it with a status; the
+/// phases before it still see the answer, so it is recorded like any other.
+#[tokio::test]
+async fn a_module_can_answer_or_fail_a_request_itself() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .modules_yaml(
+            "pipeline:\n\
+             \x20 - {name: TrafficReader}\n\
+             \x20 - {name: StaticResponse, kwargs: {path: /mock, status: 201, body: mocked, headers: {x-mock: 'yes'}}}\n\
+             \x20 - {name: StaticResponse, kwargs: {path: /denied, status: 403, fail: 'not for you'}}\n\
+             support: [{name: TrafficRecorder}]\n",
+        )
+        .start()
+        .await;
+    let id = create_recording(&proxy, "answers", "").await;
+    start_recording(&proxy, &id).await;
+    let http = Http::new();
+
+    let r = http.get(&proxy.url("/mock/a?b=1")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (201, "mocked"));
+    assert_eq!(r.header("x-mock"), Some("yes"));
+    let r = http.get(&proxy.url("/denied")).await;
+    assert_eq!(r.status.as_u16(), 403);
+    assert_eq!(r.text(), "heliosburn: not for you\n");
+    assert_eq!(
+        up.requests().len(),
+        0,
+        "the upstream saw an answered request"
+    );
+    let r = http.get(&proxy.url("/echo")).await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert_eq!(up.requests().len(), 1);
+
+    stop_recording(&proxy, &id).await;
+    let traffic = all_traffic(&proxy, &id).await;
+    let seen: Vec<(String, u64)> = traffic
+        .iter()
+        .map(|t| {
+            (
+                t["request"]["path"].as_str().unwrap_or_default().to_owned(),
+                t["response"]["statusCode"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("/mock/a".to_owned(), 201),
+            ("/denied".to_owned(), 403),
+            ("/echo".to_owned(), 200)
+        ]
+    );
+    assert_eq!(
+        traffic[0]["response"]["body"]["data"], "mocked",
+        "{}",
+        traffic[0]
+    );
+}
+
+/// Each exchange runs on the pipeline as it was when its request arrived: a module
+/// stopped while an exchange is in flight still sees that exchange complete.
+#[tokio::test]
+async fn a_module_stopped_mid_exchange_still_completes_it() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let id = create_recording(&proxy, "mid-exchange", "").await;
+    start_recording(&proxy, &id).await;
+    let http = Http::new();
+
+    let (tx, req_body) = channel_body();
+    tx.send(Bytes::from_static(b"first ")).await.unwrap();
+    let req = Request::post(proxy.url("/echo-body"))
+        .body(req_body)
+        .unwrap();
+    // The response's head is back; its body streams the rest of the request back.
+    let resp = http.stream(req).await;
+    let r = proxy
+        .mgmt_post("/modules/TrafficReader/stop", json!(null))
+        .await;
+    assert_eq!(r.json()["message"]["state"], "stopped", "{}", r.text());
+    tx.send(Bytes::from_static(b"second")).await.unwrap();
+    drop(tx);
+    let echoed = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(echoed, "first second");
+    // Exchanges that begin after the stop are not seen.
+    assert_eq!(http.get(&proxy.url("/echo")).await.status.as_u16(), 200);
+
+    stop_recording(&proxy, &id).await;
+    let traffic = all_traffic(&proxy, &id).await;
+    assert_eq!(traffic.len(), 1, "{traffic:?}");
+    assert_eq!(traffic[0]["request"]["path"], "/echo-body");
+    assert_eq!(traffic[0]["response"]["statusCode"], 200, "{}", traffic[0]);
+    assert_eq!(traffic[0]["response"]["body"]["data"], "first second");
 }

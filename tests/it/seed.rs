@@ -97,7 +97,7 @@ async fn the_seed_modules_yaml_runs_with_its_three_modules() {
     let r = proxy.mgmt_get("/status").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let status = r.json();
-    let modules = status["message"]["modules"].as_array().unwrap();
+    let modules = status["message"].as_array().unwrap();
     let listed: Vec<(&str, &str, &str)> = modules
         .iter()
         .map(|m| {
@@ -581,7 +581,7 @@ async fn the_control_channel_answers_every_operation_with_its_key_and_code() {
     // status: every module, or the one named.
     let r = ctl.ask("status", Value::Null).await;
     assert_eq!(r["code"], 200, "{r}");
-    let names: Vec<(&str, &str)> = r["message"]["modules"]
+    let names: Vec<(&str, &str)> = r["message"]
         .as_array()
         .unwrap()
         .iter()
@@ -595,13 +595,10 @@ async fn the_control_channel_answers_every_operation_with_its_key_and_code() {
             ("TrafficStreamer", "running"),
         ]
     );
-    assert_eq!(
-        r["message"]["proxy"]["bind"],
-        proxy.proxy_addr().to_string()
-    );
+    assert_eq!(r["proxy"]["bind"], proxy.proxy_addr().to_string());
     let r = ctl.ask("status", json!("TrafficRecorder")).await;
     assert_eq!(r["code"], 200, "{r}");
-    assert_eq!(r["message"]["modules"].as_array().unwrap().len(), 1);
+    assert_eq!(r["message"].as_array().unwrap().len(), 1);
     let r = ctl.ask("status", json!("Nope")).await;
     assert_eq!(r["code"], 404, "{r}");
     assert!(r["message"]
@@ -656,7 +653,7 @@ async fn the_control_channel_answers_every_operation_with_its_key_and_code() {
     let r = ctl.ask("reload", json!("TrafficStreamer")).await;
     assert_eq!(r["code"], 200, "{r}");
     assert_eq!(r["message"]["state"], "running", "{r}");
-    assert_ne!(r["message"]["status"]["since"], before["status"]["since"]);
+    assert_ne!(r["message"]["since"], before["since"]);
     assert_eq!(numsub(&mut conn, &moved).await, 1);
     let (c, channel) = (&conn, &seed.channel);
     let old_left =
@@ -1043,7 +1040,7 @@ async fn two_proxies_one_recorder_one_recording() {
     ];
     let mut conn = redis_conn(SHARED_REDIS_PORT).await;
     assert_eq!(numsub(&mut conn, &seed.channel).await, 2);
-    let modules: Vec<Value> = recorder.mgmt_get("/status").await.json()["message"]["modules"]
+    let modules: Vec<Value> = recorder.mgmt_get("/status").await.json()["message"]
         .as_array()
         .unwrap()
         .clone();

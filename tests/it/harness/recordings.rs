@@ -75,7 +75,7 @@ pub async fn all_traffic(proxy: &TestProxy, id: &str) -> Vec<Value> {
 pub async fn module_status(proxy: &TestProxy, name: &str) -> Value {
     let r = proxy.mgmt_get(&format!("/status?module={name}")).await;
     assert_eq!(r.status, 200, "status of {name}: {}", r.text());
-    r.json()["message"]["modules"][0].clone()
+    r.json()["message"][0].clone()
 }
 
 /// A module's counters, as numbers by name.
