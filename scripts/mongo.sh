@@ -21,8 +21,15 @@ port_answers() {
     (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
 }
 
-running() {
-    [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+# The pid the stand-in recorded, when that process still runs and is the stand-in (not
+# another process that got the number after it died).
+recorded_pid() {
+    [[ -f "$pid_file" ]] || return 1
+    local pid
+    pid="$(cat "$pid_file")"
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q nx-27017 || return 1
+    echo "$pid"
 }
 
 ensure_venv() {
@@ -52,19 +59,27 @@ start() {
     exit 1
 }
 
+# Stops the stand-in this script started, by the pid it recorded; a server on the port
+# that someone else started is left alone.
 stop() {
-    if ! running; then
-        echo "mongo stand-in is not running"
+    local pid
+    if ! pid="$(recorded_pid)"; then
+        echo "mongo stand-in is not running (no live pid in $pid_file)"
         rm -f "$pid_file"
         return 0
     fi
-    "$venv/bin/nx-27017" --stop --pid-file "$pid_file"
+    kill "$pid"
     for _ in $(seq 1 50); do
-        port_answers || { echo "mongo stand-in stopped"; return 0; }
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rm -f "$pid_file"
+            echo "mongo stand-in stopped (pid $pid)"
+            return 0
+        fi
         sleep 0.1
     done
-    echo "mongo stand-in still answers on $host:$port after stop" >&2
-    exit 1
+    echo "mongo stand-in (pid $pid) ignored SIGTERM for 5s; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$pid_file"
 }
 
 case "${1:-}" in

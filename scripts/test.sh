@@ -2,12 +2,39 @@
 # The whole test suite, on a fresh machine: installs and starts what the tests need
 # (Redis on 127.0.0.1:6379, the MongoDB stand-in on 127.0.0.1:27017), then runs every
 # unit and integration test. CI (.ci/run) runs exactly this.
+#
+# What this script starts, it stops when it ends (however it ends); a Redis or MongoDB
+# that already answered is left running. The unit tier (`cargo test --lib`) needs
+# neither and runs without this script.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
+mongo_up() { (exec 3<>/dev/tcp/127.0.0.1/27017) 2>/dev/null; }
+
+redis_pid_file="$PWD/target/redis-ci.pid"
+started_redis=0
+started_mongo=0
+
+cleanup() {
+    local status=$?
+    if [[ $started_mongo -eq 1 ]]; then
+        scripts/mongo.sh stop || true
+    fi
+    if [[ $started_redis -eq 1 && -f "$redis_pid_file" ]]; then
+        local pid
+        pid="$(cat "$redis_pid_file")"
+        if kill "$pid" 2>/dev/null; then
+            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            echo "redis stopped (pid $pid)"
+        fi
+        rm -f "$redis_pid_file"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
 
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     echo "installing redis (Debian package redis-server)"
@@ -16,15 +43,19 @@ fi
 mkdir -p target
 if ! redis_up; then
     echo "starting redis on 127.0.0.1:6379"
+    started_redis=1
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-        --logfile "$PWD/target/redis-ci.log" --dir /tmp
+        --logfile "$PWD/target/redis-ci.log" --pidfile "$redis_pid_file" --dir /tmp
     for _ in $(seq 1 50); do redis_up && break; sleep 0.1; done
     redis_up || { echo "redis did not start; see target/redis-ci.log" >&2; exit 1; }
 fi
 if ! command -v python3 >/dev/null; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3 python3-venv >/dev/null
 fi
-scripts/mongo.sh start
+if ! mongo_up; then
+    started_mongo=1
+    scripts/mongo.sh start
+fi
 
 cargo fmt --all -- --check
 cargo test --locked "$@"

@@ -26,6 +26,22 @@ pub enum StoreError {
         #[source]
         source: mongodb::error::Error,
     },
+    /// No MongoDB server answered within the server selection timeout. One line on
+    /// purpose (no source): the driver's error is a dump of every server's state.
+    #[error(
+        "cannot reach MongoDB at {hosts}: no server answered within {waited}; is it running? \
+         (TrafficRecorder kwargs mongo_host/mongo_port/mongo_uri)"
+    )]
+    MongoUnreachable {
+        /// `host:port[,host:port...]`, or the SRV name; never credentials.
+        hosts: String,
+        /// The timeout that passed, as text (`5 s`).
+        waited: String,
+    },
+    /// Another store (another heliosburn process, as a rule) holds the data directory's
+    /// lock: two processes on one SQLite file would interleave their recordings.
+    #[error("the data directory {dir} is in use by another heliosburn (pass another --data-dir)")]
+    Locked { dir: String },
     /// The store's directory or file could not be prepared (before SQLite sees it).
     #[error("{path}: {source}")]
     Io {

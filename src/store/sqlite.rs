@@ -7,7 +7,13 @@
 //!
 //! Traffic rows are upserted by (recording, transaction); `seq`, the rowid, is assigned by
 //! the first insert and is the capture order that pagination follows.
+//!
+//! One store per data directory: `open` takes an exclusive lock on `heliosburn.lock` there
+//! for the life of the store, so a second heliosburn on the same directory fails at
+//! startup instead of silently sharing the file. Recorded traffic holds whatever clients
+//! sent (credentials included), so the files are the owner's only (0600).
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -22,6 +28,9 @@ use crate::traffic::{timestamp, Recording, RequestInfo, ResponseInfo, TrafficDoc
 
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "heliosburn.sqlite3";
+
+/// The lock file inside the data directory, held (exclusively) while a store is open.
+pub const LOCK_FILE_NAME: &str = "heliosburn.lock";
 
 /// Kept in `PRAGMA user_version`, so that a newer layout is refused instead of misread.
 const SCHEMA_VERSION: i64 = 1;
@@ -76,6 +85,8 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    /// Holds the data directory's lock; released when the last handle goes.
+    _lock: Option<File>,
 }
 
 /// What can go wrong on the blocking side; the path is added when it becomes a
@@ -107,18 +118,32 @@ impl SqliteStore {
     /// Opens (creating when missing) `heliosburn.sqlite3` in `data_dir`, creating the
     /// directory and the schema as needed. Blocking: call it at startup or on the
     /// blocking pool.
+    ///
+    /// Fails with [`StoreError::Locked`] while another store (in this or another process)
+    /// has the directory open. The database file is made owner-only (0600); SQLite gives
+    /// its `-wal` and `-shm` files the database file's mode.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
-            path: data_dir.display().to_string(),
-            source,
-        })?;
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StoreError::Io { path, source }
+        };
+        std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+        let lock = lock_dir(data_dir)?;
         let path = data_dir.join(FILE_NAME);
+        for file in [
+            path.clone(),
+            data_dir.join(format!("{FILE_NAME}-wal")),
+            data_dir.join(format!("{FILE_NAME}-shm")),
+        ] {
+            owner_only(&file, file == path).map_err(io(&file))?;
+        }
         let (writer, reader) = open_connections(&path).map_err(|e| store_error(&path, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(writer),
                 reader: Mutex::new(reader),
+                _lock: lock,
             }),
         })
     }
@@ -167,6 +192,58 @@ impl SqliteStore {
             Err(_) => Err(StoreError::Gone),
         }
     }
+}
+
+/// Takes the data directory's lock (an advisory `flock`, released by the OS when the
+/// process dies, however it dies). `None` where the file system cannot lock (some network
+/// file systems): then a warning, and the store opens unguarded as before.
+fn lock_dir(data_dir: &Path) -> Result<Option<File>, StoreError> {
+    let path = data_dir.join(LOCK_FILE_NAME);
+    let io = |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            dir: data_dir.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot lock the data directory; make sure no other heliosburn uses it");
+            Ok(None)
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+/// Makes `path` readable and writable by its owner only: creates it so when `create`
+/// (the database file, before SQLite opens it: an empty file is a new database), and
+/// tightens it when it exists from an older run.
+#[cfg(unix)]
+fn owner_only(path: &Path, create: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if create {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(not(unix))]
+fn owner_only(_path: &Path, _create: bool) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// The writer (which creates the schema) and the reader. Prepared statements are cached
@@ -475,18 +552,17 @@ impl Store for SqliteStore {
     }
 }
 
+/// SQLite-only behaviour. What every store must do is checked by the conformance suite
+/// (`tests/it/store.rs`), over this store and MongoDB alike.
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::time::Instant;
-
+mod tests {
     use super::*;
-    use crate::traffic::{BodyCapture, BodyEncoding, MultiMap};
 
     /// A fresh directory under the system temp dir, removed when dropped.
-    pub(crate) struct TempDir(pub(crate) PathBuf);
+    struct TempDir(PathBuf);
 
     impl TempDir {
-        pub(crate) fn new() -> Self {
+        fn new() -> Self {
             let dir =
                 std::env::temp_dir().join(format!("heliosburn-test-{}", uuid::Uuid::new_v4()));
             Self(dir)
@@ -497,273 +573,6 @@ pub(crate) mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
-    }
-
-    /// A document as the recorder would make it; `body_len` bytes of request body.
-    pub(crate) fn doc(
-        recording_id: &str,
-        txn: &str,
-        with_response: bool,
-        body_len: usize,
-    ) -> TrafficDoc {
-        // Microseconds, as the message's timestamps carry.
-        let now = Utc::now().trunc_subsecs(6);
-        let mut headers = MultiMap::new();
-        headers.insert("host".into(), vec!["example.test".into()]);
-        headers.insert("accept".into(), vec!["*/*".into()]);
-        let body = (body_len > 0).then(|| BodyCapture {
-            size: body_len as u64,
-            truncated: false,
-            encoding: BodyEncoding::Utf8,
-            data: "x".repeat(body_len),
-        });
-        TrafficDoc {
-            recording_id: recording_id.to_owned(),
-            transaction_id: txn.to_owned(),
-            created_at: now,
-            request: Arc::new(RequestInfo {
-                created_at: timestamp(now),
-                client_protocol: "HTTP/1.1".into(),
-                method: "POST".into(),
-                uri: format!("/items/{txn}?a=1"),
-                path: format!("/items/{txn}"),
-                args: crate::traffic::query_multimap(Some("a=1")),
-                headers: headers.clone(),
-                // As TrafficReader sends them: the request event has no body yet; the
-                // response event's copy of the request carries it.
-                body: if with_response { body.clone() } else { None },
-            }),
-            response: with_response.then(|| {
-                Arc::new(ResponseInfo {
-                    created_at: timestamp(now),
-                    client_protocol: "HTTP/1.1".into(),
-                    status_code: 201,
-                    status_description: "Created".into(),
-                    headers,
-                    body: None,
-                })
-            }),
-        }
-    }
-
-    #[tokio::test]
-    async fn upsert_completes_and_never_duplicates() {
-        let dir = TempDir::new();
-        let store = SqliteStore::open(&dir.0).unwrap();
-        let rec = store.create_recording("r", "d").await.unwrap();
-
-        let request_only = doc(&rec.id, "t1", false, 10);
-        // The response message repeats the request as the request message had it.
-        let completed = TrafficDoc {
-            request: request_only.request.clone(),
-            ..doc(&rec.id, "t1", true, 10)
-        };
-        assert_eq!(
-            store
-                .write_traffic(std::slice::from_ref(&request_only))
-                .await
-                .unwrap(),
-            1
-        );
-        // Redelivered request, then the response, then the response again.
-        store
-            .write_traffic(std::slice::from_ref(&request_only))
-            .await
-            .unwrap();
-        store
-            .write_traffic(std::slice::from_ref(&completed))
-            .await
-            .unwrap();
-        store
-            .write_traffic(std::slice::from_ref(&completed))
-            .await
-            .unwrap();
-        // A late request event must not erase the response.
-        store
-            .write_traffic(std::slice::from_ref(&request_only))
-            .await
-            .unwrap();
-
-        let got = store.traffic(&rec.id, 0, 100).await.unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].response, completed.response);
-        // The response event's copy of the request (it carries the body) wins.
-        assert_eq!(got[0].request, completed.request);
-        assert_eq!(got[0].created_at, request_only.created_at);
-        assert_eq!(
-            store.get_recording(&rec.id).await.unwrap().unwrap().count,
-            1
-        );
-    }
-
-    /// The request message goes out before the request body has streamed; the response
-    /// message brings the request again with its body. Written in separate batches, the
-    /// stored request must still end up with the body.
-    #[tokio::test]
-    async fn the_response_brings_the_request_body() {
-        let dir = TempDir::new();
-        let store = SqliteStore::open(&dir.0).unwrap();
-        let rec = store.create_recording("r", "d").await.unwrap();
-        let completed = doc(&rec.id, "t1", true, 10);
-        let mut request_only = TrafficDoc {
-            response: None,
-            ..completed.clone()
-        };
-        Arc::make_mut(&mut request_only.request).body = None;
-        store
-            .write_traffic(std::slice::from_ref(&request_only))
-            .await
-            .unwrap();
-        store
-            .write_traffic(std::slice::from_ref(&completed))
-            .await
-            .unwrap();
-        store
-            .write_traffic(std::slice::from_ref(&request_only))
-            .await
-            .unwrap();
-        let got = store.traffic(&rec.id, 0, 100).await.unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].request, completed.request);
-        assert!(got[0].request.body.is_some());
-        assert_eq!(got[0].response, completed.response);
-        assert_eq!(got[0].created_at, request_only.created_at);
-    }
-
-    #[tokio::test]
-    async fn capture_order_is_kept_and_pages_follow_it() {
-        let dir = TempDir::new();
-        let store = SqliteStore::open(&dir.0).unwrap();
-        let rec = store.create_recording("r", "").await.unwrap();
-        // Names that sort the other way round, so an order by id would show.
-        let names: Vec<String> = (0..10).map(|i| format!("t{}", 9 - i)).collect();
-        let requests: Vec<_> = names.iter().map(|n| doc(&rec.id, n, false, 0)).collect();
-        store.write_traffic(&requests).await.unwrap();
-        // Responses arrive in reverse: completing must not move a document.
-        let responses: Vec<_> = names
-            .iter()
-            .rev()
-            .map(|n| doc(&rec.id, n, true, 0))
-            .collect();
-        store.write_traffic(&responses).await.unwrap();
-
-        let all = store.traffic(&rec.id, 0, 100).await.unwrap();
-        let order: Vec<_> = all.iter().map(|d| d.transaction_id.clone()).collect();
-        assert_eq!(order, names);
-        assert!(all.iter().all(|d| d.response.is_some()));
-
-        let page = store.traffic(&rec.id, 3, 4).await.unwrap();
-        let order: Vec<_> = page.iter().map(|d| d.transaction_id.as_str()).collect();
-        assert_eq!(order, ["t6", "t5", "t4", "t3"]);
-        assert!(store.traffic(&rec.id, 10, 5).await.unwrap().is_empty());
-        assert!(store.traffic(&rec.id, 0, 0).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn delete_removes_the_traffic_too() {
-        let dir = TempDir::new();
-        let store = SqliteStore::open(&dir.0).unwrap();
-        let gone = store.create_recording("gone", "").await.unwrap();
-        let kept = store.create_recording("kept", "").await.unwrap();
-        store
-            .write_traffic(&[doc(&gone.id, "a", true, 0), doc(&kept.id, "a", true, 0)])
-            .await
-            .unwrap();
-
-        assert!(store.delete_recording(&gone.id).await.unwrap());
-        assert!(!store.delete_recording(&gone.id).await.unwrap());
-        assert!(store.get_recording(&gone.id).await.unwrap().is_none());
-        assert!(store.traffic(&gone.id, 0, 10).await.unwrap().is_empty());
-        assert_eq!(store.traffic(&kept.id, 0, 10).await.unwrap().len(), 1);
-        let list = store.list_recordings().await.unwrap();
-        assert_eq!(list.len(), 1);
-        assert_eq!((list[0].id.as_str(), list[0].count), (kept.id.as_str(), 1));
-    }
-
-    #[tokio::test]
-    async fn reopening_keeps_the_data() {
-        let dir = TempDir::new();
-        let rec = {
-            let store = SqliteStore::open(&dir.0).unwrap();
-            let rec = store
-                .create_recording("kept", "across restarts")
-                .await
-                .unwrap();
-            store
-                .write_traffic(&[doc(&rec.id, "a", true, 100)])
-                .await
-                .unwrap();
-            rec
-        };
-        assert!(dir.0.join(FILE_NAME).is_file());
-        let store = SqliteStore::open(&dir.0).unwrap();
-        let again = store.get_recording(&rec.id).await.unwrap().unwrap();
-        assert_eq!(again, Recording { count: 1, ..rec });
-        assert_eq!(store.traffic(&again.id, 0, 10).await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn update_and_mark_change_only_what_they_name() {
-        let dir = TempDir::new();
-        let store = SqliteStore::open(&dir.0).unwrap();
-        let rec = store.create_recording("name", "desc").await.unwrap();
-        assert_eq!(rec.id.len(), 24, "ObjectId hex, as on MongoDB");
-
-        let patch = RecordingPatch {
-            name: Some("renamed".into()),
-            description: None,
-        };
-        let updated = store
-            .update_recording(&rec.id, &patch)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (updated.name.as_str(), updated.description.as_str()),
-            ("renamed", "desc")
-        );
-        assert!(updated.updated_at >= rec.updated_at);
-        assert_eq!(updated.created_at, rec.created_at);
-
-        let start = Utc::now().trunc_subsecs(6);
-        let marked = store
-            .mark_recording(&rec.id, Some(start), None)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((marked.started_at, marked.stopped_at), (Some(start), None));
-        let stop = Utc::now().trunc_subsecs(6);
-        let marked = store
-            .mark_recording(&rec.id, Some(start), Some(stop))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (marked.started_at, marked.stopped_at),
-            (Some(start), Some(stop))
-        );
-        let cleared = store
-            .mark_recording(&rec.id, None, None)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((cleared.started_at, cleared.stopped_at), (None, None));
-        assert_eq!(
-            store.get_recording(&rec.id).await.unwrap().unwrap(),
-            cleared
-        );
-
-        assert!(store
-            .update_recording("nope", &patch)
-            .await
-            .unwrap()
-            .is_none());
-        assert!(store
-            .mark_recording("nope", None, None)
-            .await
-            .unwrap()
-            .is_none());
-        assert!(store.get_recording("nope").await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -778,35 +587,60 @@ pub(crate) mod tests {
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
     }
 
-    /// Not a timed assertion (machines differ, debug builds are slow): prints the rate.
     #[tokio::test]
-    async fn batch_write_rate() {
-        const BATCH: usize = 1000;
-        const BATCHES: usize = 20;
+    async fn the_file_is_in_wal_mode_and_owner_only() {
         let dir = TempDir::new();
         let store = SqliteStore::open(&dir.0).unwrap();
-        let rec = store.create_recording("rate", "").await.unwrap();
-        let batches: Vec<Vec<TrafficDoc>> = (0..BATCHES)
-            .map(|b| {
-                (0..BATCH)
-                    .map(|i| doc(&rec.id, &format!("{b}-{i}"), true, 1024))
-                    .collect()
-            })
-            .collect();
+        store.create_recording("r", "").await.unwrap();
 
-        let started = Instant::now();
-        for batch in &batches {
-            store.write_traffic(batch).await.unwrap();
+        let conn = Connection::open(dir.0.join(FILE_NAME)).unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(conn);
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for name in [
+                FILE_NAME.to_owned(),
+                format!("{FILE_NAME}-wal"),
+                format!("{FILE_NAME}-shm"),
+                LOCK_FILE_NAME.to_owned(),
+            ] {
+                let meta =
+                    std::fs::metadata(dir.0.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+            }
         }
-        let elapsed = started.elapsed();
-        let rate = (BATCH * BATCHES) as f64 / elapsed.as_secs_f64();
-        println!(
-            "sqlite: {} docs (~1 KiB bodies, batches of {BATCH}) in {elapsed:.2?}: {rate:.0} docs/s",
-            BATCH * BATCHES
-        );
-        assert_eq!(
-            store.get_recording(&rec.id).await.unwrap().unwrap().count,
-            (BATCH * BATCHES) as u64
-        );
+    }
+
+    /// A file left readable by others (made by an older version) is tightened on open.
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_file_is_made_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new();
+        drop(SqliteStore::open(&dir.0).unwrap());
+        let path = dir.0.join(FILE_NAME);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(SqliteStore::open(&dir.0).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_second_store_on_the_directory_is_refused_until_the_first_closes() {
+        let dir = TempDir::new();
+        let first = SqliteStore::open(&dir.0).unwrap();
+        let err = SqliteStore::open(&dir.0).err().unwrap();
+        assert!(matches!(&err, StoreError::Locked { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&dir.0.display().to_string()), "{text}");
+        assert!(text.contains("another heliosburn"), "{text}");
+        assert!(text.contains("--data-dir"), "{text}");
+        drop(first);
+        drop(SqliteStore::open(&dir.0).unwrap());
     }
 }

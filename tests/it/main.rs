@@ -17,4 +17,5 @@ mod pipeline;
 mod protocols;
 mod recording;
 mod seed;
+mod store;
 mod upstream_errors;

@@ -1,6 +1,7 @@
 //! The test harness: a real upstream, the real proxy binary, and clients.
 
 pub mod client;
+pub mod mongo;
 pub mod proxy;
 pub mod recordings;
 pub mod seed;

@@ -10,9 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use mongodb::bson::Document;
 use redis::aio::{MultiplexedConnection, PubSubStream};
 use serde_json::{json, Value};
+
+pub use super::mongo::{mongo_uri, MongoDefects, TestMongo};
 
 use super::client::Resp;
 use super::proxy::{ProxyBuilder, TestProxy};
@@ -20,14 +22,6 @@ use super::upstream::Upstream;
 
 /// The Redis every machine of this project runs (`.ci/run` starts it where it is not).
 pub const SHARED_REDIS_PORT: u16 = 6379;
-
-/// The MongoDB stand-in `scripts/mongo.sh start` runs, or `HELIOSBURN_TEST_MONGO_URI`.
-/// The short server selection timeout makes a missing server fail in seconds.
-pub fn mongo_uri() -> String {
-    std::env::var("HELIOSBURN_TEST_MONGO_URI").unwrap_or_else(|_| {
-        "mongodb://127.0.0.1:27017/?directConnection=true&serverSelectionTimeoutMS=3000".into()
-    })
-}
 
 /// The seed's `modules.yaml` as the repository ships it (top-level keys aligned).
 pub const SEED_MODULES: &str = include_str!("../../../examples/seed-modules.yaml");
@@ -170,148 +164,6 @@ impl TestRedis {
 impl Drop for TestRedis {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// MongoDB
-
-/// Where the server is known to differ from MongoDB, found by experiment so that against
-/// a real MongoDB (`HELIOSBURN_TEST_MONGO_URI`) every check runs in full.
-#[derive(Debug, Clone, Copy)]
-pub struct MongoDefects {
-    /// An upsert inserts an ObjectId of its query as a string (nx-27017 0.8.1).
-    pub upsert_stringifies_object_ids: bool,
-    /// Counting by an ObjectId value matches nothing (nx-27017 0.8.1): every recording's
-    /// `count` is 0.
-    pub count_misses_object_ids: bool,
-    /// A date written by `$set` (findAndModify) is kept as text like
-    /// `2026-01-02 03:04:05.678000` (nx-27017 0.8.1); an insert keeps it a date.
-    pub set_stringifies_dates: bool,
-}
-
-/// A database of the test's own, dropped when this is dropped (also when the test fails).
-pub struct TestMongo {
-    pub client: mongodb::Client,
-    pub db: mongodb::Database,
-    pub defects: MongoDefects,
-}
-
-impl TestMongo {
-    pub async fn new() -> Self {
-        let uri = mongo_uri();
-        let name = format!("hb_it_{}", uuid::Uuid::new_v4().simple());
-        let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
-        let db = client.database(&name);
-        if let Err(e) = db.run_command(doc! { "ping": 1 }).await {
-            panic!("MongoDB is not reachable at {uri} ({e}); run `scripts/mongo.sh start`");
-        }
-        let defects = probe_defects(&db).await;
-        Self {
-            client,
-            db,
-            defects,
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        self.db.name()
-    }
-
-    /// Every document of a collection, as a plain driver query gives them.
-    pub async fn all(&self, collection: &str) -> Vec<Document> {
-        let cursor = self
-            .db
-            .collection::<Document>(collection)
-            .find(doc! {})
-            .await
-            .unwrap();
-        futures_util::TryStreamExt::try_collect(cursor)
-            .await
-            .unwrap()
-    }
-
-    /// Checks a field written by `$set` is a BSON date; where the server is known to keep
-    /// such a date as text, text that reads as a UTC time.
-    pub fn assert_set_date(&self, doc: &Document, key: &str) {
-        match doc.get(key) {
-            Some(Bson::DateTime(_)) => {}
-            Some(Bson::String(s)) if self.defects.set_stringifies_dates => {
-                chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
-                    .unwrap_or_else(|e| panic!("{key}: {s:?}: {e}: {doc}"));
-            }
-            other => panic!("{key} should be a BSON date, is {other:?}: {doc}"),
-        }
-    }
-
-    /// Checks `recordingId` is the recording's ObjectId; where the server is known to
-    /// store an upsert's query-side ObjectId as its hex string, that string.
-    pub fn assert_recording_id(&self, doc: &Document, id: &str) {
-        let oid = ObjectId::parse_str(id).unwrap();
-        match doc.get("recordingId") {
-            Some(Bson::ObjectId(o)) => assert_eq!(*o, oid, "{doc}"),
-            Some(Bson::String(s)) if self.defects.upsert_stringifies_object_ids => {
-                assert_eq!(s, id, "{doc}")
-            }
-            other => panic!("recordingId should be ObjectId({id}), is {other:?}: {doc}"),
-        }
-    }
-}
-
-async fn probe_defects(db: &mongodb::Database) -> MongoDefects {
-    let probe = db.collection::<Document>("defects_probe");
-    let oid = ObjectId::new();
-    probe
-        .update_one(doc! { "k": oid }, doc! { "$setOnInsert": { "x": 1 } })
-        .upsert(true)
-        .await
-        .unwrap();
-    let seeded = probe.find_one(doc! {}).await.unwrap().unwrap();
-    probe.insert_one(doc! { "k": oid }).await.unwrap();
-    let counted = probe.count_documents(doc! { "k": oid }).await.unwrap();
-    let set = probe
-        .find_one_and_update(
-            doc! { "k": oid },
-            doc! { "$set": { "d": mongodb::bson::DateTime::now() } },
-        )
-        .return_document(mongodb::options::ReturnDocument::After)
-        .await
-        .unwrap()
-        .unwrap();
-    probe.drop().await.unwrap();
-    let defects = MongoDefects {
-        upsert_stringifies_object_ids: !matches!(seeded.get("k"), Some(Bson::ObjectId(_))),
-        count_misses_object_ids: counted != 2,
-        set_stringifies_dates: !matches!(set.get("d"), Some(Bson::DateTime(_))),
-    };
-    if defects.upsert_stringifies_object_ids
-        || defects.count_misses_object_ids
-        || defects.set_stringifies_dates
-    {
-        eprintln!("NOTE: the MongoDB server is not exact; checks adapted for {defects:?}");
-    }
-    defects
-}
-
-impl Drop for TestMongo {
-    fn drop(&mut self) {
-        // The test's runtime is blocked here (and with it the client's own tasks): drop
-        // with a client of its own, on a runtime of its own.
-        let name = self.db.name().to_owned();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let drop = async {
-                    let client = mongodb::Client::with_uri_str(mongo_uri()).await?;
-                    client.database(&name).drop().await
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(10), drop).await;
-            });
-        })
-        .join();
     }
 }
 
