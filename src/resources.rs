@@ -229,11 +229,9 @@ pub enum OpenError {
         #[source]
         source: StoreError,
     },
-    #[error("{source} (the TrafficRecorder's mongo_* kwargs)")]
-    Mongo {
-        #[source]
-        source: StoreError,
-    },
+    /// Its message names the server and the kwargs already.
+    #[error(transparent)]
+    Mongo { source: StoreError },
     #[error("cannot open the live window: {source} (the TrafficStreamer's redis_* kwargs)")]
     Window {
         #[source]

@@ -67,6 +67,13 @@ pub struct ControlChannel {
     pub response_channel: String,
 }
 
+/// Default ring size of the in-process feed: messages a subscriber may fall behind before
+/// it loses some. A message holds its captured bodies, so the ring is also what bounds the
+/// memory a slow subscriber can pin: 8192 messages of small exchanges are a few tens of
+/// MiB, while 64 KiB bodies make it 512 MiB (lower `bus_capacity` or `body_limit` for
+/// large bodies; the ring's byte budget caps it too).
+pub const DEFAULT_BUS_CAPACITY: usize = 8_192;
+
 /// Validated proxy settings: files, then flags over them.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -97,7 +104,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("./heliosburn-data"),
             log_level: "info".into(),
             control: None,
-            bus_capacity: crate::feed::memory::DEFAULT_CAPACITY,
+            bus_capacity: DEFAULT_BUS_CAPACITY,
         }
     }
 }

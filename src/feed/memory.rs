@@ -11,12 +11,6 @@ use tokio::sync::broadcast;
 use super::{Feed, FeedCounters, FeedError, FeedStats, Publisher, Received, Subscription};
 use crate::traffic::TrafficMessage;
 
-/// Default ring size: messages a subscriber may fall behind before it loses some. A
-/// message holds its captured bodies, so the ring is also what bounds the memory a slow
-/// subscriber can pin: 8192 messages of small exchanges are a few tens of MiB, while
-/// 64 KiB bodies make it 512 MiB (lower `bus_capacity` or `body_limit` for large bodies).
-pub const DEFAULT_CAPACITY: usize = 8_192;
-
 /// Bytes the messages in the ring may hold together (captured bodies plus a nominal
 /// 1 KiB each): with large bodies this, not the message count, bounds the memory.
 pub const DEFAULT_BYTE_BUDGET: usize = 128 << 20;
@@ -49,6 +43,7 @@ pub struct MemoryBus {
 }
 
 impl MemoryBus {
+    /// A ring of `capacity` messages (the `bus_capacity` setting).
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Self {

@@ -3,11 +3,8 @@
 //! plain MongoDB driver queries, `ZRANGE` on the live window, and the Redis control
 //! channel. Each test has its own channel, key, control channels and database.
 //!
-//! Where the MongoDB stand-in (nx-27017 0.8.1) is known to differ from MongoDB, the
-//! checks adapt only when a probe finds the difference (`MongoDefects`): an upsert stores
-//! a query-side ObjectId `recordingId` as its hex string, counting by ObjectId finds
-//! nothing (a recording's `count` reads 0), and a date set by `$set` (a recording's
-//! `updatedAt`, `startedAt`, `stoppedAt`) is kept as text.
+//! Where the MongoDB server under test differs from MongoDB, checks adapt only as
+//! `harness::mongo::MongoDefects` (the one place those differences are declared) says.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
