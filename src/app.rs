@@ -107,11 +107,14 @@ async fn open_window(cfg: &ModulesConfig) -> Result<Arc<dyn Window>> {
     let kwargs: StreamerKwargs = kwargs_of(cfg, "TrafficStreamer");
     Ok(match kwargs.redis() {
         Some(r) => Arc::new(
-            RedisWindow::connect(&r.url, &kwargs.key())
-                .await
-                .with_context(|| {
-                    format!("connecting to Redis at {} (TrafficStreamer kwargs)", r.url)
-                })?,
+            RedisWindow::connect(
+                &crate::redis_link::Endpoint::unchecked(&r.url),
+                &kwargs.key(),
+            )
+            .await
+            .with_context(|| {
+                format!("connecting to Redis at {} (TrafficStreamer kwargs)", r.url)
+            })?,
         ),
         None => Arc::new(MemoryWindow::default()),
     })
@@ -136,11 +139,9 @@ fn control_channel(loaded: &Loaded) -> Option<crate::config::settings::ControlCh
         .and_then(|k| k.redis())
         .or_else(|| kwargs_of::<RecorderKwargs>(&loaded.modules, "TrafficRecorder").redis())
         .or_else(|| kwargs_of::<StreamerKwargs>(&loaded.modules, "TrafficStreamer").redis())?;
-    Some(crate::config::settings::ControlChannel {
-        redis_url: redis.url,
-        request_channel: "proxy_mgmt_request".into(),
-        response_channel: "proxy_mgmt_response".into(),
-    })
+    Some(crate::config::settings::ControlChannel::new(
+        crate::redis_link::Endpoint::unchecked(&redis.url),
+    ))
 }
 
 /// Runs the proxy until SIGINT/SIGTERM, then drains and stops.

@@ -19,6 +19,7 @@ use crate::feed::memory::MemoryBus;
 use crate::feed::redis::{RedisFeed, RedisPublisher};
 use crate::feed::{Feed, Publisher};
 use crate::recording::Recordings;
+use crate::redis_link::Endpoint;
 use crate::window::Window;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -175,7 +176,7 @@ impl BuildContext {
     /// The feed a subscriber's kwargs name: Redis, or the in-process bus.
     fn feed(&self, redis: Option<super::kwargs::RedisTarget>, channel: String) -> Arc<dyn Feed> {
         match redis {
-            Some(r) => Arc::new(RedisFeed::new(&r.url, &channel)),
+            Some(r) => Arc::new(RedisFeed::new(&Endpoint::unchecked(&r.url), &channel)),
             None => Arc::new(self.bus.clone()),
         }
     }
@@ -196,7 +197,10 @@ pub async fn build(
             let k: ReaderKwargs = check(kwargs).map_err(bad)?;
             let publisher: Arc<dyn Publisher> = match k.redis() {
                 Some(r) => {
-                    Arc::new(RedisPublisher::connect(&r.url, &k.channel(), k.queue_capacity).await?)
+                    let endpoint = Endpoint::unchecked(&r.url);
+                    Arc::new(
+                        RedisPublisher::connect(&endpoint, &k.channel(), k.queue_capacity).await?,
+                    )
                 }
                 None => Arc::new(ctx.bus.clone()),
             };
