@@ -445,6 +445,11 @@ impl Subscription {
             .or_else(|| self.rx.try_recv().ok().map(Delivery::Message))
     }
 
+    /// Messages dropped (queue full) that [`recv`](Self::recv) has not reported yet.
+    pub fn lost_unreported(&self) -> u64 {
+        self.shared.lost.load(Ordering::Relaxed)
+    }
+
     /// Times the subscription was cut off and healed, ever.
     pub fn gaps(&self) -> u64 {
         self.shared.gaps.load(Ordering::Relaxed)

@@ -77,7 +77,11 @@ where
             r = reply_for(&payload, &handle) => r,
         };
         let Some(reply) = reply else { continue };
-        if let Err(error) = replies.query::<()>(&reply_pipeline(&channel, &reply)).await {
+        // After an outage the reply connection is stale: the reply goes once more on a
+        // fresh one rather than be lost. The SET is idempotent; a PUBLISH that did get
+        // through before the break would reach the client twice, with the same key.
+        let pipe = reply_pipeline(&channel, &reply);
+        if let Err(error) = replies.query_idempotent::<()>(&pipe).await {
             tracing::warn!(%error, key = %reply["key"], "control channel: a reply could not be sent");
         }
     }

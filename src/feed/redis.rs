@@ -283,6 +283,11 @@ impl RedisSubscription {
         self.invalid
     }
 
+    /// Messages dropped because this reader was behind, not yet reported by `recv`.
+    pub fn lost_unreported(&self) -> u64 {
+        self.inner.lost_unreported()
+    }
+
     /// One delivery as the feed says it; `None` for a payload that is not a traffic
     /// message (counted, logged now and then).
     fn convert(&mut self, d: Delivery) -> Option<Received> {

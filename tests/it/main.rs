@@ -16,5 +16,6 @@ mod live;
 mod pipeline;
 mod protocols;
 mod recording;
+mod redis_link;
 mod seed;
 mod upstream_errors;
