@@ -16,3 +16,6 @@ pub mod resources;
 pub mod store;
 pub mod traffic;
 pub mod window;
+
+#[cfg(test)]
+mod tidy;

@@ -26,10 +26,6 @@ use crate::window::memory::MemoryWindow;
 use crate::window::redis::RedisWindow;
 use crate::window::{Window, WindowError};
 
-/// The control channel's names in the seed.
-pub const REQUEST_CHANNEL: &str = "proxy_mgmt_request";
-pub const RESPONSE_CHANNEL: &str = "proxy_mgmt_response";
-
 /// Where recordings live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
@@ -202,14 +198,7 @@ pub fn resolve(
     };
     let (control, control_from_modules) = match (control, claim("Redis for the control channel")) {
         (Some(c), _) => (Some(c.clone()), false),
-        (None, Some(Claim::ControlHost(endpoint))) => (
-            Some(ControlChannel {
-                redis_url: endpoint.url().to_owned(),
-                request_channel: REQUEST_CHANNEL.into(),
-                response_channel: RESPONSE_CHANNEL.into(),
-            }),
-            true,
-        ),
+        (None, Some(Claim::ControlHost(endpoint))) => (Some(ControlChannel::new(endpoint)), true),
         (None, _) => (None, false),
     };
     Ok(Plan {
@@ -269,7 +258,7 @@ impl Plan {
         let window: Arc<dyn Window> = match &self.window {
             WindowSpec::Memory => Arc::new(MemoryWindow::default()),
             WindowSpec::Redis { endpoint, key } => Arc::new(
-                RedisWindow::connect(endpoint.url(), key)
+                RedisWindow::connect(endpoint, key)
                     .await
                     .map_err(|source| OpenError::Window { source })?,
             ),
@@ -314,7 +303,7 @@ impl Feeds {
                 let mut feeds = self.redis.lock().unwrap_or_else(|p| p.into_inner());
                 feeds
                     .entry((endpoint.clone(), channel.clone()))
-                    .or_insert_with(|| Arc::new(RedisFeed::new(endpoint.url(), channel)))
+                    .or_insert_with(|| Arc::new(RedisFeed::new(endpoint, channel)))
                     .clone()
             }
         }
@@ -330,7 +319,7 @@ impl Feeds {
         Ok(match at {
             FeedEndpoint::Memory => Arc::new(self.bus.clone()),
             FeedEndpoint::Redis { endpoint, channel } => {
-                Arc::new(RedisPublisher::connect(endpoint.url(), channel, queue).await?)
+                Arc::new(RedisPublisher::connect(endpoint, channel, queue).await?)
             }
         })
     }
@@ -436,19 +425,15 @@ mod tests {
         ];
         let err = resolve("m.yaml", &claimants, None).unwrap_err().to_string();
         assert!(err.contains("`control:` in the settings file"), "{err}");
-        let set = ControlChannel {
-            redis_url: "redis://10.0.0.1:6379/0".into(),
-            request_channel: "q".into(),
-            response_channel: "r".into(),
-        };
+        let set = ControlChannel::new(Endpoint::from_parts("10.0.0.1", 6379, 0));
         let plan = resolve("m.yaml", &claimants, Some(&set)).unwrap();
         assert_eq!(plan.control, Some(set));
         assert!(!plan.control_from_modules);
         let plan = resolve("m.yaml", &claimants[..1], None).unwrap();
         let c = plan.control.unwrap();
         assert_eq!(
-            (c.redis_url.as_str(), c.request_channel.as_str()),
-            ("redis://127.0.0.1:6379/0", REQUEST_CHANNEL)
+            (c.endpoint.url(), c.request_channel.as_str()),
+            ("redis://127.0.0.1:6379/0", "proxy_mgmt_request")
         );
         assert!(plan.control_from_modules);
     }

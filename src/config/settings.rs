@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::{parse_yaml, read_file, yaml_kind, ConfigError, Problems};
+use crate::redis_link::Endpoint;
 
 /// The upstream service every request is forwarded to (plain HTTP).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,12 +60,30 @@ impl std::fmt::Display for Upstream {
     }
 }
 
+/// How long a control reply stays readable at its request's key, unless configured.
+pub const DEFAULT_REPLY_TTL: Duration = Duration::from_secs(60);
+
 /// Where the Redis control channel lives and what its channels are called.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlChannel {
-    pub redis_url: String,
+    /// Shown without its password (`Display`, `Debug`).
+    pub endpoint: Endpoint,
     pub request_channel: String,
     pub response_channel: String,
+    /// How long each reply stays readable with `GET key` (it is also published).
+    pub reply_ttl: Duration,
+}
+
+impl ControlChannel {
+    /// The seed's channel names and the default reply expiry on `endpoint`.
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            request_channel: "proxy_mgmt_request".into(),
+            response_channel: "proxy_mgmt_response".into(),
+            reply_ttl: DEFAULT_REPLY_TTL,
+        }
+    }
 }
 
 /// Default ring size of the in-process feed: messages a subscriber may fall behind before
@@ -145,13 +164,21 @@ pub struct LogSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlSection {
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://…` for TLS. Wins over
+    /// `redis_host`/`redis_port`/`redis_db`; the only way to give a password.
+    pub redis_url: Option<String>,
+    /// Redis host of the control channel (default 127.0.0.1).
     pub redis_host: Option<String>,
+    /// Redis port (default 6379).
     pub redis_port: Option<u16>,
+    /// Redis database number (default 0).
     pub redis_db: Option<i64>,
     /// Channel the proxy reads requests from (default `proxy_mgmt_request`).
     pub request_channel: Option<String>,
     /// Channel the proxy answers on (default `proxy_mgmt_response`).
     pub response_channel: Option<String>,
+    /// Seconds a reply stays readable with `GET key` after it is published (default 60).
+    pub reply_ttl: Option<f64>,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -216,7 +243,7 @@ impl SettingsFile {
                         &mut problems,
                         key,
                         v,
-                        "a mapping of redis_host, redis_port, redis_db, request_channel, response_channel",
+                        "a mapping of redis_url, redis_host, redis_port, redis_db, request_channel, response_channel, reply_ttl",
                         CONTROL_FIELDS,
                     )
                 }
@@ -258,11 +285,16 @@ fn field<T: DeserializeOwned>(
 /// What each key of a section expects, for messages.
 const LOG_FIELDS: &[(&str, &str)] = &[("level", "a log level (error, warn, info, debug, trace)")];
 const CONTROL_FIELDS: &[(&str, &str)] = &[
+    (
+        "redis_url",
+        "a URL like redis://[user:password@]host:port/db or rediss://…",
+    ),
     ("redis_host", "a host name or address"),
     ("redis_port", "a port from 1 to 65535"),
     ("redis_db", "a database number"),
     ("request_channel", "a channel name"),
     ("response_channel", "a channel name"),
+    ("reply_ttl", "seconds, a positive number"),
 ];
 
 /// Deserializes a section (a mapping whose fields are all optional), naming the key inside
@@ -391,22 +423,45 @@ impl Settings {
             s.log_level = level;
         }
         if let Some(c) = file.control {
-            let host = c.redis_host.unwrap_or_else(|| "127.0.0.1".into());
-            if host.parse::<IpAddr>().is_err() && host.contains(['/', ' ', ':']) {
-                problems.add(
-                    "control.redis_host",
-                    format!("`{host}` is not a host name or address"),
-                );
+            let endpoint = match &c.redis_url {
+                // The URL wins over the parts; the error shows it without credentials.
+                Some(url) => Endpoint::parse(url).unwrap_or_else(|e| {
+                    problems.add("control.redis_url", e);
+                    Endpoint::from_parts("127.0.0.1", 6379, 0)
+                }),
+                None => {
+                    let host = c.redis_host.unwrap_or_else(|| "127.0.0.1".into());
+                    if host.parse::<IpAddr>().is_err() && host.contains(['/', ' ', ':']) {
+                        problems.add(
+                            "control.redis_host",
+                            format!("`{host}` is not a host name or address"),
+                        );
+                    }
+                    Endpoint::from_parts(
+                        &host,
+                        c.redis_port.unwrap_or(6379),
+                        c.redis_db.unwrap_or(0),
+                    )
+                }
+            };
+            let mut channel = ControlChannel::new(endpoint);
+            if let Some(name) = c.request_channel {
+                channel.request_channel = name;
             }
-            s.control = Some(ControlChannel {
-                redis_url: redis_url(&host, c.redis_port.unwrap_or(6379), c.redis_db.unwrap_or(0)),
-                request_channel: c
-                    .request_channel
-                    .unwrap_or_else(|| "proxy_mgmt_request".into()),
-                response_channel: c
-                    .response_channel
-                    .unwrap_or_else(|| "proxy_mgmt_response".into()),
-            });
+            if let Some(name) = c.response_channel {
+                channel.response_channel = name;
+            }
+            if let Some(secs) = c.reply_ttl {
+                match Duration::try_from_secs_f64(secs) {
+                    // Redis expires by the millisecond: less than one would be no expiry.
+                    Ok(d) if d >= Duration::from_millis(1) => channel.reply_ttl = d,
+                    _ => problems.add(
+                        "control.reply_ttl",
+                        format!("expected a positive number of seconds, found {secs}"),
+                    ),
+                }
+            }
+            s.control = Some(channel);
         }
         if problems.list.is_empty() {
             Ok(s)
@@ -430,11 +485,7 @@ fn flags_name(key: &str) -> String {
 
 /// `redis://host:port/db`.
 pub fn redis_url(host: &str, port: u16, db: i64) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("redis://[{host}]:{port}/{db}")
-    } else {
-        format!("redis://{host}:{port}/{db}")
-    }
+    Endpoint::from_parts(host, port, db).url().to_owned()
 }
 
 #[cfg(test)]
@@ -482,6 +533,51 @@ mod tests {
         let s = Settings::build("p.yaml", file, &flags).unwrap();
         assert_eq!(s.bind.port(), 3000);
         assert_eq!(s.upstream.unwrap().port, 2000);
+    }
+
+    fn control(yaml: &str) -> Result<ControlChannel, ConfigError> {
+        let file = SettingsFile::parse("p.yaml", yaml)?;
+        Settings::build("p.yaml", file, &Overrides::default()).map(|s| s.control.unwrap())
+    }
+
+    #[test]
+    fn the_control_section_takes_parts_or_a_url_and_a_reply_ttl() {
+        let c =
+            control("control: { redis_host: 10.1.2.3, redis_port: 7000, redis_db: 2 }\n").unwrap();
+        assert_eq!(c.endpoint.url(), "redis://10.1.2.3:7000/2");
+        assert_eq!(c.request_channel, "proxy_mgmt_request");
+        assert_eq!(c.response_channel, "proxy_mgmt_response");
+        assert_eq!(c.reply_ttl, DEFAULT_REPLY_TTL);
+
+        // The URL wins over the parts, and keeps its password out of Debug.
+        let c = control(
+            "control:\n  redis_url: 'rediss://:pw123@cache:6380/1'\n  redis_port: 1\n  reply_ttl: 1.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.endpoint.url(), "rediss://:pw123@cache:6380/1");
+        assert_eq!(c.reply_ttl, Duration::from_millis(1500));
+        assert!(!format!("{c:?}").contains("pw123"), "{c:?}");
+    }
+
+    #[test]
+    fn bad_control_values_are_named_without_the_password() {
+        let err =
+            control("control: { redis_url: 'http://:pw123@h:1/', reply_ttl: 0 }\n").unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["control.redis_url", "control.reply_ttl"], "{err}");
+        assert!(!err.to_string().contains("pw123"), "{err}");
+        assert!(
+            err.to_string().contains("positive number of seconds"),
+            "{err}"
+        );
+        let err = control("control: { reply_ttl: -3 }\n").unwrap_err();
+        assert!(err.to_string().contains("control.reply_ttl"), "{err}");
+        let err = control("control: { reply_ttl: soon }\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("control.reply_ttl: expected seconds"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,18 +10,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubStream};
-use redis::{AsyncConnectionConfig, Client, RedisResult};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{ControlRequest, Controller, Reply};
 use crate::config::settings::ControlChannel;
-use crate::feed::redis::{connect_subscriber, open_client, Backoff, CONNECT_TIMEOUT};
+use crate::redis_link::{self, Backoff, Commands, Delivery, RedisLinkError, Subscription};
 
-/// A session that lasted this long was healthy: the next outage starts the backoff over.
-const HEALTHY_SESSION: Duration = Duration::from_secs(5);
+/// Requests waiting to be applied before new ones are dropped (counted, logged).
+const REQUEST_QUEUE: usize = 1024;
+/// How long Redis may take to take a reply.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves the control channel until `shutdown` is cancelled.
 pub async fn serve(channel: ControlChannel, ctl: Arc<Controller>, shutdown: CancellationToken) {
@@ -34,105 +33,124 @@ pub async fn serve(channel: ControlChannel, ctl: Arc<Controller>, shutdown: Canc
 
 /// [`serve`] with the requests applied by `handle`, so the transport can be tested
 /// without building a whole [`Controller`].
-async fn serve_with<H, F>(channel: ControlChannel, handle: H, shutdown: CancellationToken)
+pub async fn serve_with<H, F>(channel: ControlChannel, handle: H, shutdown: CancellationToken)
 where
     H: Fn(ControlRequest) -> F,
     F: Future<Output = Reply>,
 {
-    let (client, addr) = match open_client(&channel.redis_url) {
-        Ok(c) => c,
-        Err((addr, error)) => {
-            tracing::error!(%addr, %error, "control channel: bad Redis URL; the control channel is off");
-            return;
-        }
+    let endpoint = &channel.endpoint;
+    let session = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        s = setup(&channel) => Some(s),
     };
-    let mut backoff = Backoff::new();
-    // Set while Redis is away, so an outage is logged once, however long it lasts.
-    let mut down_since: Option<Instant> = None;
+    let Some((mut requests, replies)) = session else {
+        return;
+    };
+    tracing::info!(
+        %endpoint,
+        request_channel = %channel.request_channel,
+        response_channel = %channel.response_channel,
+        reply_ttl_s = channel.reply_ttl.as_secs_f64(),
+        "control channel listening"
+    );
+    // The subscription heals by itself (and logs its outages); replies reconnect on use.
     loop {
-        let session = tokio::select! {
+        let delivery = tokio::select! {
             _ = shutdown.cancelled() => return,
-            s = connect(&client, &channel) => s,
+            d = requests.recv() => d,
         };
-        let (mut requests, mut replies) = match session {
-            Ok(s) => s,
-            Err(error) => {
-                if down_since.is_none() {
-                    tracing::error!(%addr, %error, "control channel: cannot reach Redis; retrying");
-                    down_since = Some(Instant::now());
-                } else {
-                    tracing::debug!(%addr, %error, "control channel: reconnect failed");
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
-                }
+        let payload = match delivery {
+            Some(Delivery::Message(payload)) => payload,
+            Some(Delivery::Gap) => {
+                tracing::warn!(%endpoint, "control channel: requests sent while Redis was away were missed");
                 continue;
             }
-        };
-        match down_since.take() {
-            Some(t) => tracing::info!(
-                %addr,
-                outage_ms = t.elapsed().as_millis() as u64,
-                "control channel: connected to Redis again"
-            ),
-            None => tracing::info!(
-                %addr,
-                request_channel = %channel.request_channel,
-                response_channel = %channel.response_channel,
-                "control channel listening"
-            ),
-        }
-        let began = Instant::now();
-        loop {
-            let msg = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                m = requests.next() => m,
-            };
-            let Some(msg) = msg else { break };
-            // A request still running at shutdown is abandoned: the process is going away.
-            let reply = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = reply_for(msg.get_payload_bytes(), &handle) => r,
-            };
-            let Some(reply) = reply else { continue };
-            let sent = redis::cmd("PUBLISH")
-                .arg(&channel.response_channel)
-                .arg(reply.to_string())
-                .query_async::<i64>(&mut replies)
-                .await;
-            if let Err(error) = sent {
-                tracing::warn!(%addr, %error, key = %reply["key"], "control channel: a reply could not be sent");
-                if error.is_io_error() || error.is_connection_dropped() {
-                    break; // Start a fresh session rather than fail every reply.
-                }
+            Some(Delivery::Lost(n)) => {
+                tracing::warn!(%endpoint, lost = n, "control channel: requests arrived faster than they ran; some were dropped");
+                continue;
             }
-        }
-        tracing::error!(%addr, "control channel: lost the connection to Redis; reconnecting");
-        down_since = Some(Instant::now());
-        if began.elapsed() >= HEALTHY_SESSION {
-            backoff.reset();
-        }
-        tokio::select! {
+            None => return,
+        };
+        // A request still running at shutdown is abandoned: the process is going away.
+        let reply = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            r = reply_for(&payload, &handle) => r,
+        };
+        let Some(reply) = reply else { continue };
+        // After an outage the reply connection is stale: the reply goes once more on a
+        // fresh one rather than be lost. The SET is idempotent; a PUBLISH that did get
+        // through before the break would reach the client twice, with the same key.
+        let pipe = reply_pipeline(&channel, &reply);
+        if let Err(error) = replies.query_idempotent::<()>(&pipe).await {
+            tracing::warn!(%error, key = %reply["key"], "control channel: a reply could not be sent");
         }
     }
 }
 
-/// One session: the subscription to requests and a connection to publish replies on.
-async fn connect(
-    client: &Client,
-    channel: &ControlChannel,
-) -> RedisResult<(PubSubStream, MultiplexedConnection)> {
-    let requests = connect_subscriber(client, &channel.request_channel).await?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(CONNECT_TIMEOUT));
-    let replies = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+/// Subscribes to the requests and connects for the replies, trying until it works: the
+/// channel comes up when Redis does. One error per outage, one info when it ends.
+async fn setup(channel: &ControlChannel) -> (Subscription, Commands) {
+    let mut backoff = Backoff::new();
+    let mut down_since: Option<Instant> = None;
+    loop {
+        match try_setup(channel).await {
+            Ok(s) => {
+                if let Some(t) = down_since {
+                    tracing::info!(
+                        endpoint = %channel.endpoint,
+                        outage_ms = t.elapsed().as_millis() as u64,
+                        "control channel: connected to Redis"
+                    );
+                }
+                return s;
+            }
+            Err(error) if down_since.is_none() => {
+                tracing::error!(%error, "control channel: cannot reach Redis; retrying");
+                down_since = Some(Instant::now());
+            }
+            Err(error) => tracing::debug!(%error, "control channel: connecting failed"),
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+async fn try_setup(channel: &ControlChannel) -> Result<(Subscription, Commands), RedisLinkError> {
+    let requests =
+        redis_link::subscribe(&channel.endpoint, &channel.request_channel, REQUEST_QUEUE).await?;
+    let replies = Commands::connect(&channel.endpoint, RESPONSE_TIMEOUT).await?;
     Ok((requests, replies))
+}
+
+/// Where a reply is `SET`: the request's key as the client sent it (a JSON string at
+/// that string, any other JSON value at its JSON text); no key, no SET.
+fn reply_key(key: &Value) -> Option<String> {
+    match key {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// One round trip (MULTI/EXEC) that `SET`s the reply at its key with the reply expiry
+/// and publishes it: the seed's dashboard publishes a request, then polls `GET key`.
+fn reply_pipeline(channel: &ControlChannel, reply: &Value) -> ::redis::Pipeline {
+    let text = reply.to_string();
+    let mut pipe = ::redis::pipe();
+    pipe.atomic();
+    if let Some(key) = reply_key(&reply["key"]) {
+        let ttl_ms = channel.reply_ttl.as_millis().max(1) as u64;
+        pipe.cmd("SET")
+            .arg(key)
+            .arg(&text)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore();
+    }
+    pipe.cmd("PUBLISH")
+        .arg(&channel.response_channel)
+        .arg(&text)
+        .ignore();
+    pipe
 }
 
 /// The reply to one request payload, as the JSON to publish: `handle`'s reply for a
@@ -200,7 +218,6 @@ fn salvage_key(payload: &[u8]) -> Option<Value> {
 mod tests {
     use super::*;
     use crate::control::ControlCommand;
-    use crate::feed::redis::testing::{unique, TestRedis, SHARED_URL};
 
     /// Stands in for `Controller::handle`: decodes like it, then answers with the command.
     async fn fake_handle(req: ControlRequest) -> Reply {
@@ -291,123 +308,33 @@ mod tests {
         assert_eq!(reply_for(&[0xff, 0xfe], fake_handle).await, None);
     }
 
-    /// The transport over a real Redis with a stand-in handler (the Controller itself is
-    /// covered end to end by the integration tests).
-    struct TestClient {
-        conn: MultiplexedConnection,
-        replies: PubSubStream,
-        channel: ControlChannel,
+    fn packed(pipe: &::redis::Pipeline) -> String {
+        String::from_utf8_lossy(&pipe.get_packed_pipeline()).replace("\r\n", " ")
     }
 
-    impl TestClient {
-        async fn new(url: &str, channel: ControlChannel) -> Self {
-            let client = redis::Client::open(url).unwrap();
-            Self {
-                conn: client.get_multiplexed_async_connection().await.unwrap(),
-                replies: connect_subscriber(&client, &channel.response_channel)
-                    .await
-                    .unwrap(),
-                channel,
-            }
-        }
+    #[test]
+    fn a_reply_is_set_at_its_key_with_the_expiry_and_published() {
+        let mut channel = ControlChannel::new(crate::redis_link::Endpoint::from_parts("h", 1, 0));
+        channel.reply_ttl = Duration::from_secs(60);
+        let reply = json!({"code": 200, "message": "ok", "key": "k1"});
+        let text = packed(&reply_pipeline(&channel, &reply));
+        let body = reply.to_string();
+        let set = format!("SET $2 k1 ${} {body} $2 PX $5 60000", body.len());
+        let publish = format!("PUBLISH $19 proxy_mgmt_response ${} {body}", body.len());
+        assert!(text.contains(&set), "{text}");
+        assert!(text.contains(&publish), "{text}");
+        assert!(text.find(&set) < text.find(&publish), "SET first: {text}");
+        assert!(text.starts_with("*1 $5 MULTI"), "one transaction: {text}");
 
-        /// Waits until the server listens, then sends `req` and returns the reply.
-        async fn ask(&mut self, req: Value) -> Value {
-            for _ in 0..200 {
-                let (_, n): (String, i64) = redis::cmd("PUBSUB")
-                    .arg("NUMSUB")
-                    .arg(&self.channel.request_channel)
-                    .query_async(&mut self.conn)
-                    .await
-                    .unwrap();
-                if n > 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let _: i64 = redis::cmd("PUBLISH")
-                .arg(&self.channel.request_channel)
-                .arg(req.to_string())
-                .query_async(&mut self.conn)
-                .await
-                .unwrap();
-            let m = tokio::time::timeout(Duration::from_secs(5), self.replies.next())
-                .await
-                .expect("a reply within 5 s")
-                .unwrap();
-            serde_json::from_slice(m.get_payload_bytes()).unwrap()
-        }
-    }
-
-    fn channel(url: &str) -> ControlChannel {
-        ControlChannel {
-            redis_url: url.into(),
-            request_channel: unique("request"),
-            response_channel: unique("response"),
-        }
-    }
-
-    #[tokio::test]
-    async fn requests_over_redis_are_answered_in_order_until_shutdown() {
-        let channel = channel(SHARED_URL);
-        let mut client = TestClient::new(SHARED_URL, channel.clone()).await;
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_with(channel, fake_handle, shutdown.clone()));
-
-        let r = client
-            .ask(json!({"operation": "upstream_port", "param": 8081, "key": "a"}))
-            .await;
-        assert_eq!(
-            r,
-            json!({"code": 200, "message": "UpstreamPort(8081)", "key": "a"})
-        );
-        // Several at once come back in the order they were sent.
-        for i in 0..5 {
-            let _: i64 = redis::cmd("PUBLISH")
-                .arg(&client.channel.request_channel)
-                .arg(json!({"operation": "test", "key": i}).to_string())
-                .query_async(&mut client.conn)
-                .await
-                .unwrap();
-        }
-        for i in 0..5 {
-            let m = client.replies.next().await.unwrap();
-            let r: Value = serde_json::from_slice(m.get_payload_bytes()).unwrap();
-            assert_eq!(r["key"], i);
-        }
-
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(2), server)
-            .await
-            .expect("serve ends on shutdown")
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn the_channel_heals_after_redis_comes_back() {
-        let mut redis = TestRedis::start().await;
-        let channel = channel(&redis.url());
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_with(channel.clone(), fake_handle, shutdown.clone()));
-        let mut client = TestClient::new(&redis.url(), channel.clone()).await;
-        assert_eq!(
-            client.ask(json!({"operation": "test", "key": 1})).await["code"],
-            200
-        );
-
-        redis.kill();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        redis.restart().await;
-        let mut client = TestClient::new(&redis.url(), channel).await;
-        assert_eq!(
-            client.ask(json!({"operation": "test", "key": 2})).await["key"],
-            2
-        );
-
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(2), server)
-            .await
-            .expect("serve ends on shutdown")
-            .unwrap();
+        // A key that is not a string is SET at its JSON text; no key, no SET.
+        assert_eq!(reply_key(&json!(42)), Some("42".into()));
+        assert_eq!(reply_key(&json!({"a": 1})), Some(r#"{"a":1}"#.into()));
+        assert_eq!(reply_key(&json!("x y")), Some("x y".into()));
+        let text = packed(&reply_pipeline(
+            &channel,
+            &json!({"code": 200, "key": null}),
+        ));
+        assert!(!text.contains("SET"), "{text}");
+        assert!(text.contains("PUBLISH"), "{text}");
     }
 }

@@ -16,12 +16,8 @@ use crate::traffic::TrafficMessage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
-    #[error("redis {addr}: {source}")]
-    Redis {
-        addr: String,
-        #[source]
-        source: ::redis::RedisError,
-    },
+    #[error(transparent)]
+    Redis(#[from] crate::redis_link::RedisLinkError),
     #[error("the feed is closed")]
     Closed,
 }
@@ -42,9 +38,12 @@ pub trait Publisher: Send + Sync {
 #[derive(Debug)]
 pub enum Received {
     Message(Arc<TrafficMessage>),
-    /// This many messages were lost to this subscriber (it was too slow, or the backend
-    /// was away); counted by the caller.
+    /// This many messages (a known number, above 0) were lost to this subscriber: it was
+    /// too slow. Counted by the caller.
     Lost(u64),
+    /// The feed was cut off (the backend was away) and has healed: messages published
+    /// meanwhile are gone, how many nobody can say.
+    Gap,
 }
 
 #[async_trait]

@@ -75,6 +75,7 @@ impl SupportModule for SlowConsumer {
                     Ok(Received::Lost(n)) => {
                         lost.fetch_add(n, Ordering::Relaxed);
                     }
+                    Ok(Received::Gap) => {}
                     Err(_) => break,
                 }
             }

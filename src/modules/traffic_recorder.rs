@@ -350,7 +350,7 @@ impl Worker {
                 }
             }
             // The feed was cut off and healed: how much was missed is not known.
-            Received::Lost(0) => {
+            Received::Gap => {
                 self.counters.gaps.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("TrafficRecorder: the feed was interrupted; messages published meanwhile were missed");
             }

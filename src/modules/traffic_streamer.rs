@@ -102,7 +102,7 @@ fn take(batch: &mut Vec<(i64, Arc<TrafficMessage>)>, counters: &Counters, r: Rec
     match r {
         Received::Message(m) => batch.push((now_micros(), window_copy(m))),
         // The feed was cut off and healed: how much was missed is not known.
-        Received::Lost(0) => {
+        Received::Gap => {
             counters.gaps.fetch_add(1, Ordering::Relaxed);
         }
         Received::Lost(n) => {

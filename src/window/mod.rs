@@ -19,12 +19,8 @@ pub const WINDOW_MICROS: i64 = 1_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WindowError {
-    #[error("redis {addr}: {source}")]
-    Redis {
-        addr: String,
-        #[source]
-        source: ::redis::RedisError,
-    },
+    #[error(transparent)]
+    Redis(#[from] crate::redis_link::RedisLinkError),
 }
 
 /// What `GET /traffic?since=` returns: the messages newer than the cursor, oldest first,

@@ -16,6 +16,7 @@ mod live;
 mod pipeline;
 mod protocols;
 mod recording;
+mod redis_link;
 mod seed;
 mod store;
 mod upstream_errors;

@@ -175,13 +175,22 @@ impl ProxyBuilder {
             }
         };
         let (proxy_addr, mgmt_addr) = parse_ready(&ready);
-        // Keep draining stdout so the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        // Keep reading stdout so the process never blocks on a full pipe.
+        let stdout_rest = Arc::new(Mutex::new(String::new()));
+        let rest = stdout_rest.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                let mut s = rest.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
         TestProxy {
             child,
             proxy_addr,
             mgmt_addr,
             ready_line: ready,
+            stdout_rest,
             stderr,
             stderr_task: Some(stderr_task),
             builder: self,
@@ -222,6 +231,8 @@ pub struct TestProxy {
     proxy_addr: SocketAddr,
     mgmt_addr: SocketAddr,
     ready_line: String,
+    /// What stdout said after the ready line.
+    stdout_rest: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     stderr_task: Option<tokio::task::JoinHandle<()>>,
     builder: ProxyBuilder,
@@ -288,6 +299,11 @@ impl TestProxy {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// Everything written to stdout so far (the ready line and what came after it).
+    pub fn stdout(&self) -> String {
+        format!("{}\n{}", self.ready_line, self.stdout_rest.lock().unwrap())
     }
 
     /// Everything written to stderr so far.

@@ -113,17 +113,37 @@ pub async fn zrange(conn: &mut MultiplexedConnection, key: &str) -> Vec<(String,
 /// Killed when dropped.
 pub struct TestRedis {
     pub port: u16,
+    /// `--requirepass`, when the server was started with one.
+    password: Option<String>,
     child: Option<Child>,
 }
 
 impl TestRedis {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A server that asks every client for `password` (`--requirepass`).
+    pub async fn with_password(password: &str) -> Self {
+        Self::start_with(Some(password.to_owned())).await
+    }
+
+    async fn start_with(password: Option<String>) -> Self {
         let mut r = Self {
             port: super::closed_port(),
+            password,
             child: None,
         };
         r.restart().await;
         r
+    }
+
+    /// `redis://[:password@]127.0.0.1:port/`.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/", self.port),
+            None => redis_url(self.port),
+        }
     }
 
     /// Kills the server at once (SIGKILL): connections break as in a crash.
@@ -137,9 +157,13 @@ impl TestRedis {
     /// (Re)starts the server on the same port and waits until it answers PING.
     pub async fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
+        if let Some(pw) = &self.password {
+            cmd.args(["--requirepass", pw]);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -147,7 +171,7 @@ impl TestRedis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(client) = redis::Client::open(redis_url(self.port)) {
+            if let Ok(client) = redis::Client::open(self.url()) {
                 if let Ok(mut c) = client.get_multiplexed_async_connection().await {
                     let pong: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
                     if pong.is_ok() {
