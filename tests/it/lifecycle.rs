@@ -216,8 +216,69 @@ fn a_taken_port_fails_the_start_naming_the_address() {
     ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("cannot listen on {addr} (pass --bind HOST:PORT)")),
-        "{stderr}"
+    let said = format!("cannot listen on {addr} (pass --bind HOST:PORT)");
+    // Said once, and nothing else: the listeners are bound before anything opens or
+    // starts, so no module logs about a feed that ended and the store is not touched.
+    assert_eq!(stderr.matches(&said).count(), 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!data.exists(), "the data directory was created");
+}
+
+/// While the store is being reached (a MongoDB that accepts connections and never
+/// answers, with a long server selection timeout), a signal ends the wait at once.
+#[tokio::test]
+async fn a_signal_ends_the_wait_for_a_store_that_does_not_answer() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    // Accepts and holds connections, says nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let dir = crate::harness::TempDir::new("silent-mongo");
+    let modules = dir.write(
+        "modules.yaml",
+        &format!(
+            "pipeline: [{{name: TrafficReader}}]\n\
+             support: [{{name: TrafficRecorder, kwargs: {{mongo_uri: 'mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=60000'}}}}]\n"
+        ),
     );
+    let mut child = tokio::process::Command::new(crate::harness::proxy::BIN)
+        .args(["--upstream", "http://127.0.0.1:9", "--bind", "127.0.0.1:0"])
+        .args(["--mgmt", "127.0.0.1:0", "--modules"])
+        .arg(&modules)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Said at once: which backend it is reaching.
+    let said = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("connecting to MongoDB at 127.0.0.1:") {
+                return line;
+            }
+        }
+        panic!("stderr ended without naming the MongoDB it reaches");
+    })
+    .await
+    .expect("the backend is named within 10 s");
+    assert!(said.contains(&port.to_string()), "{said}");
+
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the signal ends the wait (server selection would take 60 s)")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    held.abort();
 }
