@@ -1,6 +1,6 @@
 //! The traffic message (the feed's wire format) and the documents the store keeps.
 //!
-//! The message shape is a compatibility contract (DESIGN.md, seed/recording.md): field
+//! The message shape is a compatibility contract (the seed's recording design): field
 //! names, nesting and the `{name: [values]}` maps must not change.
 
 use std::collections::BTreeMap;

@@ -325,11 +325,66 @@ async fn cli_status_reads_the_running_proxy() {
     assert_eq!(status["message"][1]["module"], "AddHeader#2");
     assert_eq!(status["message"][1]["state"], "running");
 
+    // `#2` is part of the name, not a fragment: the CLI encodes it.
+    let out = proxy.cli(&["status", "--json", "--module", "AddHeader#2"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let one: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(one["message"].as_array().map(Vec::len), Some(1), "{one}");
+    assert_eq!(one["message"][0]["module"], "AddHeader#2");
+
+    // A reader that goes away (`| head`) is not an error, nor a panic.
+    let mut child = std::process::Command::new(crate::harness::proxy::BIN)
+        .args(["--mgmt", &proxy.mgmt_addr().to_string(), "--json", "status"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the pipe's reader is gone before anything is written
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+
     let out = proxy.cli(&["status", "--module", "Nope"]).await;
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("404 Not Found: no module named `Nope`"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every answer of the API is JSON, errors included: a bad query value is a 400 with the
+/// `{"error"}` shape, like a bad body, and `PUT /proxy` answers like `GET /proxy`.
+#[tokio::test]
+async fn bad_queries_and_bodies_get_the_json_error_shape() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let r = proxy.mgmt_get("/recording/abc/traffic?start=abc").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().is_some_and(|e| e.contains("start")),
+        "{}",
+        r.text()
+    );
+    let r = proxy.mgmt_put("/proxy", json!({ "upstream_port": 0 })).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("a port from 1 to 65535")),
+        "{}",
+        r.text()
+    );
+    let r = proxy.mgmt_put("/proxy", json!({ "nope": 1 })).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"].is_string(), "{}", r.text());
+    assert_eq!(
+        proxy.mgmt_get("/proxy").await.json(),
+        proxy.mgmt_put("/proxy", json!({})).await.json()
     );
 }
