@@ -326,8 +326,14 @@ async fn cli_status_reads_the_running_proxy() {
     assert_eq!(status["message"][1]["state"], "running");
 
     // `#2` is part of the name, not a fragment: the CLI encodes it.
-    let out = proxy.cli(&["status", "--json", "--module", "AddHeader#2"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = proxy
+        .cli(&["status", "--json", "--module", "AddHeader#2"])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let one: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(one["message"].as_array().map(Vec::len), Some(1), "{one}");
     assert_eq!(one["message"][0]["module"], "AddHeader#2");
@@ -347,7 +353,11 @@ async fn cli_status_reads_the_running_proxy() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = proxy.cli(&["status", "--module", "Nope"]).await;
     assert!(!out.status.success());
@@ -367,11 +377,15 @@ async fn bad_queries_and_bodies_get_the_json_error_shape() {
     let r = proxy.mgmt_get("/recording/abc/traffic?start=abc").await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(
-        r.json()["error"].as_str().is_some_and(|e| e.contains("start")),
+        r.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("start")),
         "{}",
         r.text()
     );
-    let r = proxy.mgmt_put("/proxy", json!({ "upstream_port": 0 })).await;
+    let r = proxy
+        .mgmt_put("/proxy", json!({ "upstream_port": 0 }))
+        .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(
         r.json()["error"]

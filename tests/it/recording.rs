@@ -11,7 +11,8 @@ use http::Response;
 use serde_json::{json, Value};
 
 use crate::harness::recordings::{
-    all_traffic, create_recording, get_recording, start_recording, stop_recording, traffic_page,
+    all_traffic, counter, counters, create_recording, get_recording, start_recording,
+    stop_recording, traffic_page, wait_counter,
 };
 use crate::harness::upstream::Seen;
 use crate::harness::{body, Http, Resp, TestProxy, Upstream};
@@ -351,6 +352,7 @@ async fn only_exchanges_between_start_and_stop_are_stored_and_one_runs_at_a_time
     assert_eq!(r.status, 409, "{}", r.text());
 
     stop_recording(&proxy, &id).await;
+    let ignored = counter(&counters(&proxy, "TrafficRecorder").await, "ignored");
     for i in 0..3 {
         assert_eq!(
             http.get(&proxy.url(&format!("/after/{i}"))).await.status,
@@ -366,8 +368,8 @@ async fn only_exchanges_between_start_and_stop_are_stored_and_one_runs_at_a_time
         .await;
     assert_eq!(r.status, 404, "{}", r.text());
 
-    // Longer than a flush: anything wrongly kept would be written by now.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The recorder has seen the six messages after the stop and filed none of them.
+    wait_counter(&proxy, "TrafficRecorder", "ignored", ignored + 6).await;
     let docs = all_traffic(&proxy, &id).await;
     assert_eq!(paths(&docs), ["/during/0", "/during/1", "/during/2"]);
     assert_eq!(get_recording(&proxy, &id).await["count"], 3);
@@ -531,7 +533,7 @@ async fn a_restart_while_recording_keeps_the_traffic_and_ends_the_recording() {
     );
     // Nothing runs: the proxy records nothing until a recording is started again.
     assert_eq!(http.get(&proxy.url("/after")).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_counter(&proxy, "TrafficRecorder", "ignored", 2).await;
     assert_eq!(get_recording(&proxy, &id).await["count"], 4);
     let r = proxy
         .mgmt_post(&format!("/recording/{id}/stop"), json!(null))
@@ -560,7 +562,8 @@ async fn kill_9_loses_at_most_the_last_batch() {
             .await;
         assert_eq!(r.status, 200);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Written (recorded counts messages: a request and a response each), then killed.
+    wait_counter(&proxy, "TrafficRecorder", "recorded", 2 * N as u64).await;
     proxy.signal("KILL");
     let status = proxy.wait().await;
     assert!(!status.success(), "{status}");
@@ -584,7 +587,7 @@ async fn kill_9_loses_at_most_the_last_batch() {
     assert_eq!(time(&rec["stoppedAt"]), last, "{rec}");
     assert!(proxy.stderr().contains("interrupted"), "{}", proxy.stderr());
     assert_eq!(Http::new().get(&proxy.url("/after")).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_counter(&proxy, "TrafficRecorder", "ignored", 2).await;
     assert_eq!(get_recording(&proxy, &id).await["count"], N);
     start_recording(&proxy, &id).await;
 }
@@ -686,8 +689,8 @@ async fn deleting_the_running_recording_stops_it_first() {
     start_recording(&proxy, &next).await;
     assert_eq!(http.get(&proxy.url("/next")).await.status, 200);
     stop_recording(&proxy, &next).await;
+    // The stop wrote everything the recorder had received, the doomed one's included.
     assert_eq!(paths(&all_traffic(&proxy, &next).await), ["/next"]);
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(sqlite_traffic_rows(&proxy, &id), 0);
 }
 

@@ -174,7 +174,6 @@ conformance!(
     unknown_ids_name_nothing,
     reopening_keeps_the_data,
     an_empty_batch_writes_nothing,
-    batch_write_rate,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -446,43 +445,6 @@ async fn an_empty_batch_writes_nothing(s: &mut Subject) {
         Backend::Mongo(_) => "mongodb://",
     };
     assert!(described.starts_with(scheme), "{described}");
-}
-
-/// Not a timed assertion (machines differ, debug builds are slow): prints the rate this
-/// backend sustains for recorder batches, per batch, since a server that scans for each
-/// upsert slows down as data grows.
-async fn batch_write_rate(s: &mut Subject) {
-    const BATCH: usize = 1000;
-    const BATCHES: usize = 3;
-    let store = s.store();
-    let rec = store.create_recording("rate", "").await.unwrap();
-    let batches: Vec<Vec<TrafficDoc>> = (0..BATCHES)
-        .map(|b| {
-            (0..BATCH)
-                .map(|i| doc(&rec.id, &format!("{b}-{i}"), true, 1024))
-                .collect()
-        })
-        .collect();
-    let started = Instant::now();
-    for (i, batch) in batches.iter().enumerate() {
-        let batch_started = Instant::now();
-        assert_eq!(store.write_traffic(batch).await.unwrap(), BATCH as u64);
-        let elapsed = batch_started.elapsed();
-        println!(
-            "{} batch {i} ({BATCH} docs, {} already stored): {elapsed:.2?}, {:.0} docs/s",
-            store.describe(),
-            i * BATCH,
-            BATCH as f64 / elapsed.as_secs_f64()
-        );
-    }
-    let elapsed = started.elapsed();
-    let rate = (BATCH * BATCHES) as f64 / elapsed.as_secs_f64();
-    println!(
-        "{}: {} docs (~1 KiB bodies, batches of {BATCH}) in {elapsed:.2?}: {rate:.0} docs/s",
-        store.describe(),
-        BATCH * BATCHES
-    );
-    s.assert_count(&rec.id, (BATCH * BATCHES) as u64).await;
 }
 
 // ---------------------------------------------------------------------------------------

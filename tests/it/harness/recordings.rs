@@ -89,3 +89,21 @@ pub fn counter(counters: &Value, name: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("no counter `{name}` in {counters}"))
 }
+
+/// Waits (at most 10 s) until a module's counter reaches `at_least`, and returns the
+/// counters: the barrier that says the module has done what it does with a message, so
+/// a test can then assert that nothing else happened, without sleeping and hoping.
+pub async fn wait_counter(proxy: &TestProxy, module: &str, name: &str, at_least: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let c = counters(proxy, module).await;
+        if c[name].as_u64().is_some_and(|n| n >= at_least) {
+            return c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{module} `{name}` did not reach {at_least} within 10 s: {c}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
