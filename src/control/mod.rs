@@ -291,7 +291,7 @@ pub fn recording_reply<T: Serialize>(r: Result<T, RecordingError>) -> Reply {
     }
 }
 
-pub fn recording_error_code(e: &RecordingError) -> u16 {
+fn recording_error_code(e: &RecordingError) -> u16 {
     match e {
         RecordingError::NotFound(_) => 404,
         RecordingError::Busy { .. } | RecordingError::NotRunning => 409,

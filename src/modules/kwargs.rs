@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Deserializer};
 
+use http::header::{HeaderName, HeaderValue};
+
 use crate::redis_link::Endpoint;
-use crate::resources::FeedEndpoint;
+use crate::resources::{Claim, Claimed, FeedEndpoint};
 
 /// A port written as a number or, as the seed writes `mongo_port`, a string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,31 @@ pub fn redis_endpoint(
 
 /// The kwargs that name a module's Redis, for messages.
 pub const REDIS_KEYS: &str = "redis_url, redis_host, redis_port, redis_db";
+
+/// A module that names a Redis claims it for the control channel (unless the settings
+/// file says where that is).
+pub fn control_host_claim(redis: Option<Endpoint>) -> Option<Claimed> {
+    redis.map(|e| Claimed {
+        claim: Claim::ControlHost(e),
+        keys: REDIS_KEYS,
+    })
+}
+
+/// Header names and values from a kwargs map; the error names the bad one under `what`.
+pub fn header_pairs(
+    what: &str,
+    map: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    map.iter()
+        .map(|(k, v)| {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("{what}: `{k}` is not a header name"))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| format!("{what}: `{v}` is not a header value"))?;
+            Ok((name, value))
+        })
+        .collect()
+}
 
 /// A channel or key name as written, or the seed's `heliosburn.traffic`.
 pub fn name_or_default(name: &Option<String>) -> String {

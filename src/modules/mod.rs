@@ -41,6 +41,16 @@ pub enum ModuleError {
     Window(#[from] crate::window::WindowError),
 }
 
+impl ModuleError {
+    /// For `map_err`: kwargs that validated once and do not build now.
+    pub fn kwargs(module: &str) -> impl FnOnce(String) -> Self + '_ {
+        move |message| ModuleError::Failed {
+            module: module.to_owned(),
+            message,
+        }
+    }
+}
+
 /// A module on the request path: its phases, plus what status shows of it.
 pub trait PipelineModule: Phase {
     /// Counters for status.

@@ -12,6 +12,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::factory::{Factory, Kind, ModuleConfig};
+use super::kwargs::header_pairs;
 use super::{Built, ModuleError, PipelineModule};
 use crate::proxy::{Decision, Exchange, Phase};
 use crate::resources::Resources;
@@ -54,17 +55,7 @@ impl StaticResponseKwargs {
             .ok()
             .filter(|s| !s.is_informational())
             .ok_or_else(|| format!("status: `{code}` is not a final status (200 to 999)"))?;
-        let headers = self
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                let name = HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|_| format!("headers: `{k}` is not a header name"))?;
-                let value = HeaderValue::from_str(v)
-                    .map_err(|_| format!("headers: `{v}` is not a header value"))?;
-                Ok((name, value))
-            })
-            .collect::<Result<_, String>>()?;
+        let headers = header_pairs("headers", &self.headers)?;
         Ok(StaticResponse {
             path: self.path.clone().unwrap_or_else(|| "/".into()),
             status,
@@ -82,10 +73,7 @@ impl ModuleConfig for StaticResponseKwargs {
     }
 
     async fn build(&self, _: &Resources) -> Result<Built, ModuleError> {
-        let module = self.parse().map_err(|message| ModuleError::Failed {
-            module: FACTORY.name.into(),
-            message,
-        })?;
+        let module = self.parse().map_err(ModuleError::kwargs(FACTORY.name))?;
         Ok(Built::Pipeline(Arc::new(module)))
     }
 }

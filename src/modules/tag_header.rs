@@ -9,6 +9,7 @@ use http::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::factory::{Factory, Kind, ModuleConfig};
+use super::kwargs::header_pairs;
 use super::{Built, ModuleError, PipelineModule};
 use crate::proxy::{Decision, Exchange, Phase};
 use crate::resources::Resources;
@@ -37,21 +38,10 @@ pub struct AddHeader {
 
 impl AddHeaderKwargs {
     /// Checks every name and value; the error names the bad one.
-    pub fn parse(&self) -> Result<AddHeader, String> {
-        let conv = |m: &BTreeMap<String, String>| {
-            m.iter()
-                .map(|(k, v)| {
-                    let name = HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|_| format!("`{k}` is not a header name"))?;
-                    let value = HeaderValue::from_str(v)
-                        .map_err(|_| format!("`{v}` is not a header value"))?;
-                    Ok((name, value))
-                })
-                .collect::<Result<Vec<_>, String>>()
-        };
+    fn parse(&self) -> Result<AddHeader, String> {
         Ok(AddHeader {
-            request: conv(&self.request)?,
-            response: conv(&self.response)?,
+            request: header_pairs("request", &self.request)?,
+            response: header_pairs("response", &self.response)?,
         })
     }
 }
@@ -63,10 +53,7 @@ impl ModuleConfig for AddHeaderKwargs {
     }
 
     async fn build(&self, _: &Resources) -> Result<Built, ModuleError> {
-        let module = self.parse().map_err(|message| ModuleError::Failed {
-            module: FACTORY.name.into(),
-            message,
-        })?;
+        let module = self.parse().map_err(ModuleError::kwargs(FACTORY.name))?;
         Ok(Built::Pipeline(Arc::new(module)))
     }
 }

@@ -9,11 +9,11 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::factory::{Factory, Kind, ModuleConfig};
-use super::kwargs::{feed_endpoint, redis_endpoint, Port, RedisUrl, REDIS_KEYS};
+use super::kwargs::{control_host_claim, feed_endpoint, redis_endpoint, Port, RedisUrl};
 use super::{Built, ModuleError, PipelineModule};
 use crate::feed::Publisher;
 use crate::proxy::{Decision, Exchange, Phase};
-use crate::resources::{Claim, Claimed, Resources};
+use crate::resources::{Claimed, Resources};
 use crate::traffic::{self, RequestInfo, ResponseInfo, TrafficMessage};
 
 pub static FACTORY: Factory = Factory::new::<ReaderKwargs>(
@@ -44,13 +44,7 @@ pub struct ReaderKwargs {
 #[async_trait]
 impl ModuleConfig for ReaderKwargs {
     fn claims(&self) -> Vec<Claimed> {
-        self.redis()
-            .map(|e| Claimed {
-                claim: Claim::ControlHost(e),
-                keys: REDIS_KEYS,
-            })
-            .into_iter()
-            .collect()
+        control_host_claim(self.redis()).into_iter().collect()
     }
 
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::background::Background;
 use super::factory::{Factory, Kind, ModuleConfig};
-use super::kwargs::{feed_endpoint, redis_endpoint, Port, RedisUrl, REDIS_KEYS};
+use super::kwargs::{control_host_claim, feed_endpoint, redis_endpoint, Port, RedisUrl};
 use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received, Subscription};
 use crate::recording::{FlushRequest, Recordings, Target};
@@ -107,10 +107,7 @@ impl ModuleConfig for RecorderKwargs {
             claim: Claim::Store(self.store()),
             keys: STORE_KEYS,
         }];
-        claims.extend(self.redis().map(|e| Claimed {
-            claim: Claim::ControlHost(e),
-            keys: REDIS_KEYS,
-        }));
+        claims.extend(control_host_claim(self.redis()));
         claims
     }
 

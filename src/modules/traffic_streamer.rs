@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 use super::background::Background;
 use super::factory::{Factory, Kind, ModuleConfig};
-use super::kwargs::{feed_endpoint, name_or_default, redis_endpoint, Port, RedisUrl, REDIS_KEYS};
+use super::kwargs::{
+    control_host_claim, feed_endpoint, name_or_default, redis_endpoint, Port, RedisUrl,
+};
 use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received};
 use crate::redis_link::Endpoint;
@@ -70,10 +72,7 @@ impl ModuleConfig for StreamerKwargs {
             claim: Claim::Window(self.window()),
             keys: "redis_url, redis_host, redis_port, redis_db, redis_key",
         }];
-        claims.extend(self.redis().map(|e| Claimed {
-            claim: Claim::ControlHost(e),
-            keys: REDIS_KEYS,
-        }));
+        claims.extend(control_host_claim(self.redis()));
         claims
     }
 

@@ -614,6 +614,20 @@ fn control_settings(control: &str, request: &str, response: &str) -> String {
     format!("control:\n{control}  request_channel: {request}\n  response_channel: {response}\n")
 }
 
+/// A proxy with no modules whose control channel is `control` (settings lines) on fresh
+/// channel names; returns its upstream, the proxy and the request and response channels.
+async fn control_proxy(control: &str) -> (Upstream, TestProxy, String, String) {
+    let up = Upstream::start().await;
+    let (request, response) = (unique("mgmt-request"), unique("mgmt-response"));
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .no_modules()
+        .config_yaml(&control_settings(control, &request, &response))
+        .start()
+        .await;
+    (up, proxy, request, response)
+}
+
 /// Waits until the proxy listens on `request` (at most 15 s).
 async fn proxy_listens(conn: &MultiplexedConnection, request: &str) {
     eventually(
@@ -676,19 +690,10 @@ fn assert_reply_shape(reply: &Value, status: bool) {
 
 #[tokio::test]
 async fn a_control_reply_is_readable_at_its_key_within_100_ms() {
-    let up = Upstream::start().await;
-    let (request, response) = (unique("mgmt-request"), unique("mgmt-response"));
-    let settings = control_settings(
-        &format!("  redis_host: 127.0.0.1\n  redis_port: {SHARED_REDIS_PORT}\n"),
-        &request,
-        &response,
-    );
-    let _proxy = TestProxy::builder()
-        .upstream(&up)
-        .no_modules()
-        .config_yaml(&settings)
-        .start()
-        .await;
+    let (_up, _proxy, request, response) = control_proxy(&format!(
+        "  redis_host: 127.0.0.1\n  redis_port: {SHARED_REDIS_PORT}\n"
+    ))
+    .await;
     let mut conn = redis_conn(SHARED_REDIS_PORT).await;
     let mut replies = subscribe(SHARED_REDIS_PORT, &response).await;
     proxy_listens(&conn, &request).await;
@@ -767,19 +772,10 @@ fn rand_key_number() -> u64 {
 
 #[tokio::test]
 async fn a_control_reply_expires_after_reply_ttl() {
-    let up = Upstream::start().await;
-    let (request, response) = (unique("mgmt-request"), unique("mgmt-response"));
-    let settings = control_settings(
-        &format!("  redis_port: {SHARED_REDIS_PORT}\n  reply_ttl: 1\n"),
-        &request,
-        &response,
-    );
-    let _proxy = TestProxy::builder()
-        .upstream(&up)
-        .no_modules()
-        .config_yaml(&settings)
-        .start()
-        .await;
+    let (_up, _proxy, request, _) = control_proxy(&format!(
+        "  redis_port: {SHARED_REDIS_PORT}\n  reply_ttl: 1\n"
+    ))
+    .await;
     let mut conn = redis_conn(SHARED_REDIS_PORT).await;
     proxy_listens(&conn, &request).await;
     let key = unique("expiring");
