@@ -214,11 +214,33 @@ pub struct Recording {
     pub id: String,
     pub name: String,
     pub description: String,
+    #[serde(serialize_with = "micros::one")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "micros::one")]
     pub updated_at: DateTime<Utc>,
+    #[serde(serialize_with = "micros::optional")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "micros::optional")]
     pub stopped_at: Option<DateTime<Utc>>,
     pub count: u64,
+}
+
+/// Times as the wire carries them: RFC 3339 UTC with exactly six fractional digits
+/// (chrono's own form drops trailing zeros, `.573Z` for `.573000Z`).
+mod micros {
+    use chrono::{DateTime, Utc};
+    use serde::Serializer;
+
+    pub fn one<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::timestamp(*t))
+    }
+
+    pub fn optional<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => one(t, s),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// One stored transaction of a recording; `response` is absent until the response
@@ -228,6 +250,7 @@ pub struct Recording {
 pub struct TrafficDoc {
     pub recording_id: String,
     pub transaction_id: String,
+    #[serde(serialize_with = "micros::one")]
     pub created_at: DateTime<Utc>,
     pub request: Arc<RequestInfo>,
     pub response: Option<Arc<ResponseInfo>>,
@@ -249,6 +272,29 @@ impl TrafficDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_keep_six_fractional_digits_even_when_they_end_in_zeros() {
+        let t = DateTime::parse_from_rfc3339("2026-12-01T20:39:06.573000Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let rec = Recording {
+            id: "r".into(),
+            name: "n".into(),
+            description: String::new(),
+            created_at: t,
+            updated_at: t,
+            started_at: Some(t),
+            stopped_at: None,
+            count: 0,
+        };
+        let v = serde_json::to_value(&rec).unwrap();
+        assert_eq!(v["createdAt"], "2026-12-01T20:39:06.573000Z");
+        assert_eq!(v["startedAt"], "2026-12-01T20:39:06.573000Z");
+        assert_eq!(v["stoppedAt"], serde_json::Value::Null);
+        let back: Recording = serde_json::from_value(v).unwrap();
+        assert_eq!(back, rec);
+    }
 
     #[test]
     fn query_args_keep_repeats_and_decode() {

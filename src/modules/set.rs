@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::factory::{Factory, Kind, ModuleConfig};
@@ -36,7 +35,8 @@ pub struct ModuleStatus {
     pub state: State,
     pub status: String,
     pub kind: Kind,
-    pub since: DateTime<Utc>,
+    /// When the module entered its state (RFC 3339 UTC, microseconds), error or not.
+    pub since: String,
     pub counters: serde_json::Value,
 }
 
@@ -294,15 +294,13 @@ async fn stop_slot(slot: &Slot) {
 
 fn status_of(slot: &Slot) -> ModuleStatus {
     let status = slot.lifecycle.status();
+    let since = crate::traffic::timestamp(status.since);
     ModuleStatus {
         module: slot.name.clone(),
         state: slot.lifecycle.state(),
-        status: status
-            .error
-            .clone()
-            .unwrap_or_else(|| crate::traffic::timestamp(status.since)),
+        status: status.error.unwrap_or_else(|| since.clone()),
         kind: slot.factory.kind,
-        since: status.since,
+        since,
         counters: slot.module.load().counters(),
     }
 }
