@@ -24,7 +24,11 @@ pub struct Loaded {
 }
 
 /// Reads both files and the flags, reporting the problems of every file together.
-pub fn load(args: &RunArgs, mgmt: Option<String>) -> Result<Loaded, ConfigError> {
+pub fn load(
+    args: &RunArgs,
+    mgmt: Option<String>,
+    mgmt_token: Option<String>,
+) -> Result<Loaded, ConfigError> {
     let mut problems = Vec::new();
     let (file_name, file) = match &args.config {
         Some(p) => (p.display().to_string(), SettingsFile::load(p)),
@@ -34,6 +38,7 @@ pub fn load(args: &RunArgs, mgmt: Option<String>) -> Result<Loaded, ConfigError>
         bind: args.bind.clone(),
         upstream: args.upstream.clone(),
         mgmt,
+        mgmt_token,
         preserve_host: args.preserve_host,
         data_dir: args.data_dir.clone(),
         log_level: args.log_level.clone(),
@@ -170,7 +175,15 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         recordings: opened.recordings.clone(),
         window: opened.window.clone(),
     });
-    let router = control::http::router(controller.clone());
+    let access = control::access::Access::new(
+        mgmt_addr,
+        settings.mgmt_hosts.clone(),
+        settings.mgmt_token.clone(),
+    );
+    if settings.mgmt_token.is_none() {
+        tracing::info!(management = %mgmt_addr, "management API without a token: any local user can use it (set --mgmt-token)");
+    }
+    let router = control::http::router(controller.clone(), Arc::new(access));
     let mgmt_shutdown = shutdown.clone();
     let mgmt_task = tokio::spawn(async move {
         axum::serve(mgmt_listener, router)

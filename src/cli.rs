@@ -19,6 +19,16 @@ pub struct Cli {
     /// Management API address (the listener when running; the proxy to talk to otherwise).
     #[arg(long, global = true, value_name = "HOST:PORT", env = "HELIOSBURN_MGMT")]
     pub mgmt: Option<String>,
+    /// Token of the management API: required from its clients when the proxy runs with
+    /// one, and sent by the client commands.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "HELIOSBURN_MGMT_TOKEN",
+        hide_env_values = true
+    )]
+    pub mgmt_token: Option<String>,
     /// Print JSON instead of tables (client commands).
     #[arg(long, global = true)]
     pub json: bool,

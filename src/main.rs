@@ -25,7 +25,8 @@ fn main() -> ExitCode {
     };
     if let Some(cmd) = cli.command {
         let mgmt = cli.mgmt.unwrap_or_else(|| "127.0.0.1:5150".into());
-        return match runtime.block_on(control::client::run(&mgmt, cli.json, cmd)) {
+        let token = cli.mgmt_token.as_deref();
+        return match runtime.block_on(control::client::run(&mgmt, token, cli.json, cmd)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("heliosburn: {e:#}");
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
         };
     }
 
-    let loaded = match app::load(&cli.run, cli.mgmt.clone()) {
+    let loaded = match app::load(&cli.run, cli.mgmt.clone(), cli.mgmt_token.clone()) {
         Ok(l) => l,
         Err(e) => {
             eprint!("heliosburn: {e}");

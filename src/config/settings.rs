@@ -93,12 +93,37 @@ impl ControlChannel {
 /// large bodies; the ring's byte budget caps it too).
 pub const DEFAULT_BUS_CAPACITY: usize = 8_192;
 
+/// A secret from the configuration: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, to compare or send; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
 /// Validated proxy settings: files, then flags over them.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
     pub upstream: Option<Upstream>,
     pub mgmt: SocketAddr,
+    /// Required as `Authorization: Bearer` on the management API when set.
+    pub mgmt_token: Option<Secret>,
+    /// Host names the management API answers to besides its own address.
+    pub mgmt_hosts: Vec<String>,
     pub preserve_host: bool,
     pub connect_timeout: Duration,
     pub upstream_timeout: Duration,
@@ -116,6 +141,8 @@ impl Default for Settings {
             bind: SocketAddr::from(([127, 0, 0, 1], 8880)),
             upstream: None,
             mgmt: SocketAddr::from(([127, 0, 0, 1], 5150)),
+            mgmt_token: None,
+            mgmt_hosts: Vec::new(),
             preserve_host: false,
             connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(30),
@@ -138,6 +165,11 @@ pub struct SettingsFile {
     pub upstream: Option<String>,
     /// Management API listener, `host:port`.
     pub management: Option<String>,
+    /// Bearer token the management API requires (prefer `HELIOSBURN_MGMT_TOKEN`).
+    pub management_token: Option<String>,
+    /// Host names (as clients write them in `Host:`) the management API answers to
+    /// besides its own address, e.g. behind a reverse proxy.
+    pub management_hosts: Option<Vec<String>>,
     /// Forward the client's Host header instead of the upstream's.
     pub preserve_host: Option<bool>,
     /// Seconds to wait for a TCP connection to the upstream.
@@ -185,6 +217,8 @@ const TOP_KEYS: &[&str] = &[
     "bind",
     "upstream",
     "management",
+    "management_token",
+    "management_hosts",
     "preserve_host",
     "connect_timeout",
     "upstream_timeout",
@@ -231,6 +265,8 @@ impl SettingsFile {
                 "bind" => out.bind = field(&mut problems, key, v, "an address like 127.0.0.1:8880"),
                 "upstream" => out.upstream = field(&mut problems, key, v, "a URL like http://127.0.0.1:8080"),
                 "management" => out.management = field(&mut problems, key, v, "an address like 127.0.0.1:5150"),
+                "management_token" => out.management_token = field(&mut problems, key, v, "a token (a string)"),
+                "management_hosts" => out.management_hosts = field(&mut problems, key, v, "a list of host names"),
                 "preserve_host" => out.preserve_host = field(&mut problems, key, v, "true or false"),
                 "connect_timeout" => out.connect_timeout = field(&mut problems, key, v, "seconds, a number"),
                 "upstream_timeout" => out.upstream_timeout = field(&mut problems, key, v, "seconds, a number"),
@@ -333,6 +369,7 @@ pub struct Overrides {
     pub bind: Option<String>,
     pub upstream: Option<String>,
     pub mgmt: Option<String>,
+    pub mgmt_token: Option<String>,
     pub preserve_host: bool,
     pub data_dir: Option<PathBuf>,
     pub log_level: Option<String>,
@@ -365,6 +402,25 @@ impl Settings {
                 ),
             }
         }
+        match flags.mgmt_token.clone().or(file.management_token) {
+            Some(t) if t.trim().is_empty() => problems.add(
+                flag_problems("management_token"),
+                "the token is empty; set a long random one, or none",
+            ),
+            Some(t) => s.mgmt_token = Some(Secret(t)),
+            None => {}
+        }
+        for h in file.management_hosts.unwrap_or_default() {
+            let h = h.trim().to_ascii_lowercase();
+            if h.is_empty() || h.contains(['/', ' ', '@']) {
+                problems.add(
+                    "management_hosts",
+                    format!("`{h}` is not a host name (write it as in `Host:`, e.g. hb.internal or hb.internal:5150)"),
+                );
+            } else {
+                s.mgmt_hosts.push(h);
+            }
+        }
         let mgmt = flags.mgmt.clone().or(file.management);
         if let Some(m) = mgmt {
             match m.parse::<SocketAddr>() {
@@ -374,6 +430,16 @@ impl Settings {
                     format!("`{m}` is not an address like 127.0.0.1:5150"),
                 ),
             }
+        }
+        if !s.mgmt.ip().is_loopback() && s.mgmt_token.is_none() {
+            problems.add(
+                flag_problems("management"),
+                format!(
+                    "the management API on {} would be reachable off this machine without a token; \
+                     set one with --mgmt-token or HELIOSBURN_MGMT_TOKEN (or bind it to 127.0.0.1)",
+                    s.mgmt
+                ),
+            );
         }
         if let Some(u) = flags.upstream.clone().or(file.upstream) {
             match Upstream::parse(&u) {
@@ -478,6 +544,7 @@ fn flags_name(key: &str) -> String {
     match key {
         "bind" => "bind (or --bind)".into(),
         "management" => "management (or --mgmt)".into(),
+        "management_token" => "management_token (or --mgmt-token, HELIOSBURN_MGMT_TOKEN)".into(),
         "upstream" => "upstream (or --upstream)".into(),
         _ => String::new(),
     }

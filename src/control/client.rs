@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::cli::{Command, RecordingCommand};
 
-pub async fn run(mgmt: &str, json: bool, cmd: Command) -> Result<()> {
+pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> Result<()> {
     let base = if mgmt.starts_with("http://") {
         mgmt.trim_end_matches('/').to_owned()
     } else {
@@ -61,9 +61,20 @@ pub async fn run(mgmt: &str, json: bool, cmd: Command) -> Result<()> {
             ),
         },
     };
+    let changes = method != Method::GET;
     let mut req = reqwest::Client::new().request(method, target);
-    if let Some(b) = body {
-        req = req.json(&b);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    // The API takes state changes only as JSON (a browser cannot send that cross-site).
+    match body {
+        Some(b) => req = req.json(&b),
+        None if changes => {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body("{}")
+        }
+        None => {}
     }
     let resp = req.send().await.with_context(|| {
         format!("cannot reach the management API at {base}: is heliosburn running? (pass --mgmt HOST:PORT)")

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::access::{self, Access};
 use super::{recording_reply, ControlCommand, ControlRequest, Controller, Reply};
 use crate::recording::RecordingError;
 use crate::store::RecordingPatch;
@@ -20,8 +21,10 @@ use crate::store::RecordingPatch;
 /// Most traffic documents one page may hold.
 pub const MAX_PAGE: u64 = 10_000;
 
-pub fn router(ctl: Arc<Controller>) -> Router {
+/// The API's routes behind the access guard.
+pub fn router(ctl: Arc<Controller>, access: Arc<Access>) -> Router {
     Router::new()
+        .route(access::HEALTH_PATH, get(healthz))
         .route("/status", get(status))
         .route("/control", post(control))
         .route("/modules/{name}/{action}", post(module_action))
@@ -46,6 +49,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             )
         })
         .with_state(ctl)
+        .layer(axum::middleware::from_fn_with_state(access, access::guard))
 }
 
 /// An error as the API returns it.
@@ -55,17 +59,33 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: StatusCode, message: impl ToString) -> Self {
+    pub fn new(code: StatusCode, message: impl ToString) -> Self {
         Self {
             code,
             body: json!({ "error": message.to_string() }),
         }
     }
+
+    /// 401, with the `WWW-Authenticate: Bearer` challenge.
+    pub fn unauthorized(message: impl ToString) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.code, Json(self.body)).into_response()
+        let mut resp = (self.code, Json(self.body)).into_response();
+        if self.code == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
     }
 }
 
@@ -127,6 +147,11 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 #[derive(Deserialize)]
 struct ModuleQuery {
     module: Option<String>,
+}
+
+/// Liveness: answers while the management API runs (no token needed).
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
 }
 
 async fn status(State(ctl): State<Arc<Controller>>, Query(q): Query<ModuleQuery>) -> Response {

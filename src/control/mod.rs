@@ -1,6 +1,7 @@
 //! Control operations: one command type, decoded from the HTTP API or the Redis control
 //! channel, applied by one [`Controller`] (mini-redis's `Command` + `apply`).
 
+pub mod access;
 pub mod client;
 pub mod http;
 pub mod redis;

@@ -242,9 +242,11 @@ async fn bad_control_requests_get_400_with_a_reason() {
     let http = Http::new();
     let control = format!("{}/control", proxy.mgmt_url());
 
-    let r = http
-        .request("POST", &control, crate::harness::body("{not json"))
-        .await;
+    let broken = http::Request::post(&control)
+        .header("content-type", "application/json")
+        .body(crate::harness::body("{not json"))
+        .unwrap();
+    let r = http.send(broken).await;
     assert_eq!(r.status, 400);
     let reason = r.json()["error"].as_str().unwrap_or_default().to_owned();
     assert!(reason.starts_with("invalid JSON body: "), "{reason}");

@@ -6,6 +6,7 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+mod access;
 mod bodies;
 mod cli;
 mod config;

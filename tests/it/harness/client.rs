@@ -144,16 +144,17 @@ impl Http {
         self.request("GET", url, body("")).await
     }
 
-    /// A JSON request (body `None`: no body).
+    /// A JSON request (body `None`: no body). Anything but a GET says it is JSON, as the
+    /// management API wants of requests that change state.
     pub async fn json(&self, method: &str, url: &str, json: Option<Value>) -> Resp {
         let mut req = Request::builder()
             .method(Method::from_bytes(method.as_bytes()).unwrap())
             .uri(url);
+        if method != "GET" {
+            req = req.header("content-type", "application/json");
+        }
         let b = match json {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                body(v.to_string())
-            }
+            Some(v) => body(v.to_string()),
             None => body(""),
         };
         self.send(req.body(b).unwrap()).await
