@@ -8,7 +8,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
-use crate::config::{ConfigError, ModulesConfig, Overrides, Problem, Settings, SettingsFile};
+use crate::config::{
+    ConfigError, ModulesConfig, Overrides, Problem, Settings, SettingsFile, Upstream,
+};
 use crate::control::{self, Controller};
 use crate::modules::registry::{self, ModulePlan};
 use crate::modules::ModuleSet;
@@ -19,6 +21,8 @@ use crate::resources::{self, Plan};
 /// shared resources resolved from them.
 pub struct Loaded {
     pub settings: Settings,
+    /// Where requests go (the settings' `upstream`, which a run cannot do without).
+    pub upstream: Upstream,
     pub modules: ModulePlan,
     pub resources: Plan,
 }
@@ -52,7 +56,8 @@ pub fn load(
             None
         }
     };
-    if settings.as_ref().is_some_and(|s| s.upstream.is_none()) {
+    let upstream = settings.as_ref().and_then(|s| s.upstream.clone());
+    if settings.is_some() && upstream.is_none() {
         problems.push(Problem {
             file: file_name.clone(),
             key: "upstream".into(),
@@ -82,12 +87,15 @@ pub fn load(
         }
         _ => None,
     };
-    match (settings, modules, plan) {
-        (Some(settings), Some(modules), Some(resources)) if problems.is_empty() => Ok(Loaded {
-            settings,
-            modules,
-            resources,
-        }),
+    match (settings, upstream, modules, plan) {
+        (Some(settings), Some(upstream), Some(modules), Some(resources)) if problems.is_empty() => {
+            Ok(Loaded {
+                settings,
+                upstream,
+                modules,
+                resources,
+            })
+        }
         _ => Err(ConfigError { problems }),
     }
 }
@@ -96,13 +104,11 @@ pub fn load(
 pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
     let Loaded {
         settings,
+        upstream,
         modules: module_plan,
         resources: plan,
     } = loaded;
-    let upstream = settings
-        .upstream
-        .clone()
-        .context("no upstream: pass --upstream http://HOST:PORT or set `upstream:` in the settings file (--config)")?;
+    let target = UpstreamTarget::new(upstream).map_err(anyhow::Error::msg)?;
     let shutdown = CancellationToken::new();
     // Watched from now on, so that a signal during a slow connect ends the wait.
     let mut signalled = std::pin::pin!(shutdown_signal());
@@ -119,6 +125,11 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         )
     })?;
 
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    let proxy_addr = proxy_listener.local_addr()?;
+    let mgmt_addr = mgmt_listener.local_addr()?;
     tracing::info!(store = %plan.store, window = %plan.window, "opening the shared resources");
     let opened = tokio::select! {
         r = plan.open(settings.data_dir.clone(), settings.bus_capacity) => r?,
@@ -140,7 +151,7 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
             opened.clone(),
             running.clone(),
             modules_path.map(Path::to_path_buf),
-            plan.control_from_modules,
+            plan.clone(),
         )
         .await
         .context("building the modules")?,
@@ -150,21 +161,24 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         return Err(anyhow::Error::new(e).context("starting the modules"));
     }
 
-    let target = UpstreamTarget::new(upstream).map_err(anyhow::Error::msg)?;
     let forward = ForwardSettings {
         preserve_host: settings.preserve_host,
         connect_timeout: settings.connect_timeout,
         upstream_timeout: settings.upstream_timeout,
     };
     let forwarder = Arc::new(Forwarder::new(target, running, forward));
-    let proxy_addr = proxy_listener.local_addr()?;
-    let mgmt_addr = mgmt_listener.local_addr()?;
-    let (listener, proxy_task) = listener::spawn(
+    let (listener, proxy_task) = match listener::spawn(
         proxy_listener,
         forwarder.clone(),
         shutdown.clone(),
         settings.drain_timeout,
-    )?;
+    ) {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            modules.stop_all().await;
+            return Err(anyhow::Error::new(e).context("starting the proxy listener"));
+        }
+    };
 
     let controller = Arc::new(Controller {
         proxy: Proxy {

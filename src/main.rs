@@ -43,6 +43,9 @@ fn main() -> ExitCode {
         }
     };
     if cli.run.check_config {
+        for w in &loaded.resources.warnings {
+            eprintln!("heliosburn: warning: {w}");
+        }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
@@ -61,13 +64,8 @@ fn main() -> ExitCode {
 /// FILE` reads FILE as a subcommand.
 fn cli_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    let checking = std::env::args().any(|a| a == "--check-config");
-    if checking
-        && matches!(
-            e.kind(),
-            ErrorKind::InvalidSubcommand | ErrorKind::UnknownArgument
-        )
-    {
+    let checking = std::env::args_os().any(|a| a == "--check-config");
+    if checking && e.kind() == ErrorKind::InvalidSubcommand {
         eprintln!(
             "heliosburn: --check-config takes no file; name the files with --config SETTINGS.yaml \
              and --modules MODULES.yaml, e.g. `heliosburn --check-config --modules modules.yaml`"

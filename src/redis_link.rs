@@ -29,8 +29,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a Redis is: a validated `redis://` or `rediss://` (TLS) URL.
 ///
-/// Shown as `redis://host:port/db` — never with the user name or password.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// Shown as `redis://host:port/db` — never with the user name or password. Two
+/// endpoints are equal when they name the same server, database and credentials,
+/// however they were written (`redis://h:6379` is `redis_host: h` with `redis_db: 0`).
+#[derive(Clone)]
 pub struct Endpoint {
     /// The URL as given, credentials included: only for connecting.
     url: String,
@@ -38,6 +40,32 @@ pub struct Endpoint {
     shown: String,
     /// `host:port`.
     addr: String,
+    /// The server as compared: scheme, host, port, user and password (not shown).
+    server: String,
+    db: i64,
+}
+
+/// How a server is compared: never shown, as it holds the credentials.
+fn server_key(scheme: &str, user: &str, password: &str, host: &str, port: u16) -> String {
+    format!(
+        "{scheme}://{user}:{password}@{}:{port}",
+        host.to_ascii_lowercase()
+    )
+}
+
+impl PartialEq for Endpoint {
+    fn eq(&self, other: &Self) -> bool {
+        self.server == other.server && self.db == other.db
+    }
+}
+
+impl Eq for Endpoint {}
+
+impl std::hash::Hash for Endpoint {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.server.hash(h);
+        self.db.hash(h);
+    }
 }
 
 impl Endpoint {
@@ -54,7 +82,15 @@ impl Endpoint {
             shown: url.clone(),
             url,
             addr: format!("{host}:{port}"),
+            server: server_key("redis", "", "", &host, port),
+            db,
         }
+    }
+
+    /// The same server (scheme, host, port, credentials), whatever the database: what
+    /// pub/sub sees, as channels span databases.
+    pub fn same_server(&self, other: &Endpoint) -> bool {
+        self.server == other.server
     }
 
     /// Checks `redis://[user:pass@]host[:port][/db]` or `rediss://…` without any I/O.
@@ -88,11 +124,21 @@ impl Endpoint {
         } else {
             host
         };
-        let db = info.redis_settings().db();
+        let settings = info.redis_settings();
+        let db = settings.db();
+        let server = server_key(
+            scheme,
+            settings.username().unwrap_or_default(),
+            settings.password().unwrap_or_default(),
+            &host,
+            port,
+        );
         Ok(Endpoint {
             url: url.to_owned(),
             shown: format!("{scheme}://{host}:{port}/{db}"),
             addr: format!("{host}:{port}"),
+            server,
+            db,
         })
     }
 
@@ -550,6 +596,18 @@ impl ForwardTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_written_two_ways_are_one() {
+        let url = Endpoint::parse("redis://127.0.0.1:6379").unwrap();
+        let parts = Endpoint::from_parts("127.0.0.1", 6379, 0);
+        assert_eq!(url, parts);
+        assert_ne!(url, Endpoint::from_parts("127.0.0.1", 6379, 1));
+        assert!(url.same_server(&Endpoint::from_parts("127.0.0.1", 6379, 1)));
+        let with_password = Endpoint::parse("redis://:pw@127.0.0.1:6379/0").unwrap();
+        assert_ne!(with_password, parts);
+        assert!(!with_password.same_server(&parts));
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_starts_over() {

@@ -50,7 +50,7 @@ impl fmt::Display for StoreSpec {
                 write!(
                     f,
                     "MongoDB {} ({db}.{collection})",
-                    without_credentials(uri)
+                    crate::store::mongo::redact(uri)
                 )
             }
         }
@@ -87,14 +87,28 @@ pub enum FeedEndpoint {
 }
 
 /// A resource one module's kwargs name for a role that the whole proxy shares.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Claim {
     Store(StoreSpec),
     Window(WindowSpec),
     /// A Redis the module uses: the control channel lives there unless the settings
-    /// file's `control:` says where.
+    /// file's `control:` says where. Its channels span databases, so two claims of one
+    /// server agree whatever their `redis_db`.
     ControlHost(Endpoint),
 }
+
+impl PartialEq for Claim {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Claim::Store(a), Claim::Store(b)) => a == b,
+            (Claim::Window(a), Claim::Window(b)) => a == b,
+            (Claim::ControlHost(a), Claim::ControlHost(b)) => a.same_server(b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Claim {}
 
 impl Claim {
     fn role(&self) -> &'static str {
@@ -105,7 +119,7 @@ impl Claim {
         }
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             Claim::Store(s) => s.to_string(),
             Claim::Window(w) => w.to_string(),
@@ -121,6 +135,13 @@ pub struct Claimed {
     pub keys: &'static str,
 }
 
+/// How a module uses a feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedUse {
+    Publishes(FeedEndpoint),
+    Reads(FeedEndpoint),
+}
+
 /// One module's claims, as [`resolve`] reads them.
 pub struct Claimant<'a> {
     /// The module's name in status (`TrafficRecorder#2`).
@@ -128,6 +149,7 @@ pub struct Claimant<'a> {
     /// Where its entry is in the file (`support[1]`).
     pub key: &'a str,
     pub claims: &'a [Claimed],
+    pub feed: Option<FeedUse>,
 }
 
 /// The resources of a run, resolved and not yet opened.
@@ -138,6 +160,71 @@ pub struct Plan {
     pub control: Option<ControlChannel>,
     /// The control channel came from a module's Redis, not from the settings file.
     pub control_from_modules: bool,
+    /// Which module named the window, with the kwargs that did (for messages).
+    window_by: Option<(String, &'static str)>,
+    /// What is legal but will not do what it seems to (a feed nobody reads).
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Whether the opened resources serve this claim: a reload may not move a resource,
+    /// as each is opened once, at startup.
+    pub fn admits(&self, claim: &Claim) -> bool {
+        match claim {
+            Claim::Store(s) => *s == self.store,
+            Claim::Window(w) => *w == self.window,
+            Claim::ControlHost(e) => match (&self.control, self.control_from_modules) {
+                (Some(c), true) => c.endpoint.same_server(e),
+                _ => true,
+            },
+        }
+    }
+
+    /// What was opened for a claim's role, for messages.
+    pub fn opened_for(&self, claim: &Claim) -> String {
+        match claim {
+            Claim::Store(_) => self.store.to_string(),
+            Claim::Window(_) => self.window.to_string(),
+            Claim::ControlHost(_) => self.control.as_ref().map_or_else(
+                || "no control channel".to_owned(),
+                |c| c.endpoint.to_string(),
+            ),
+        }
+    }
+}
+
+/// Feeds that no one in this process publishes to or reads: legal (another process may
+/// be on the other end of a Redis feed), but on the in-process bus certainly a mistake.
+fn feed_warnings(claimants: &[Claimant<'_>]) -> Vec<String> {
+    let published = |at: &FeedEndpoint| {
+        claimants
+            .iter()
+            .any(|c| c.feed == Some(FeedUse::Publishes(at.clone())))
+    };
+    let read = |at: &FeedEndpoint| {
+        claimants
+            .iter()
+            .any(|c| c.feed == Some(FeedUse::Reads(at.clone())))
+    };
+    let mut out = Vec::new();
+    for c in claimants {
+        match &c.feed {
+            Some(FeedUse::Reads(FeedEndpoint::Memory)) if !published(&FeedEndpoint::Memory) => out
+                .push(format!(
+                    "{} ({}) reads the in-process feed, but no pipeline module publishes to it: \
+                     it will see nothing (give it the Redis feed the publisher uses)",
+                    c.module, c.key
+                )),
+            Some(FeedUse::Publishes(FeedEndpoint::Memory)) if !read(&FeedEndpoint::Memory) => out
+                .push(format!(
+                    "{} ({}) publishes to the in-process feed, but no support module reads it: \
+                     nothing it publishes is recorded or shown",
+                    c.module, c.key
+                )),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Resolves every role from every claim. A role nobody claims gets its embedded default;
@@ -201,11 +288,16 @@ pub fn resolve(
         (None, Some(Claim::ControlHost(endpoint))) => (Some(ControlChannel::new(endpoint)), true),
         (None, _) => (None, false),
     };
+    let window_by = first
+        .get("live window")
+        .map(|(c, claimed)| (c.module.to_owned(), claimed.keys));
     Ok(Plan {
         store,
         window,
         control,
         control_from_modules,
+        window_by,
+        warnings: feed_warnings(claimants),
     })
 }
 
@@ -221,10 +313,12 @@ pub enum OpenError {
     /// Its message names the server and the kwargs already.
     #[error(transparent)]
     Mongo { source: StoreError },
-    #[error("cannot open the live window: {source} (the TrafficStreamer's redis_* kwargs)")]
+    #[error("cannot open the live window: {source} ({by})")]
     Window {
         #[source]
         source: WindowError,
+        /// The module and kwargs that named it.
+        by: String,
     },
 }
 
@@ -260,7 +354,13 @@ impl Plan {
             WindowSpec::Redis { endpoint, key } => Arc::new(
                 RedisWindow::connect(endpoint, key)
                     .await
-                    .map_err(|source| OpenError::Window { source })?,
+                    .map_err(|source| OpenError::Window {
+                        source,
+                        by: self.window_by.as_ref().map_or_else(
+                            || "the live window's Redis".to_owned(),
+                            |(module, keys)| format!("{module}'s {keys} kwargs"),
+                        ),
+                    })?,
             ),
         };
         Ok(Resources {
@@ -325,14 +425,6 @@ impl Feeds {
     }
 }
 
-/// A MongoDB URI without its user and password.
-fn without_credentials(uri: &str) -> String {
-    match (uri.find("://"), uri.find('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}{}", &uri[..s + 3], &uri[at + 1..]),
-        _ => uri.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,21 +450,23 @@ mod tests {
                     module: "TrafficRecorder",
                     key: "support[0]",
                     claims: &a,
+                    feed: None,
                 },
                 Claimant {
                     module: "TrafficRecorder#2",
                     key: "support[1]",
                     claims: &b,
+                    feed: None,
                 },
             ],
             None,
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("m.yaml: support[1].kwargs: TrafficRecorder#2 names MongoDB mongodb://h:27017/ (b.traffic) as the store"), "{err}");
+        assert!(err.contains("m.yaml: support[1].kwargs: TrafficRecorder#2 names MongoDB mongodb://h:27017 (b.traffic) as the store"), "{err}");
         assert!(
             err.contains(
-                "but TrafficRecorder (support[0]) names MongoDB mongodb://h:27017/ (a.traffic)"
+                "but TrafficRecorder (support[0]) names MongoDB mongodb://h:27017 (a.traffic)"
             ),
             "{err}"
         );
@@ -389,11 +483,13 @@ mod tests {
                     module: "R",
                     key: "support[0]",
                     claims: &a,
+                    feed: None,
                 },
                 Claimant {
                     module: "R#2",
                     key: "support[1]",
                     claims: &b,
+                    feed: None,
                 },
             ],
             None,
@@ -416,11 +512,13 @@ mod tests {
                 module: "TrafficReader",
                 key: "pipeline[0]",
                 claims: &a,
+                feed: None,
             },
             Claimant {
                 module: "TrafficRecorder",
                 key: "support[0]",
                 claims: &b,
+                feed: None,
             },
         ];
         let err = resolve("m.yaml", &claimants, None).unwrap_err().to_string();

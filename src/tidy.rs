@@ -42,6 +42,16 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The module an item of a `use` group starts with (`feed` of `feed::{a, b}`).
+fn top_item(item: &str) -> Option<String> {
+    let name: String = item
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty() && name != "self").then_some(name)
+}
+
 /// The crate's top-level modules a source names: `crate::x`, `crate::{x, y}`, and in the
 /// binary `heliosburn::x` / `heliosburn::{x, y}`.
 fn named_modules(source: &str, root: &str) -> BTreeSet<String> {
@@ -60,11 +70,22 @@ fn named_modules(source: &str, root: &str) -> BTreeSet<String> {
         }
         let rest = &source[at + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
-            let inner = &group[..group.find('}').unwrap_or(group.len())];
-            for part in inner.split(',') {
-                let name = ident(part.trim());
-                if !name.is_empty() && name != "self" {
-                    out.insert(name);
+            // The top-level items of the group, whatever is nested in them.
+            let mut depth = 0usize;
+            let mut start = 0;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        out.extend(top_item(&group[start..i]));
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        out.extend(top_item(&group[start..i]));
+                        start = i + 1;
+                    }
+                    _ => {}
                 }
             }
         } else {
@@ -143,11 +164,41 @@ fn the_proxy_names_no_module_above_it() {
 #[test]
 fn the_scanner_finds_paths_and_groups() {
     let found = named_modules(
-        "use crate::{feed::x, store, self};\nlet a = crate::window::now();\nuse other_crate::proxy;",
+        "use crate::{feed::{x, y}, store, self, modules::Z};\nlet a = crate::window::now();\nuse other_crate::proxy;",
         "crate",
     );
     assert_eq!(
         found.into_iter().collect::<Vec<_>>(),
-        ["feed", "store", "window"]
+        ["feed", "modules", "store", "window"]
     );
+}
+
+#[test]
+fn the_layer_table_has_no_cycles() {
+    let table = layer_table();
+    // Depth-first, with the path kept: a layer met again on its own path is a cycle.
+    fn visit<'a>(
+        layer: &'a str,
+        table: &'a BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) {
+        if done.contains(layer) {
+            return;
+        }
+        assert!(
+            !path.contains(&layer),
+            "a cycle in ARCHITECTURE.md's layers: {path:?} -> {layer}"
+        );
+        path.push(layer);
+        for next in table.get(layer).into_iter().flatten() {
+            visit(next, table, path, done);
+        }
+        path.pop();
+        done.insert(layer);
+    }
+    let mut done = BTreeSet::new();
+    for layer in table.keys() {
+        visit(layer, &table, &mut Vec::new(), &mut done);
+    }
 }

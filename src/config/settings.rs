@@ -550,11 +550,6 @@ fn flags_name(key: &str) -> String {
     }
 }
 
-/// `redis://host:port/db`.
-pub fn redis_url(host: &str, port: u16, db: i64) -> String {
-    Endpoint::from_parts(host, port, db).url().to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,22 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> R
         }
         u
     };
+    // `.` and `..` would be dropped from the path (`recording delete ..` would hit the
+    // collection): no id or name is either.
+    let ids = match &cmd {
+        Command::Status { module } => module.iter().collect::<Vec<_>>(),
+        Command::Recording(
+            RecordingCommand::Show { id }
+            | RecordingCommand::Start { id }
+            | RecordingCommand::Stop { id }
+            | RecordingCommand::Delete { id }
+            | RecordingCommand::Traffic { id, .. },
+        ) => vec![id],
+        Command::Recording(_) => Vec::new(),
+    };
+    if let Some(bad) = ids.iter().find(|i| i.as_str() == "." || i.as_str() == "..") {
+        bail!("`{bad}` is not an id");
+    }
     use reqwest::Method;
     let (method, target, body) = match &cmd {
         Command::Status { module } => (

@@ -89,14 +89,21 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<RecordingError> for ApiError {
-    fn from(e: RecordingError) -> Self {
-        let reply = recording_reply::<()>(Err(e));
-        let code = StatusCode::from_u16(reply.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        match reply.message {
+impl ApiError {
+    /// A control reply that is not a success: an error text becomes `{"error": ...}`,
+    /// a structured message (409 busy) is the body as it is.
+    fn from_reply(r: Reply) -> Self {
+        let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        match r.message {
             Value::String(s) => ApiError::new(code, s),
             body => ApiError { code, body },
         }
+    }
+}
+
+impl From<RecordingError> for ApiError {
+    fn from(e: RecordingError) -> Self {
+        ApiError::from_reply(recording_reply::<()>(Err(e)))
     }
 }
 
@@ -109,17 +116,18 @@ fn reply(r: Reply) -> Response {
 /// A control reply as a resource: its message is the body (an error text becomes
 /// `{"error": ...}`), its code the status.
 fn resource(r: Reply) -> Response {
-    let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    match r.message {
-        Value::String(text) if r.code != 200 => ApiError::new(code, text).into_response(),
-        body => (code, Json(body)).into_response(),
+    if r.code == 200 {
+        Json(r.message).into_response()
+    } else {
+        ApiError::from_reply(r).into_response()
     }
 }
 
-/// Query parameters, with a bad value answered in the API's JSON error shape.
-struct Query<T>(T);
+/// Query parameters, with a bad value answered in the API's JSON error shape (axum's
+/// own `Query` answers in plain text).
+struct JsonQuery<T>(T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for JsonQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -128,7 +136,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     ) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
-            .map(|q| Query(q.0))
+            .map(|q| JsonQuery(q.0))
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
     }
 }
@@ -154,7 +162,10 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn status(State(ctl): State<Arc<Controller>>, Query(q): Query<ModuleQuery>) -> Response {
+async fn status(
+    State(ctl): State<Arc<Controller>>,
+    JsonQuery(q): JsonQuery<ModuleQuery>,
+) -> Response {
     reply(ctl.apply(ControlCommand::Status(q.module)).await)
 }
 
@@ -173,10 +184,11 @@ async fn module_action(
         "reset" => ControlCommand::Reset(Some(name)),
         "reload" => ControlCommand::Reload(Some(name)),
         other => {
-            return reply(Reply::error(
-                404,
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
                 format!("no module action `{other}`; use start, stop, reset or reload"),
-            ))
+            )
+            .into_response()
         }
     };
     reply(ctl.apply(cmd).await)
@@ -186,14 +198,16 @@ async fn proxy(State(ctl): State<Arc<Controller>>) -> Json<Value> {
     Json(ctl.proxy_status())
 }
 
+/// Starts or stops the listener; answers like `GET /proxy`.
 async fn proxy_action(State(ctl): State<Arc<Controller>>, Path(action): Path<String>) -> Response {
     match action.as_str() {
-        "start" => reply(ctl.apply(ControlCommand::Start(None)).await),
-        "stop" => reply(ctl.apply(ControlCommand::Stop(None)).await),
-        other => reply(Reply::error(
-            404,
+        "start" => resource(ctl.apply(ControlCommand::Start(None)).await),
+        "stop" => resource(ctl.apply(ControlCommand::Stop(None)).await),
+        other => ApiError::new(
+            StatusCode::NOT_FOUND,
             format!("no proxy action `{other}`; use start or stop"),
-        )),
+        )
+        .into_response(),
     }
 }
 
@@ -318,7 +332,7 @@ struct Page {
 async fn recording_traffic(
     State(ctl): State<Arc<Controller>>,
     Path(id): Path<String>,
-    Query(page): Query<Page>,
+    JsonQuery(page): JsonQuery<Page>,
 ) -> Result<Json<Value>, ApiError> {
     let start = page.start.unwrap_or(0);
     let limit = page.offset.unwrap_or(100).min(MAX_PAGE);
@@ -348,7 +362,7 @@ struct Since {
 
 async fn live_traffic(
     State(ctl): State<Arc<Controller>>,
-    Query(q): Query<Since>,
+    JsonQuery(q): JsonQuery<Since>,
 ) -> Result<Json<Value>, ApiError> {
     let page = ctl
         .window

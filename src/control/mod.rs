@@ -34,7 +34,8 @@ pub struct ControlRequest {
 pub struct Reply {
     pub code: u16,
     pub message: Value,
-    /// The proxy's own state, beside a `status` reply's list of modules.
+    /// The proxy's own state, beside a `status` reply's list of modules. Boxed: a reply
+    /// is also the error of `ControlCommand::parse`, and errors are kept small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Box<Value>>,
 }
@@ -236,6 +237,7 @@ impl Controller {
             "listening": l.listening,
             "bind": l.addr.to_string(),
             "upstream": self.proxy.forwarder.target().upstream.to_string(),
+            "upstream_idle_connections": self.proxy.forwarder.target().pool.idle(),
         })
     }
 

@@ -1,7 +1,8 @@
 //! A module is its factory (vector's typed component configs, pingora's
 //! `HttpModuleBuilder`): what `modules.yaml` calls it, its kind, its typed kwargs, the
-//! shared resources they claim (which only a restart changes), and how it is built. Kwargs are parsed once, when the
-//! configuration loads; building (which may connect) comes after validation.
+//! shared resources they claim (which only a restart changes), and how it is built.
+//! Kwargs are parsed once, when the configuration loads; building (which may connect)
+//! comes after validation.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use serde::Serialize;
 
 use super::kwargs::check;
 use super::{Built, ModuleError};
-use crate::resources::{Claimed, Resources};
+use crate::resources::{Claimed, FeedUse, Resources};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,6 +45,10 @@ pub trait ModuleConfig: Send + Sync + 'static {
     fn claims(&self) -> Vec<Claimed> {
         Vec::new()
     }
+    /// The feed it publishes to or reads, if any (checked for a feed nobody reads).
+    fn feed(&self) -> Option<FeedUse> {
+        None
+    }
     /// Builds the module on the opened resources.
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError>;
 }
@@ -54,22 +59,16 @@ pub struct Factory {
     /// Other spellings accepted (the seed writes `TrafficStream`).
     pub aliases: &'static [&'static str],
     pub kind: Kind,
-    pub about: &'static str,
     parse: fn(&yaml_serde::Value) -> Result<Arc<dyn ModuleConfig>, String>,
 }
 
 impl Factory {
     /// A factory whose kwargs are `K` (a `deny_unknown_fields` serde type).
-    pub const fn new<K: ModuleConfig + DeserializeOwned>(
-        name: &'static str,
-        kind: Kind,
-        about: &'static str,
-    ) -> Self {
+    pub const fn new<K: ModuleConfig + DeserializeOwned>(name: &'static str, kind: Kind) -> Self {
         Self {
             name,
             aliases: &[],
             kind,
-            about,
             parse: parse::<K>,
         }
     }

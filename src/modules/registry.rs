@@ -9,7 +9,7 @@ use super::{
     slow_consumer, static_response, tag_header, traffic_reader, traffic_recorder, traffic_streamer,
 };
 use crate::config::{ConfigError, ModuleEntry, ModulesConfig, Problem};
-use crate::resources::{Claimant, Claimed};
+use crate::resources::{Claimant, Claimed, FeedUse};
 
 /// Every module, in the order `--help`-like listings show them. Adding a module is one
 /// file and one line here.
@@ -45,6 +45,7 @@ pub struct Configured {
     pub factory: &'static Factory,
     pub config: Arc<dyn ModuleConfig>,
     pub claims: Vec<Claimed>,
+    pub feed: Option<FeedUse>,
 }
 
 /// `modules.yaml`, checked and parsed.
@@ -67,6 +68,7 @@ impl ModulePlan {
                 module: &c.name,
                 key: &c.key,
                 claims: &c.claims,
+                feed: c.feed.clone(),
             })
             .collect()
     }
@@ -126,6 +128,7 @@ pub fn configure(cfg: &ModulesConfig) -> Result<ModulePlan, ConfigError> {
                     key: e.key.clone(),
                     factory,
                     claims: config.claims(),
+                    feed: config.feed(),
                     config,
                 }),
                 Err(msg) => add(
@@ -230,6 +233,37 @@ mod tests {
             .claims
             .iter()
             .any(|c| matches!(c.claim, Claim::ControlHost(_))));
+    }
+
+    #[test]
+    fn one_redis_written_two_ways_or_with_another_db_is_no_conflict() {
+        let p = plan(
+            "pipeline: [{name: TrafficReader, kwargs: {redis_url: 'redis://127.0.0.1:6379'}}]\n\
+             support: [{name: TrafficStreamer, kwargs: {redis_host: 127.0.0.1, redis_port: 6379, redis_db: 3}}]\n",
+        )
+        .unwrap();
+        let resolved = resolve(&p.file, &p.claimants(), None).unwrap();
+        assert!(resolved.control_from_modules);
+        assert!(resolved.warnings.is_empty(), "{:?}", resolved.warnings);
+    }
+
+    #[test]
+    fn a_feed_nobody_reads_or_publishes_is_a_warning() {
+        let p = plan("pipeline: [{name: TrafficReader, kwargs: {redis_port: 6379}}]\nsupport: [{name: TrafficRecorder}]\n").unwrap();
+        let w = resolve(&p.file, &p.claimants(), None).unwrap().warnings;
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("TrafficRecorder (support[0]) reads the in-process feed, but no pipeline module publishes to it"), "{w:?}");
+        let p = plan("pipeline: [{name: TrafficReader}]\n").unwrap();
+        let w = resolve(&p.file, &p.claimants(), None).unwrap().warnings;
+        assert!(
+            w[0].contains("publishes to the in-process feed, but no support module reads it"),
+            "{w:?}"
+        );
+        let p = configure(&default_config()).unwrap();
+        assert!(resolve(&p.file, &p.claimants(), None)
+            .unwrap()
+            .warnings
+            .is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::registry::{configure, Configured, ModulePlan};
 use super::{Built, ModuleError};
 use crate::config::{ConfigError, ModulesConfig, Problem};
 use crate::proxy::{Phase, Pipeline, RunningPipeline};
-use crate::resources::{Claim, Claimed, Resources};
+use crate::resources::{Claimed, Plan, Resources};
 
 /// A built module with its name and lifecycle.
 pub struct Slot {
@@ -58,8 +58,8 @@ pub struct ModuleSet {
     running: Arc<RunningPipeline>,
     /// The file to re-read on reload (none: the built-in default).
     source: Option<PathBuf>,
-    /// The control channel lives on a module's Redis: moving that Redis needs a restart.
-    control_from_modules: bool,
+    /// The shared resources as opened: a reload may not name others.
+    plan: Plan,
     /// One operation at a time, so that the published pipeline matches the lifecycles.
     ops: tokio::sync::Mutex<()>,
 }
@@ -72,7 +72,7 @@ impl ModuleSet {
         resources: Resources,
         running: Arc<RunningPipeline>,
         source: Option<PathBuf>,
-        control_from_modules: bool,
+        resolved: Plan,
     ) -> Result<Self, ModuleError> {
         let mut set = Self {
             pipeline: Vec::new(),
@@ -80,7 +80,7 @@ impl ModuleSet {
             resources,
             running,
             source,
-            control_from_modules,
+            plan: resolved,
             ops: tokio::sync::Mutex::new(()),
         };
         for (list, entries) in [
@@ -112,7 +112,7 @@ impl ModuleSet {
 
     fn find(&self, name: &str) -> Result<&Arc<Slot>, ModuleOpError> {
         self.all()
-            .find(|s| s.name == name || s.factory.aliases.contains(&name))
+            .find(|s| s.name == name || s.factory.answers_to(name))
             .ok_or_else(|| ModuleOpError::Unknown {
                 name: name.into(),
                 known: self.names().join(", "),
@@ -204,56 +204,36 @@ impl ModuleSet {
                         (c.config.clone(), c.claims.clone())
                     }
                     // Gone from the file: rebuilt as it was.
-                    None => slot
-                        .config
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clone(),
+                    None => slot.config(),
                 }
             }
-            None => slot
-                .config
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            None => slot.config(),
         };
         let built = config.build(&self.resources).await?;
         stop_slot(slot).await;
         slot.module.store(Arc::new(built));
-        *slot.config.lock().unwrap_or_else(|p| p.into_inner()) = (config, claims);
+        slot.set_config(config, claims);
         let started = start_slot(slot).await;
         self.publish_pipeline();
         started?;
         Ok(status_of(slot))
     }
 
-    /// A reload may not move a shared resource: they are opened once, at startup.
+    /// A reload may not move a shared resource: each is opened once, at startup.
     fn check_claims(&self, slot: &Slot, file: &str, new: &Configured) -> Result<(), ConfigError> {
-        let counts =
-            |c: &Claimed| self.control_from_modules || !matches!(c.claim, Claim::ControlHost(_));
-        let old = slot
-            .config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clone();
-        let old: Vec<&Claimed> = old.iter().filter(|c| counts(c)).collect();
-        let moved: Vec<&str> = new
-            .claims
-            .iter()
-            .filter(|c| counts(c) && !old.contains(c))
-            .chain(old.iter().copied().filter(|c| !new.claims.contains(c)))
-            .map(|c| c.keys)
-            .collect();
-        match moved.first() {
+        let moved = new.claims.iter().find(|c| !self.plan.admits(&c.claim));
+        match moved {
             None => Ok(()),
-            Some(keys) => Err(ConfigError {
+            Some(c) => Err(ConfigError {
                 problems: vec![Problem {
                     file: file.to_owned(),
                     key: format!("{}.kwargs", new.key),
                     message: format!(
-                        "{}: {keys} name a resource opened at startup; restart to change it",
-                        slot.name
+                        "{}: {} name {}, but {} was opened at startup; restart to change it",
+                        slot.name,
+                        c.keys,
+                        c.claim.describe(),
+                        self.plan.opened_for(&c.claim)
                     ),
                 }],
             }),
@@ -265,6 +245,20 @@ impl ModuleSet {
             Some(n) => Ok(vec![status_of(self.find(n)?)]),
             None => Ok(self.all().map(|s| status_of(s)).collect()),
         }
+    }
+}
+
+impl Slot {
+    /// The kwargs it runs on and their claims.
+    fn config(&self) -> (Arc<dyn ModuleConfig>, Vec<Claimed>) {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_config(&self, config: Arc<dyn ModuleConfig>, claims: Vec<Claimed>) {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = (config, claims);
     }
 }
 

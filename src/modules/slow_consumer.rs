@@ -12,13 +12,10 @@ use super::background::Background;
 use super::factory::{Factory, Kind, ModuleConfig};
 use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received};
-use crate::resources::Resources;
+use crate::resources::{FeedEndpoint, FeedUse, Resources};
 
-pub static FACTORY: Factory = Factory::new::<SlowConsumerKwargs>(
-    "SlowConsumer",
-    Kind::Support,
-    "a deliberately slow feed subscriber (for testing loss accounting)",
-);
+/// A deliberately slow feed subscriber (for testing loss accounting).
+pub static FACTORY: Factory = Factory::new::<SlowConsumerKwargs>("SlowConsumer", Kind::Support);
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +26,10 @@ pub struct SlowConsumerKwargs {
 
 #[async_trait]
 impl ModuleConfig for SlowConsumerKwargs {
+    fn feed(&self) -> Option<FeedUse> {
+        Some(FeedUse::Reads(FeedEndpoint::Memory))
+    }
+
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {
         let bus = Arc::new(resources.feeds.bus().clone());
         Ok(Built::Support(Arc::new(SlowConsumer::new(bus, self))))

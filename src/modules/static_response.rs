@@ -17,18 +17,16 @@ use super::{Built, ModuleError, PipelineModule};
 use crate::proxy::{Decision, Exchange, Phase};
 use crate::resources::Resources;
 
-pub static FACTORY: Factory = Factory::new::<StaticResponseKwargs>(
-    "StaticResponse",
-    Kind::Pipeline,
-    "answers requests under a path prefix itself (or fails them), without the upstream",
-);
+/// Answers requests under a path prefix itself (or fails them), without the upstream.
+pub static FACTORY: Factory =
+    Factory::new::<StaticResponseKwargs>("StaticResponse", Kind::Pipeline);
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticResponseKwargs {
     /// Requests whose path starts with this are answered (default `/`: all of them).
     pub path: Option<String>,
-    /// The status of the answer (default 200).
+    /// The status of the answer (default 200; 500 with `fail`).
     pub status: Option<u16>,
     /// The body of the answer.
     #[serde(default)]
@@ -50,7 +48,9 @@ pub struct StaticResponse {
 
 impl StaticResponseKwargs {
     fn parse(&self) -> Result<StaticResponse, String> {
-        let code = self.status.unwrap_or(200);
+        let code = self
+            .status
+            .unwrap_or(if self.fail.is_some() { 500 } else { 200 });
         let status = StatusCode::from_u16(code)
             .ok()
             .filter(|s| !s.is_informational())

@@ -14,11 +14,8 @@ use super::{Built, ModuleError, PipelineModule};
 use crate::proxy::{Decision, Exchange, Phase};
 use crate::resources::Resources;
 
-pub static FACTORY: Factory = Factory::new::<AddHeaderKwargs>(
-    "AddHeader",
-    Kind::Pipeline,
-    "adds headers to requests and responses",
-);
+/// Adds headers to requests and responses.
+pub static FACTORY: Factory = Factory::new::<AddHeaderKwargs>("AddHeader", Kind::Pipeline);
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

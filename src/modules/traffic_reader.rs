@@ -13,14 +13,11 @@ use super::kwargs::{control_host_claim, feed_endpoint, redis_endpoint, Port, Red
 use super::{Built, ModuleError, PipelineModule};
 use crate::feed::Publisher;
 use crate::proxy::{Decision, Exchange, Phase};
-use crate::resources::{Claimed, Resources};
+use crate::resources::{Claimed, FeedUse, Resources};
 use crate::traffic::{self, RequestInfo, ResponseInfo, TrafficMessage};
 
-pub static FACTORY: Factory = Factory::new::<ReaderKwargs>(
-    "TrafficReader",
-    Kind::Pipeline,
-    "publishes each request and response to the traffic feed",
-);
+/// Publishes each request and response to the traffic feed.
+pub static FACTORY: Factory = Factory::new::<ReaderKwargs>("TrafficReader", Kind::Pipeline);
 
 /// Default capture per body direction: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
@@ -45,6 +42,13 @@ pub struct ReaderKwargs {
 impl ModuleConfig for ReaderKwargs {
     fn claims(&self) -> Vec<Claimed> {
         control_host_claim(self.redis()).into_iter().collect()
+    }
+
+    fn feed(&self) -> Option<FeedUse> {
+        Some(FeedUse::Publishes(feed_endpoint(
+            self.redis(),
+            &self.redis_pub_queue,
+        )))
     }
 
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {

@@ -27,18 +27,15 @@ use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received, Subscription};
 use crate::recording::{FlushRequest, Recordings, Target};
 use crate::redis_link::Endpoint;
-use crate::resources::{Claim, Claimed, Resources, StoreSpec};
+use crate::resources::{Claim, Claimed, FeedUse, Resources, StoreSpec};
 use crate::store::StoreError;
 use crate::traffic::{TrafficDoc, TrafficMessage};
 
 /// The kwargs that name the store.
 const STORE_KEYS: &str = "mongo_uri, mongo_host, mongo_port, mongo_db, mongo_collection";
 
-pub static FACTORY: Factory = Factory::new::<RecorderKwargs>(
-    "TrafficRecorder",
-    Kind::Support,
-    "stores the feed into recordings",
-);
+/// Stores the feed into recordings.
+pub static FACTORY: Factory = Factory::new::<RecorderKwargs>("TrafficRecorder", Kind::Support);
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +106,13 @@ impl ModuleConfig for RecorderKwargs {
         }];
         claims.extend(control_host_claim(self.redis()));
         claims
+    }
+
+    fn feed(&self) -> Option<FeedUse> {
+        Some(FeedUse::Reads(feed_endpoint(
+            self.redis(),
+            &self.redis_sub_queue,
+        )))
     }
 
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {

@@ -15,16 +15,13 @@ use super::kwargs::{
 use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received};
 use crate::redis_link::Endpoint;
-use crate::resources::{Claim, Claimed, Resources, WindowSpec};
+use crate::resources::{Claim, Claimed, FeedUse, Resources, WindowSpec};
 use crate::traffic::TrafficMessage;
 use crate::window::{now_micros, Window};
 
-pub static FACTORY: Factory = Factory::new::<StreamerKwargs>(
-    "TrafficStreamer",
-    Kind::Support,
-    "keeps the last second of the feed in the live window",
-)
-.aliases(&["TrafficStream"]);
+/// Keeps the last second of the feed in the live window.
+pub static FACTORY: Factory =
+    Factory::new::<StreamerKwargs>("TrafficStreamer", Kind::Support).aliases(&["TrafficStream"]);
 
 /// Most messages written to the window in one round trip.
 const MAX_BATCH: usize = 512;
@@ -74,6 +71,13 @@ impl ModuleConfig for StreamerKwargs {
         }];
         claims.extend(control_host_claim(self.redis()));
         claims
+    }
+
+    fn feed(&self) -> Option<FeedUse> {
+        Some(FeedUse::Reads(feed_endpoint(
+            self.redis(),
+            &self.redis_sub_queue,
+        )))
     }
 
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {

@@ -153,9 +153,14 @@ impl Forwarder {
         });
         match decision {
             Decision::Forward => {}
-            Decision::Respond(resp) => return answered(resp, done),
+            // The request's body is never read: no capture claims to know it.
+            Decision::Respond(resp) => {
+                done.request_capture = None;
+                return answered(resp, done);
+            }
             Decision::Fail { status, reason } => {
-                return ProxyError::Refused { status, reason }.into_response(done)
+                done.request_capture = None;
+                return ProxyError::Refused { status, reason }.into_response(done);
             }
         }
 

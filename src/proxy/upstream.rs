@@ -47,6 +47,11 @@ impl Pool {
     }
 
     /// Returns a connection whose exchange is complete.
+    /// Idle connections waiting for a request (shown in the proxy's status).
+    pub fn idle(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     pub fn put(&self, sender: SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;

@@ -50,28 +50,27 @@ pub struct MongoStore {
     recordings: Collection<Document>,
     /// `mongodb://hosts/db.collection`, without credentials or options.
     described: String,
+    /// The last capture-order number this store handed out.
+    last_seq: AtomicI64,
 }
-
-/// The last `seq` handed out in this process.
-static LAST_SEQ: AtomicI64 = AtomicI64::new(0);
 
 /// Reserves `n` consecutive capture-order numbers and returns the first. They are
 /// microseconds since the epoch, so that documents written by several recorders still
-/// interleave in time order, and strictly increasing within the process even when the
+/// interleave in time order, and strictly increasing within the store even when the
 /// clock stands still or steps back.
-fn reserve_seq(n: usize) -> i64 {
+fn reserve_seq(last_seq: &AtomicI64, n: usize) -> i64 {
     let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
     let now = Utc::now().timestamp_micros();
     let first = |last: i64| now.max(last.saturating_add(1));
     let reserve = |last: i64| Some(first(last).saturating_add(n - 1));
     // The closure never declines, so both arms carry the previous value.
-    match LAST_SEQ.fetch_update(Ordering::Relaxed, Ordering::Relaxed, reserve) {
+    match last_seq.fetch_update(Ordering::Relaxed, Ordering::Relaxed, reserve) {
         Ok(last) | Err(last) => first(last),
     }
 }
 
 /// Drops credentials, path and options: what is left may go in logs and status.
-fn redact(uri: &str) -> String {
+pub fn redact(uri: &str) -> String {
     let (scheme, rest) = uri.split_once("://").unwrap_or(("mongodb", uri));
     let before_options = rest.split('?').next().unwrap_or_default();
     let hosts = before_options
@@ -335,6 +334,7 @@ impl MongoStore {
             traffic,
             recordings,
             described,
+            last_seq: AtomicI64::new(0),
         })
     }
 
@@ -562,7 +562,7 @@ impl Store for MongoStore {
         if docs.is_empty() {
             return Ok(0);
         }
-        let first_seq = reserve_seq(docs.len());
+        let first_seq = reserve_seq(&self.last_seq, docs.len());
         let mut written = 0;
         let mut chunk = RawArrayBuf::new();
         let (mut chunk_len, mut chunk_bytes) = (0, 0);
@@ -638,9 +638,10 @@ mod tests {
 
     #[test]
     fn seq_is_strictly_increasing_even_in_blocks() {
-        let a = reserve_seq(1000);
-        let b = reserve_seq(1);
-        let c = reserve_seq(5);
+        let last = AtomicI64::new(0);
+        let a = reserve_seq(&last, 1000);
+        let b = reserve_seq(&last, 1);
+        let c = reserve_seq(&last, 5);
         assert!(b >= a + 1000 && c > b, "{a} {b} {c}");
     }
 

@@ -279,9 +279,12 @@ fn two_modules_naming_different_stores_are_a_conflict_naming_both() {
     assert_has(&stderr, "1 configuration problem:");
     assert_has(
         &stderr,
-        &format!("{path}: support[1].kwargs: TrafficRecorder#2 names MongoDB mongodb://127.0.0.1:27017/?directConnection=true (b.traffic) as the store"),
+        &format!("{path}: support[1].kwargs: TrafficRecorder#2 names MongoDB mongodb://127.0.0.1:27017 (b.traffic) as the store"),
     );
-    assert_has(&stderr, "but TrafficRecorder (support[0]) names MongoDB mongodb://127.0.0.1:27017/?directConnection=true (a.traffic)");
+    assert_has(
+        &stderr,
+        "but TrafficRecorder (support[0]) names MongoDB mongodb://127.0.0.1:27017 (a.traffic)",
+    );
     assert_has(&stderr, "mongo_host");
     // A run refuses it the same way, before connecting to anything.
     let out = run_to_end(&["--upstream", "http://127.0.0.1:9", "--modules", &path]);

@@ -106,7 +106,8 @@ async fn stop_refuses_new_connections_and_start_brings_the_listener_back() {
 
     let r = proxy.mgmt_post("/proxy/stop", json!(null)).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["message"]["listening"], false);
+    // Answered like `GET /proxy`.
+    assert_eq!(r.json()["listening"], false);
     wait_refused(proxy.proxy_addr()).await;
     assert_eq!(proxy.mgmt_get("/proxy").await.json()["listening"], false);
 
@@ -116,8 +117,8 @@ async fn stop_refuses_new_connections_and_start_brings_the_listener_back() {
 
     let r = proxy.mgmt_post("/proxy/start", json!(null)).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["message"]["listening"], true);
-    assert_eq!(r.json()["message"]["bind"], proxy.proxy_addr().to_string());
+    assert_eq!(r.json()["listening"], true);
+    assert_eq!(r.json()["bind"], proxy.proxy_addr().to_string());
     assert_eq!(Http::new().get(&proxy.url("/echo")).await.status, 200);
 
     // The same through the control operations.
@@ -360,6 +361,11 @@ async fn cli_status_reads_the_running_proxy() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // `..` would vanish from the path and name the collection: refused.
+    let out = proxy.cli(&["recording", "delete", ".."]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`..` is not an id"));
 
     let out = proxy.cli(&["status", "--module", "Nope"]).await;
     assert!(!out.status.success());

@@ -222,8 +222,8 @@ async fn keep_alive_on_both_sides() {
         assert_ne!(r.header("connection"), Some("close"));
         let echo: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(echo["body"], body.as_str());
-        // Give the proxy's client a moment to put its connection back in the pool.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The proxy's connection goes back to its pool once the body was read through.
+        wait_idle_upstream(&proxy, 1).await;
     }
     assert_eq!(up.requests().len(), 4);
     assert_eq!(
@@ -254,7 +254,7 @@ async fn client_connection_close_stays_on_the_client_side() {
             None,
             "Connection reached the upstream"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_idle_upstream(&proxy, 1).await;
     }
     assert_eq!(
         up.connections().len(),
@@ -281,4 +281,20 @@ async fn every_prior_x_forwarded_for_hop_is_kept() {
         up.last_request().header_all("x-forwarded-for"),
         ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
     );
+}
+
+/// Waits (at most 5 s) until the proxy holds `n` idle upstream connections.
+async fn wait_idle_upstream(proxy: &TestProxy, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let p = proxy.mgmt_get("/proxy").await.json();
+        if p["upstream_idle_connections"] == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {n} idle upstream connections within 5 s: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

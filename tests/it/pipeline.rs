@@ -82,6 +82,13 @@ async fn a_stopped_module_is_skipped_until_started() {
         .mgmt_post("/modules/AddHeader/explode", json!(null))
         .await;
     assert_eq!(r.status, 404);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no module action `explode`")),
+        "{}",
+        r.text()
+    );
 }
 
 #[tokio::test]
@@ -181,7 +188,13 @@ async fn a_module_can_answer_or_fail_a_request_itself() {
     start_recording(&proxy, &id).await;
     let http = Http::new();
 
-    let r = http.get(&proxy.url("/mock/a?b=1")).await;
+    let r = http
+        .request(
+            "POST",
+            &proxy.url("/mock/a?b=1"),
+            crate::harness::body("never read"),
+        )
+        .await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (201, "mocked"));
     assert_eq!(r.header("x-mock"), Some("yes"));
     let r = http.get(&proxy.url("/denied")).await;
