@@ -163,7 +163,7 @@ impl Endpoint {
 
     fn error(&self, source: RedisError) -> RedisLinkError {
         RedisLinkError {
-            endpoint: self.clone(),
+            endpoint: Box::new(self.clone()),
             source,
         }
     }
@@ -199,7 +199,8 @@ fn detail(e: &RedisError) -> String {
 #[derive(Debug, thiserror::Error)]
 #[error("redis {endpoint}: {source}")]
 pub struct RedisLinkError {
-    pub endpoint: Endpoint,
+    /// Boxed: errors are kept small (they travel in `Result`s on every path).
+    pub endpoint: Box<Endpoint>,
     #[source]
     pub source: RedisError,
 }
