@@ -165,6 +165,7 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         preserve_host: settings.preserve_host,
         connect_timeout: settings.connect_timeout,
         upstream_timeout: settings.upstream_timeout,
+        client_body_timeout: settings.client_body_timeout,
     };
     let forwarder = Arc::new(Forwarder::new(target, running, forward));
     let (listener, proxy_task) = match listener::spawn(

@@ -92,6 +92,11 @@ impl ControlChannel {
 /// MiB, while 64 KiB bodies make it 512 MiB (lower `bus_capacity` or `body_limit` for
 /// large bodies; the ring's byte budget caps it too).
 pub const DEFAULT_BUS_CAPACITY: usize = 8_192;
+/// The most `bus_capacity` may be: the ring is allocated up front, so a typo must not
+/// take the host's memory.
+pub const MAX_BUS_CAPACITY: usize = 1 << 20;
+/// The longest any timeout may be: a day.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// A secret from the configuration: its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -128,6 +133,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub upstream_timeout: Duration,
     pub drain_timeout: Duration,
+    /// How long a client may send nothing of its request body (then 408).
+    pub client_body_timeout: Duration,
     pub data_dir: PathBuf,
     pub log_level: String,
     pub control: Option<ControlChannel>,
@@ -147,6 +154,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            client_body_timeout: Duration::from_secs(10),
             data_dir: PathBuf::from("./heliosburn-data"),
             log_level: "info".into(),
             control: None,
@@ -178,6 +186,8 @@ pub struct SettingsFile {
     pub upstream_timeout: Option<f64>,
     /// Seconds in-flight exchanges get to finish on shutdown.
     pub drain_timeout: Option<f64>,
+    /// Seconds a client may send nothing of a request body before it is answered 408.
+    pub client_body_timeout: Option<f64>,
     /// Directory of the embedded store.
     pub data_dir: Option<PathBuf>,
     /// Messages the in-process feed holds for a subscriber that falls behind.
@@ -223,6 +233,7 @@ const TOP_KEYS: &[&str] = &[
     "connect_timeout",
     "upstream_timeout",
     "drain_timeout",
+    "client_body_timeout",
     "data_dir",
     "bus_capacity",
     "log",
@@ -271,6 +282,7 @@ impl SettingsFile {
                 "connect_timeout" => out.connect_timeout = field(&mut problems, key, v, "seconds, a number"),
                 "upstream_timeout" => out.upstream_timeout = field(&mut problems, key, v, "seconds, a number"),
                 "drain_timeout" => out.drain_timeout = field(&mut problems, key, v, "seconds, a number"),
+                "client_body_timeout" => out.client_body_timeout = field(&mut problems, key, v, "seconds, a number"),
                 "data_dir" => out.data_dir = field(&mut problems, key, v, "a directory path"),
                 "bus_capacity" => out.bus_capacity = field(&mut problems, key, v, "a number of messages"),
                 "log" => out.log = section(&mut problems, key, v, "a mapping with `level`", LOG_FIELDS),
@@ -460,13 +472,21 @@ impl Settings {
                 &mut s.upstream_timeout,
             ),
             ("drain_timeout", file.drain_timeout, &mut s.drain_timeout),
+            (
+                "client_body_timeout",
+                file.client_body_timeout,
+                &mut s.client_body_timeout,
+            ),
         ] {
             if let Some(secs) = value {
                 match Duration::try_from_secs_f64(secs) {
-                    Ok(d) if !d.is_zero() => *slot = d,
+                    Ok(d) if !d.is_zero() && d <= MAX_TIMEOUT => *slot = d,
                     _ => problems.add(
                         key,
-                        format!("expected a positive number of seconds, found {secs}"),
+                        format!(
+                            "expected a number of seconds above 0 and at most {}, found {secs}",
+                            MAX_TIMEOUT.as_secs()
+                        ),
                     ),
                 }
             }
@@ -475,8 +495,11 @@ impl Settings {
             s.data_dir = d;
         }
         match file.bus_capacity {
-            Some(0) => problems.add("bus_capacity", "expected a number of messages above 0"),
-            Some(n) => s.bus_capacity = n,
+            Some(n @ 1..=MAX_BUS_CAPACITY) => s.bus_capacity = n,
+            Some(n) => problems.add(
+                "bus_capacity",
+                format!("expected a number of messages from 1 to {MAX_BUS_CAPACITY}, found {n}"),
+            ),
             None => {}
         }
         if let Some(level) = flags.log_level.clone().or(file.log.and_then(|l| l.level)) {

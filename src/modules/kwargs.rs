@@ -99,6 +99,22 @@ pub fn header_pairs(
         .collect()
 }
 
+/// Checks an optional number against its range; the text names the kwarg.
+pub fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    value: Option<T>,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), String> {
+    match value {
+        Some(v) if !range.contains(&v) => Err(format!(
+            "{name}: expected {} to {}, found {v}",
+            range.start(),
+            range.end()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A channel or key name as written, or the seed's `heliosburn.traffic`.
 pub fn name_or_default(name: &Option<String>) -> String {
     name.clone()

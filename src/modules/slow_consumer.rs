@@ -26,6 +26,10 @@ pub struct SlowConsumerKwargs {
 
 #[async_trait]
 impl ModuleConfig for SlowConsumerKwargs {
+    fn validate(&self) -> Result<(), String> {
+        super::kwargs::in_range("delay_ms", self.delay_ms, 0..=60_000)
+    }
+
     fn feed(&self) -> Option<FeedUse> {
         Some(FeedUse::Reads(FeedEndpoint::Memory))
     }

@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::factory::{Factory, Kind, ModuleConfig};
-use super::kwargs::{control_host_claim, feed_endpoint, redis_endpoint, Port, RedisUrl};
+use super::kwargs::{control_host_claim, feed_endpoint, in_range, redis_endpoint, Port, RedisUrl};
 use super::{Built, ModuleError, PipelineModule};
 use crate::feed::Publisher;
 use crate::proxy::{Decision, Exchange, Phase};
@@ -40,6 +40,12 @@ pub struct ReaderKwargs {
 
 #[async_trait]
 impl ModuleConfig for ReaderKwargs {
+    fn validate(&self) -> Result<(), String> {
+        // A body is captured up to this, per exchange in flight: 1 GiB is already a lot.
+        in_range("body_limit", self.body_limit, 0..=1 << 30)?;
+        in_range("queue_capacity", self.queue_capacity, 1..=1 << 20)
+    }
+
     fn claims(&self) -> Vec<Claimed> {
         control_host_claim(self.redis()).into_iter().collect()
     }

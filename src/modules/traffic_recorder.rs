@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::background::Background;
 use super::factory::{Factory, Kind, ModuleConfig};
-use super::kwargs::{control_host_claim, feed_endpoint, redis_endpoint, Port, RedisUrl};
+use super::kwargs::{control_host_claim, feed_endpoint, in_range, redis_endpoint, Port, RedisUrl};
 use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received, Subscription};
 use crate::recording::{FlushRequest, Recordings, Target};
@@ -99,6 +99,12 @@ impl RecorderKwargs {
 
 #[async_trait]
 impl ModuleConfig for RecorderKwargs {
+    fn validate(&self) -> Result<(), String> {
+        in_range("batch_size", self.batch_size, 1..=100_000)?;
+        in_range("flush_ms", self.flush_ms, 1..=60_000)?;
+        in_range("max_pending", self.max_pending, 1..=10_000_000)
+    }
+
     fn claims(&self) -> Vec<Claimed> {
         let mut claims = vec![Claimed {
             claim: Claim::Store(self.store()),

@@ -2,9 +2,12 @@
 //! limit beside the stream (a `Bytes` slice, no copy of the data), and, for the response,
 //! the exchange's completion phase when the last frame passes or the body is dropped.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -48,33 +51,107 @@ impl Capture {
 
 pub type SharedCapture = Arc<Mutex<Capture>>;
 
-/// The request body on its way up: the client's stream, copied on the side if asked.
+/// What went wrong with the client's side of a request body. The upstream exchange
+/// fails either way; this says it was the client's fault, not the upstream's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// A broken body: a bad chunk, a connection closed before the declared length.
+    Malformed,
+    /// No byte of the body for the stall timeout.
+    Stalled,
+}
+
+/// Where the request body tells the forwarder what it saw.
+#[derive(Debug, Default)]
+pub struct BodyWatch(AtomicU8);
+
+impl BodyWatch {
+    fn set(&self, fault: ClientFault) {
+        let v = match fault {
+            ClientFault::Malformed => 1,
+            ClientFault::Stalled => 2,
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    pub fn fault(&self) -> Option<ClientFault> {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(ClientFault::Malformed),
+            2 => Some(ClientFault::Stalled),
+            _ => None,
+        }
+    }
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body on its way up: the client's stream, copied on the side if asked,
+/// and given up (as the client's fault) when it stalls.
 pub struct RequestBody {
     inner: Incoming,
     capture: Option<SharedCapture>,
+    watch: Arc<BodyWatch>,
+    stall: Duration,
+    /// Armed while the client sends nothing.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, capture: Option<SharedCapture>) -> Self {
-        Self { inner, capture }
+    pub fn new(
+        inner: Incoming,
+        capture: Option<SharedCapture>,
+        watch: Arc<BodyWatch>,
+        stall: Duration,
+    ) -> Self {
+        Self {
+            inner,
+            capture,
+            watch,
+            stall,
+            timer: None,
+        }
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(cap)) = (&polled, &self.capture) {
-            if let Some(data) = frame.data_ref() {
-                cap.lock().unwrap_or_else(|p| p.into_inner()).push(data);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(cap)) = (frame.data_ref(), &this.capture) {
+                    cap.lock().unwrap_or_else(|p| p.into_inner()).push(data);
+                }
+                if let Some(t) = this.timer.as_mut() {
+                    t.as_mut().reset(tokio::time::Instant::now() + this.stall);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.watch.set(ClientFault::Malformed);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let stall = this.stall;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.watch.set(ClientFault::Stalled);
+                    return Poll::Ready(Some(Err(format!(
+                        "the client sent nothing of its request body for {stall:?}"
+                    )
+                    .into())));
+                }
+                Poll::Pending
             }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::{header, Response, StatusCode};
 
-use crate::proxy::body::{Completion, ResponseBody};
+use crate::proxy::body::{ClientFault, Completion, ResponseBody};
 use crate::proxy::upstream::SendError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +19,16 @@ pub enum ProxyError {
     /// The upstream did not answer in the configured time.
     #[error("upstream {upstream} did not respond within {timeout:?}")]
     Timeout { upstream: String, timeout: Duration },
-    /// A pipeline phase failed the exchange before it was forwarded.
+    /// A pipeline phase failed the exchange before it was forwarded, or the request was
+    /// one the proxy does not forward (CONNECT, two `Host`s, a smuggling-shaped framing).
     #[error("{reason}")]
     Refused { status: StatusCode, reason: String },
+    /// The client's request body broke or stalled: its fault, not the upstream's.
+    #[error("{}", match fault {
+        ClientFault::Malformed => format!("the request body was malformed or cut short: {cause}"),
+        ClientFault::Stalled => format!("the request body stopped arriving: {cause}"),
+    })]
+    Client { fault: ClientFault, cause: String },
 }
 
 impl ProxyError {
@@ -48,6 +55,14 @@ impl ProxyError {
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Refused { status, .. } => *status,
+            ProxyError::Client {
+                fault: ClientFault::Malformed,
+                ..
+            } => StatusCode::BAD_REQUEST,
+            ProxyError::Client {
+                fault: ClientFault::Stalled,
+                ..
+            } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -57,7 +72,10 @@ impl ProxyError {
         done.ex.status = Some(status);
         match &self {
             ProxyError::Refused { .. } => {
-                tracing::debug!(status = status.as_u16(), reason = %self, "a pipeline phase failed the exchange")
+                tracing::debug!(status = status.as_u16(), reason = %self, "exchange refused")
+            }
+            ProxyError::Client { .. } => {
+                tracing::info!(status = status.as_u16(), error = %self, "client error")
             }
             _ => tracing::warn!(error = %self, "upstream error"),
         }

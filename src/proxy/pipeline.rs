@@ -103,6 +103,11 @@ pub struct Pipeline {
 #[derive(Debug, Clone, Copy)]
 pub struct Reached(usize);
 
+impl Reached {
+    /// No phase saw the request (the proxy refused it first).
+    pub const NONE: Reached = Reached(0);
+}
+
 impl Pipeline {
     pub fn new(phases: Vec<Arc<dyn Phase>>) -> Self {
         let capture_limit = phases.iter().map(|p| p.capture_limit()).max().unwrap_or(0);

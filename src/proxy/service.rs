@@ -13,9 +13,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::config::Upstream;
-use crate::proxy::body::{Capture, Completion, RequestBody, ResponseBody};
+use crate::proxy::body::{BodyWatch, Capture, Completion, RequestBody, ResponseBody};
 use crate::proxy::error::ProxyError;
-use crate::proxy::pipeline::{Decision, Exchange, RunningPipeline};
+use crate::proxy::pipeline::{Decision, Exchange, Reached, RunningPipeline};
 use crate::proxy::upstream::Pool;
 
 /// The upstream with what every request needs of it precomputed.
@@ -72,6 +72,9 @@ pub struct ForwardSettings {
     pub preserve_host: bool,
     pub connect_timeout: Duration,
     pub upstream_timeout: Duration,
+    /// How long a client may send nothing of a request body before the exchange fails
+    /// with 408 (its fault, not the upstream's).
+    pub client_body_timeout: Duration,
 }
 
 /// Forwards exchanges to the current upstream through a pooled client.
@@ -138,7 +141,11 @@ impl Forwarder {
         let (mut parts, body) = req.into_parts();
         let (method, uri) = (parts.method.clone(), parts.uri.clone());
 
-        let (decision, reached) = pipeline.request(&mut ex, &mut parts);
+        // Requests the proxy does not forward never reach the pipeline (nor a recording).
+        let (decision, reached) = match refusal(&parts) {
+            Some((status, reason)) => (Decision::Fail { status, reason }, Reached::NONE),
+            None => pipeline.request(&mut ex, &mut parts),
+        };
         let limit = pipeline.capture_limit();
         let request_capture = (limit > 0).then(|| Arc::new(Mutex::new(Capture::new(limit))));
         let mut done = Box::new(Completion {
@@ -171,7 +178,16 @@ impl Forwarder {
             self.settings.preserve_host,
             upgrade,
         );
-        let upstream_req = Request::from_parts(parts, RequestBody::new(body, request_capture));
+        let watch = Arc::new(BodyWatch::default());
+        let upstream_req = Request::from_parts(
+            parts,
+            RequestBody::new(
+                body,
+                request_capture,
+                watch.clone(),
+                self.settings.client_body_timeout,
+            ),
+        );
 
         let timeout = self.settings.upstream_timeout;
         let host = target
@@ -185,17 +201,29 @@ impl Forwarder {
             self.settings.connect_timeout,
             upstream_req,
         );
-        let (mut resp, sender) = match tokio::time::timeout(timeout, send).await {
+        let sent = tokio::time::timeout(timeout, send).await;
+        // A client whose body broke or stalled failed the exchange, whatever the
+        // upstream then did.
+        let client_fault = |cause: String| {
+            watch
+                .fault()
+                .map(|fault| ProxyError::Client { fault, cause })
+        };
+        let (mut resp, sender) = match sent {
             Ok(Ok(sent)) => sent,
             Ok(Err(e)) => {
-                return ProxyError::from_send(target.name.clone(), e, timeout).into_response(done)
+                let upstream = ProxyError::from_send(target.name.clone(), e, timeout);
+                let error = client_fault(upstream.to_string()).unwrap_or(upstream);
+                return error.into_response(done);
             }
             Err(_) => {
-                return ProxyError::Timeout {
-                    upstream: target.name.clone(),
-                    timeout,
-                }
-                .into_response(done)
+                let error = client_fault(format!("no response within {timeout:?}")).unwrap_or(
+                    ProxyError::Timeout {
+                        upstream: target.name.clone(),
+                        timeout,
+                    },
+                );
+                return error.into_response(done);
             }
         };
 
@@ -221,6 +249,26 @@ impl Forwarder {
         };
         Response::from_parts(rparts, body)
     }
+}
+
+/// Requests a reverse proxy must not pass on: CONNECT (it is no forward proxy) and two
+/// `Host`s (which one would the upstream believe?). A request with both `Content-Length`
+/// and `Transfer-Encoding` never shows both here: hyper drops the length and frames by
+/// the encoding (RFC 9112 6.3), so what goes upstream is unambiguous.
+fn refusal(parts: &http::request::Parts) -> Option<(StatusCode, String)> {
+    if parts.method == http::Method::CONNECT {
+        return Some((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported: heliosburn is a reverse proxy".into(),
+        ));
+    }
+    if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Some((
+            StatusCode::BAD_REQUEST,
+            "the request has more than one Host header".into(),
+        ));
+    }
+    None
 }
 
 /// A response a phase made itself goes to the client through the phases that saw the

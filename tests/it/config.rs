@@ -294,3 +294,40 @@ fn two_modules_naming_different_stores_are_a_conflict_naming_both() {
         "TrafficRecorder#2 names",
     );
 }
+
+/// Numbers have ranges, checked at load: a typo is an error naming its file and key, not
+/// an allocation that takes the host's memory or a panic.
+#[test]
+fn out_of_range_numbers_are_named_with_their_file_and_key() {
+    let dir = TempDir::new("ranges");
+    let settings = dir
+        .write(
+            "settings.yaml",
+            "upstream: http://127.0.0.1:9\nbus_capacity: 4000000000\nconnect_timeout: 1e30\n",
+        )
+        .display()
+        .to_string();
+    let modules = dir
+        .write(
+            "modules.yaml",
+            "pipeline: [{name: TrafficReader, kwargs: {queue_capacity: 9223372036854775808, body_limit: 99999999999}}]\n\
+             support: [{name: TrafficRecorder, kwargs: {batch_size: 0, flush_ms: 18446744073709551615}}]\n",
+        )
+        .display()
+        .to_string();
+    let stderr = check_fails(&["--config", &settings, "--modules", &modules]);
+    assert_has(&stderr, &format!("{settings}: bus_capacity: expected a number of messages from 1 to 1048576, found 4000000000"));
+    assert_has(
+        &stderr,
+        &format!(
+            "{settings}: connect_timeout: expected a number of seconds above 0 and at most 86400"
+        ),
+    );
+    assert_has(
+        &stderr,
+        &format!(
+            "{modules}: pipeline[0].kwargs: TrafficReader: body_limit: expected 0 to 1073741824"
+        ),
+    );
+    assert_has(&stderr, &format!("{modules}: support[0].kwargs: TrafficRecorder: batch_size: expected 1 to 100000, found 0"));
+}

@@ -9,6 +9,7 @@ mod harness;
 mod access;
 mod bodies;
 mod cli;
+mod client_errors;
 mod config;
 mod control;
 mod forwarding;

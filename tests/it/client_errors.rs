@@ -1,0 +1,85 @@
+//! Requests a reverse proxy must not pass on, and client-side failures told as such
+//! (issue 8, item 4): each is answered with its status and nothing reaches the upstream
+//! (or, for a broken body, the upstream is not blamed).
+
+use crate::harness::{RawConn, TestProxy, Upstream};
+
+/// Sends raw bytes on a fresh connection and returns the status of the answer.
+async fn status_of(proxy: &TestProxy, raw: &[u8]) -> (u16, String) {
+    let mut conn = RawConn::connect(proxy.proxy_addr()).await;
+    conn.send(raw).await;
+    let r = conn.read_response(false).await;
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+#[tokio::test]
+async fn connect_and_two_hosts_are_refused_and_both_framings_go_up_as_one() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let (status, body) = status_of(
+        &proxy,
+        b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 405, "{body}");
+    assert!(body.contains("CONNECT is not supported"), "{body}");
+    let (status, body) = status_of(
+        &proxy,
+        b"GET /echo HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("more than one Host"), "{body}");
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+
+    // Both framings: the upstream gets the chunked body and no Content-Length to
+    // disagree about (hyper drops it, as RFC 9112 6.3 asks of an intermediary).
+    let (status, body) = status_of(
+        &proxy,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = up.last_request();
+    assert_eq!(seen.header("content-length"), None);
+    assert_eq!(seen.body.as_deref(), Some(&b"abc"[..]));
+}
+
+#[tokio::test]
+async fn a_malformed_body_is_the_clients_fault_not_the_upstreams() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let (status, body) = status_of(
+        &proxy,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("request body was malformed"), "{body}");
+    let line = proxy.wait_for_log(&["client error"]).await;
+    assert!(line.contains("INFO"), "{line}");
+    assert!(
+        !proxy.stderr().contains("upstream error"),
+        "{}",
+        proxy.stderr()
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_answered_408() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .config_yaml("client_body_timeout: 0.5\n")
+        .start()
+        .await;
+    let started = std::time::Instant::now();
+    let (status, body) = status_of(
+        &proxy,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b",
+    )
+    .await;
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("stopped arriving"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
