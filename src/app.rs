@@ -43,6 +43,7 @@ pub fn load(
         upstream: args.upstream.clone(),
         mgmt,
         mgmt_token,
+        idle_timeout: args.idle_timeout,
         preserve_host: args.preserve_host,
         data_dir: args.data_dir.clone(),
         log_level: args.log_level.clone(),
@@ -173,6 +174,7 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         forwarder.clone(),
         shutdown.clone(),
         settings.drain_timeout,
+        settings.limits,
     ) {
         Ok(spawned) => spawned,
         Err(e) => {

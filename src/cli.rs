@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// Directory of the embedded store [default: ./heliosburn-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Seconds a connection may move no byte before it is closed [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout: Option<f64>,
     /// Forward the client's Host header instead of the upstream's.
     #[arg(long)]
     pub preserve_host: bool,

@@ -95,8 +95,31 @@ pub const DEFAULT_BUS_CAPACITY: usize = 8_192;
 /// The most `bus_capacity` may be: the ring is allocated up front, so a typo must not
 /// take the host's memory.
 pub const MAX_BUS_CAPACITY: usize = 1 << 20;
+/// The most `max_connections` may be (each costs a file descriptor and buffers).
+pub const MAX_CONNECTIONS: usize = 1_000_000;
 /// The longest any timeout may be: a day.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// What bounds the connections a listener keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Open connections at most; beyond, new ones wait in the backlog.
+    pub max_connections: usize,
+    /// A connection that moves no byte this long is closed.
+    pub idle_timeout: Duration,
+    /// A request head must arrive within this (HTTP/1).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// A secret from the configuration: its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -135,6 +158,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// How long a client may send nothing of its request body (then 408).
     pub client_body_timeout: Duration,
+    /// What bounds the proxy's connections (cap, idle and header-read timeouts).
+    pub limits: ConnectionLimits,
     pub data_dir: PathBuf,
     pub log_level: String,
     pub control: Option<ControlChannel>,
@@ -155,6 +180,7 @@ impl Default for Settings {
             upstream_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             client_body_timeout: Duration::from_secs(10),
+            limits: Default::default(),
             data_dir: PathBuf::from("./heliosburn-data"),
             log_level: "info".into(),
             control: None,
@@ -188,6 +214,12 @@ pub struct SettingsFile {
     pub drain_timeout: Option<f64>,
     /// Seconds a client may send nothing of a request body before it is answered 408.
     pub client_body_timeout: Option<f64>,
+    /// Seconds a connection may move no byte before it is closed (default 60).
+    pub idle_timeout: Option<f64>,
+    /// Seconds a client has to send a request's head (default 10).
+    pub header_read_timeout: Option<f64>,
+    /// Open connections at most (default 10000); beyond, new ones wait in the backlog.
+    pub max_connections: Option<usize>,
     /// Directory of the embedded store.
     pub data_dir: Option<PathBuf>,
     /// Messages the in-process feed holds for a subscriber that falls behind.
@@ -234,6 +266,9 @@ const TOP_KEYS: &[&str] = &[
     "upstream_timeout",
     "drain_timeout",
     "client_body_timeout",
+    "idle_timeout",
+    "header_read_timeout",
+    "max_connections",
     "data_dir",
     "bus_capacity",
     "log",
@@ -283,6 +318,9 @@ impl SettingsFile {
                 "upstream_timeout" => out.upstream_timeout = field(&mut problems, key, v, "seconds, a number"),
                 "drain_timeout" => out.drain_timeout = field(&mut problems, key, v, "seconds, a number"),
                 "client_body_timeout" => out.client_body_timeout = field(&mut problems, key, v, "seconds, a number"),
+                "idle_timeout" => out.idle_timeout = field(&mut problems, key, v, "seconds, a number"),
+                "header_read_timeout" => out.header_read_timeout = field(&mut problems, key, v, "seconds, a number"),
+                "max_connections" => out.max_connections = field(&mut problems, key, v, "a number of connections"),
                 "data_dir" => out.data_dir = field(&mut problems, key, v, "a directory path"),
                 "bus_capacity" => out.bus_capacity = field(&mut problems, key, v, "a number of messages"),
                 "log" => out.log = section(&mut problems, key, v, "a mapping with `level`", LOG_FIELDS),
@@ -382,6 +420,7 @@ pub struct Overrides {
     pub upstream: Option<String>,
     pub mgmt: Option<String>,
     pub mgmt_token: Option<String>,
+    pub idle_timeout: Option<f64>,
     pub preserve_host: bool,
     pub data_dir: Option<PathBuf>,
     pub log_level: Option<String>,
@@ -477,6 +516,16 @@ impl Settings {
                 file.client_body_timeout,
                 &mut s.client_body_timeout,
             ),
+            (
+                "idle_timeout",
+                flags.idle_timeout.or(file.idle_timeout),
+                &mut s.limits.idle_timeout,
+            ),
+            (
+                "header_read_timeout",
+                file.header_read_timeout,
+                &mut s.limits.header_read_timeout,
+            ),
         ] {
             if let Some(secs) = value {
                 match Duration::try_from_secs_f64(secs) {
@@ -493,6 +542,14 @@ impl Settings {
         }
         if let Some(d) = flags.data_dir.clone().or(file.data_dir) {
             s.data_dir = d;
+        }
+        match file.max_connections {
+            Some(n @ 1..=MAX_CONNECTIONS) => s.limits.max_connections = n,
+            Some(n) => problems.add(
+                "max_connections",
+                format!("expected a number of connections from 1 to {MAX_CONNECTIONS}, found {n}"),
+            ),
+            None => {}
         }
         match file.bus_capacity {
             Some(n @ 1..=MAX_BUS_CAPACITY) => s.bus_capacity = n,

@@ -238,6 +238,7 @@ impl Controller {
             "bind": l.addr.to_string(),
             "upstream": self.proxy.forwarder.target().upstream.to_string(),
             "upstream_idle_connections": self.proxy.forwarder.target().pool.idle(),
+            "connections": self.proxy.listener.connections(),
         })
     }
 

@@ -57,8 +57,14 @@ async fn round_trip(proxy: &Proxy) -> Result<Vec<String>, String> {
         .await
         .map_err(|e| format!("test listener: {e}"))?;
     let front_addr = front.local_addr().map_err(|e| e.to_string())?;
-    listener::spawn(front, forwarder, shutdown.clone(), Duration::from_secs(1))
-        .map_err(|e| e.to_string())?;
+    listener::spawn(
+        front,
+        forwarder,
+        shutdown.clone(),
+        Duration::from_secs(1),
+        listener::Limits::default(),
+    )
+    .map_err(|e| e.to_string())?;
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let req = http::Request::post(format!("http://{front_addr}/selftest?probe=1"))

@@ -1,28 +1,62 @@
 //! The proxy listener: accepts connections (HTTP/1.1 and h2c prior knowledge, upgrades
 //! allowed) and can be stopped, started and moved to another address at run time.
 //! Connections already open keep running; shutdown drains them, bounded in time.
+//!
+//! **Invariant:** what connections cost is bounded by configuration, not by clients: at
+//! most `max_connections` are open (beyond, new ones wait in the kernel's backlog), a
+//! connection that moves no byte for `idle_timeout` is closed (after the exchange in
+//! flight, if any), and a request head must arrive within `header_read_timeout`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+pub use crate::config::settings::ConnectionLimits as Limits;
 use crate::proxy::service::{Client, Forwarder};
+
+/// What the listener counted, for status.
+#[derive(Debug, Default)]
+pub struct ListenerCounters {
+    /// Connections closed for moving no byte for the idle timeout.
+    pub idle_closed: AtomicU64,
+    /// Times the connection cap was reached (each a stretch during which new connections
+    /// waited in the backlog).
+    pub cap_reached: AtomicU64,
+    /// Accepts that failed (out of file descriptors and the like).
+    pub accept_errors: AtomicU64,
+    /// The cap is reached now (an episode is logged once).
+    at_cap: AtomicBool,
+}
 
 /// What the listener is doing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ListenerStatus {
     pub addr: SocketAddr,
     pub listening: bool,
+}
+
+/// The counters as status shows them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ConnectionStats {
+    pub open: usize,
+    pub max: usize,
+    pub idle_closed: u64,
+    pub cap_reached: u64,
+    pub accept_errors: u64,
 }
 
 #[derive(Debug)]
@@ -42,11 +76,25 @@ type Request = (
 pub struct ListenerHandle {
     tx: mpsc::Sender<Request>,
     status: watch::Receiver<ListenerStatus>,
+    counters: Arc<ListenerCounters>,
+    connections: TaskTracker,
+    limits: Limits,
 }
 
 impl ListenerHandle {
     pub fn status(&self) -> ListenerStatus {
         *self.status.borrow()
+    }
+
+    pub fn connections(&self) -> ConnectionStats {
+        let c = &self.counters;
+        ConnectionStats {
+            open: self.connections.len(),
+            max: self.limits.max_connections,
+            idle_closed: c.idle_closed.load(Ordering::Relaxed),
+            cap_reached: c.cap_reached.load(Ordering::Relaxed),
+            accept_errors: c.accept_errors.load(Ordering::Relaxed),
+        }
     }
 
     /// Sends a command and waits for the listener's answer.
@@ -68,6 +116,7 @@ pub fn spawn(
     forwarder: Arc<Forwarder>,
     shutdown: CancellationToken,
     drain: Duration,
+    limits: Limits,
 ) -> std::io::Result<(ListenerHandle, tokio::task::JoinHandle<()>)> {
     let addr = listener.local_addr()?;
     let (tx, rx) = mpsc::channel(8);
@@ -75,26 +124,52 @@ pub fn spawn(
         addr,
         listening: true,
     });
-    let task = tokio::spawn(run(listener, forwarder, rx, status_tx, shutdown, drain));
-    Ok((ListenerHandle { tx, status }, task))
+    let conns = Connections {
+        forwarder,
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+        permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        counters: Arc::default(),
+        limits,
+    };
+    let handle = ListenerHandle {
+        tx,
+        status,
+        counters: conns.counters.clone(),
+        connections: conns.tracker.clone(),
+        limits,
+    };
+    let task = tokio::spawn(run(listener, conns, rx, status_tx, drain));
+    Ok((handle, task))
+}
+
+/// What every connection of the listener shares.
+struct Connections {
+    forwarder: Arc<Forwarder>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    permits: Arc<Semaphore>,
+    counters: Arc<ListenerCounters>,
+    limits: Limits,
 }
 
 async fn run(
     listener: TcpListener,
-    forwarder: Arc<Forwarder>,
+    conns: Connections,
     mut commands: mpsc::Receiver<Request>,
     status: watch::Sender<ListenerStatus>,
-    shutdown: CancellationToken,
     drain: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(conns.limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let shutdown = conns.shutdown.clone();
+    // Set while accepts fail, so that an episode is logged once, not every 50 ms.
+    let mut accept_failing = false;
     let mut addr = listener
         .local_addr()
         .unwrap_or_else(|_| status.borrow().addr);
@@ -124,11 +199,21 @@ async fn run(
                 status.send_replace(now);
                 let _ = reply.send(result.map(|()| now));
             }
-            accepted = accept(listener.as_ref()) => match accepted {
-                Ok((stream, peer)) => serve(stream, peer, &forwarder, &builder, &graceful),
+            accepted = accept(listener.as_ref(), &conns) => match accepted {
+                Ok((stream, peer, permit)) => {
+                    if accept_failing {
+                        tracing::info!("accepting connections again");
+                        accept_failing = false;
+                    }
+                    serve(stream, peer, permit, &conns, &builder)
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    conns.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    if !accept_failing {
+                        tracing::warn!(error = %e, "accept failed; retrying every 50 ms (counted in status)");
+                        accept_failing = true;
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -139,11 +224,13 @@ async fn run(
         addr,
         listening: false,
     });
-    let open = graceful.count();
+    // Every connection task watches the shutdown token and closes gracefully.
+    conns.tracker.close();
+    let open = conns.tracker.len();
     if open > 0 {
         tracing::info!(connections = open, ?drain, "draining open connections");
     }
-    if tokio::time::timeout(drain, graceful.shutdown())
+    if tokio::time::timeout(drain, conns.tracker.wait())
         .await
         .is_err()
     {
@@ -160,36 +247,162 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
+/// The next connection, once there is room for it under the cap. While there is none,
+/// new connections wait in the kernel's backlog; the episode is counted and logged once.
 async fn accept(
     listener: Option<&TcpListener>,
-) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
+    conns: &Connections,
+) -> std::io::Result<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let Some(l) = listener else {
+        return std::future::pending().await;
+    };
+    let c = &conns.counters;
+    let permit = match conns.permits.clone().try_acquire_owned() {
+        Ok(p) => {
+            if c.at_cap.swap(false, Ordering::Relaxed) {
+                tracing::info!("below the connection limit again");
+            }
+            p
+        }
+        Err(_) => {
+            if !c.at_cap.swap(true, Ordering::Relaxed) {
+                c.cap_reached.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    max_connections = conns.limits.max_connections,
+                    "connection limit reached; new connections wait in the backlog until one closes"
+                );
+            }
+            conns
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| std::io::Error::other("the listener is closing"))?
+        }
+    };
+    let (stream, peer) = l.accept().await?;
+    Ok((stream, peer, permit))
 }
 
 fn serve(
-    stream: tokio::net::TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
-    forwarder: &Arc<Forwarder>,
+    permit: OwnedSemaphorePermit,
+    conns: &Connections,
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
 ) {
     let _ = stream.set_nodelay(true);
-    let fwd = forwarder.clone();
+    let fwd = conns.forwarder.clone();
     let client = Arc::new(Client::new(peer));
     let svc = service_fn(move |req| {
         let (fwd, client) = (fwd.clone(), client.clone());
         async move { Ok::<_, Infallible>(fwd.handle(req, &client).await) }
     });
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-        .into_owned();
-    let conn = graceful.watch(conn);
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, %peer, "connection ended with an error");
+    let activity = Arc::new(AtomicBool::new(true));
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+    let (shutdown, idle, counters) = (
+        conns.shutdown.clone(),
+        conns.limits.idle_timeout,
+        conns.counters.clone(),
+    );
+    conns.tracker.spawn(async move {
+        let _permit = permit;
+        tokio::pin!(conn);
+        // A byte either way sets `activity`; a whole idle timeout of ticks without one
+        // closes the connection (after the exchange in flight, as a graceful close does).
+        let tick_every = (idle / 4).max(Duration::from_millis(10));
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + tick_every, tick_every);
+        let mut quiet = Duration::ZERO;
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = shutdown.cancelled(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = tick.tick(), if !closing => {
+                    if activity.swap(false, Ordering::Relaxed) {
+                        quiet = Duration::ZERO;
+                    } else {
+                        quiet += tick_every;
+                        if quiet >= idle {
+                            counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, ?idle, "closing an idle connection");
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
+            }
         }
     });
+}
+
+/// A connection's socket that notes when bytes move, for the idle timeout.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<AtomicBool>,
+}
+
+impl Watched {
+    fn moved<T>(&self, polled: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.activity.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.moved(polled)
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.moved(polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.moved(polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

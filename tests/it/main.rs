@@ -14,6 +14,7 @@ mod config;
 mod control;
 mod forwarding;
 mod lifecycle;
+mod limits;
 mod live;
 mod pipeline;
 mod protocols;

@@ -1,0 +1,119 @@
+//! Connections cost what configuration allows, not what clients want (issue 8, item 3):
+//! idle connections are closed after the idle timeout, an exchange in flight is not cut,
+//! and beyond the connection cap new connections wait (counted, logged once).
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::upstream::{SLOW_DELAY, SLOW_FIRST, SLOW_REST};
+use crate::harness::{Http, RawConn, TestProxy, Upstream};
+
+/// Waits until the peer closes `conn` (a read of 0 bytes or an error), at most `within`.
+async fn closed_within(conn: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_idle_connections_are_closed_after_the_idle_timeout() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .config_yaml("idle_timeout: 1\n")
+        .start()
+        .await;
+    let mut conns = Vec::new();
+    for i in 0..1000 {
+        let mut c = TcpStream::connect(proxy.proxy_addr()).await.unwrap();
+        // Half of them after an exchange (kept alive), half never saying anything.
+        if i % 2 == 0 {
+            c.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = c.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before answering");
+                head.extend_from_slice(&buf[..n]);
+            }
+        }
+        conns.push(c);
+    }
+    let started = Instant::now();
+    for c in &mut conns {
+        assert!(
+            closed_within(c, Duration::from_secs(10)).await,
+            "a connection was still open 10 s after the 1 s idle timeout"
+        );
+    }
+    println!(
+        "1000 idle connections closed {:?} after the last one opened",
+        started.elapsed()
+    );
+    let status = proxy.mgmt_get("/proxy").await.json();
+    assert!(
+        status["connections"]["idle_closed"].as_u64().unwrap() >= 1000,
+        "{status}"
+    );
+    assert_eq!(status["connections"]["open"], 0, "{status}");
+}
+
+#[tokio::test]
+async fn an_exchange_in_flight_outlives_the_idle_timeout() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .config_yaml("idle_timeout: 0.5\n")
+        .start()
+        .await;
+    assert!(SLOW_DELAY > Duration::from_secs(1));
+    // The upstream says nothing for SLOW_DELAY mid-body; the exchange is not cut.
+    let r = Http::new().get(&proxy.url("/slow")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), format!("{SLOW_FIRST}{SLOW_REST}"));
+}
+
+#[tokio::test]
+async fn beyond_the_cap_new_connections_wait_until_one_closes() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .config_yaml("max_connections: 2\n")
+        .start()
+        .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = RawConn::connect(proxy.proxy_addr()).await;
+        c.send(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(c.read_response(false).await.status, 200);
+        held.push(c);
+    }
+    // The third is accepted by the kernel and waits; its request is answered once one of
+    // the two closes.
+    let mut third = RawConn::connect(proxy.proxy_addr()).await;
+    third.send(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    proxy
+        .wait_for_log(&["connection limit reached", "max_connections=2"])
+        .await;
+    drop(held.pop());
+    assert_eq!(third.read_response(false).await.status, 200);
+    let status = proxy.mgmt_get("/proxy").await.json();
+    assert_eq!(status["connections"]["cap_reached"], 1, "{status}");
+    assert_eq!(status["connections"]["max"], 2, "{status}");
+    assert_eq!(
+        proxy.stderr().matches("connection limit reached").count(),
+        1,
+        "{}",
+        proxy.stderr()
+    );
+}
