@@ -11,6 +11,7 @@ pub mod feed;
 pub mod modules;
 pub mod proxy;
 pub mod recording;
+pub mod redact;
 pub mod redis_link;
 pub mod resources;
 pub mod store;

@@ -313,6 +313,12 @@ pub enum OpenError {
     /// Its message names the server and the kwargs already.
     #[error(transparent)]
     Mongo { source: StoreError },
+    #[error("cannot use the redaction key {path}: {source}")]
+    Key {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the live window: {source} ({by})")]
     Window {
         #[source]
@@ -330,6 +336,11 @@ impl Plan {
         data_dir: PathBuf,
         bus_capacity: usize,
     ) -> Result<Resources, OpenError> {
+        // First, so that the directory is made owner-only before anything goes in it.
+        let redaction_key = redaction_key(&data_dir).map_err(|source| OpenError::Key {
+            path: data_dir.join(KEY_FILE).display().to_string(),
+            source,
+        })?;
         let store: Arc<dyn Store> = match &self.store {
             StoreSpec::Embedded => {
                 Arc::new(
@@ -364,6 +375,7 @@ impl Plan {
             ),
         };
         Ok(Resources {
+            redaction_key,
             recordings: Arc::new(Recordings::new(store)),
             window,
             feeds: Arc::new(Feeds {
@@ -374,9 +386,57 @@ impl Plan {
     }
 }
 
+/// The proxy's redaction key: read from `redaction.key` in the data directory, or made
+/// (random, owner-only) the first time. The directory itself is made owner-only.
+fn redaction_key(dir: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let path = dir.join(KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() == 32 => {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes);
+            return Ok(key);
+        }
+        Ok(_) => return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a key (32 bytes); delete it to make a new one (marks made before will not match)",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut seed = Vec::with_capacity(48);
+    for _ in 0..2 {
+        seed.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    }
+    seed.extend_from_slice(
+        &chrono::Utc::now()
+            .timestamp_nanos_opt()
+            .unwrap_or(0)
+            .to_le_bytes(),
+    );
+    let key = *blake3::hash(&seed).as_bytes();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(&key)?;
+    Ok(key)
+}
+
+const KEY_FILE: &str = "redaction.key";
+
 /// The opened resources: what modules and the management API are handed.
 #[derive(Clone)]
 pub struct Resources {
+    /// The key of redaction marks' hashes: the proxy's own, kept in the data directory so
+    /// that marks agree across restarts.
+    pub redaction_key: [u8; 32],
     pub recordings: Arc<Recordings>,
     pub window: Arc<dyn Window>,
     pub feeds: Arc<Feeds>,

@@ -183,7 +183,8 @@ pub fn query_multimap(query: Option<&str>) -> MultiMap {
     out
 }
 
-fn percent_decode(s: &str) -> String {
+/// `%XX` escapes decoded (a bad escape is kept as written).
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

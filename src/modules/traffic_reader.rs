@@ -2,6 +2,7 @@
 //! request arrives and one (with the request again) when the response has been sent.
 //! Bodies are captured beside the stream up to `body_limit`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use super::kwargs::{control_host_claim, feed_endpoint, in_range, redis_endpoint,
 use super::{Built, ModuleError, PipelineModule};
 use crate::feed::Publisher;
 use crate::proxy::{Decision, Exchange, Phase};
+use crate::redact::{Redactor, Rules};
 use crate::resources::{Claimed, FeedUse, Resources};
 use crate::traffic::{self, RequestInfo, ResponseInfo, TrafficMessage};
 
@@ -36,6 +38,18 @@ pub struct ReaderKwargs {
     pub body_limit: Option<usize>,
     /// Messages waiting to be sent to Redis before new ones are dropped.
     pub queue_capacity: Option<usize>,
+    /// Replace secrets before anything leaves the exchange (default true). Off only for
+    /// a recording that must be replayed with real credentials; status says so.
+    pub redact: Option<bool>,
+    /// Header names redacted besides Authorization, Proxy-Authorization, Cookie, Set-Cookie.
+    #[serde(default)]
+    pub redact_headers: Vec<String>,
+    /// Query, form and JSON field names redacted besides the defaults (passwords, tokens).
+    #[serde(default)]
+    pub redact_fields: Vec<String>,
+    /// Regexes redacted wherever they match in a text body.
+    #[serde(default)]
+    pub redact_patterns: Vec<String>,
 }
 
 #[async_trait]
@@ -43,7 +57,10 @@ impl ModuleConfig for ReaderKwargs {
     fn validate(&self) -> Result<(), String> {
         // A body is captured up to this, per exchange in flight: 1 GiB is already a lot.
         in_range("body_limit", self.body_limit, 0..=1 << 30)?;
-        in_range("queue_capacity", self.queue_capacity, 1..=1 << 20)
+        in_range("queue_capacity", self.queue_capacity, 1..=1 << 20)?;
+        Redactor::new(&self.rules(), [0; 32])
+            .map(drop)
+            .map_err(|e| format!("redact_patterns: {e}"))
     }
 
     fn claims(&self) -> Vec<Claimed> {
@@ -60,13 +77,31 @@ impl ModuleConfig for ReaderKwargs {
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {
         let at = feed_endpoint(self.redis(), &self.redis_pub_queue);
         let publisher = resources.feeds.publisher(&at, self.queue_capacity).await?;
+        let redactor = match self.redact.unwrap_or(true) {
+            true => Some(
+                Redactor::new(&self.rules(), resources.redaction_key)
+                    .map_err(ModuleError::kwargs(FACTORY.name))?,
+            ),
+            false => {
+                tracing::warn!("TrafficReader: redact: false; secrets (Authorization, cookies, passwords) are recorded as they are");
+                None
+            }
+        };
         Ok(Built::Pipeline(Arc::new(TrafficReader::new(
-            publisher, self,
+            publisher, self, redactor,
         ))))
     }
 }
 
 impl ReaderKwargs {
+    fn rules(&self) -> Rules {
+        Rules {
+            headers: self.redact_headers.clone(),
+            fields: self.redact_fields.clone(),
+            patterns: self.redact_patterns.clone(),
+        }
+    }
+
     fn redis(&self) -> Option<crate::redis_link::Endpoint> {
         redis_endpoint(
             &self.redis_url,
@@ -77,9 +112,21 @@ impl ReaderKwargs {
     }
 }
 
+/// The first `Content-Type` of a header map, for the body's redaction.
+fn content_type(headers: &traffic::MultiMap) -> Option<&str> {
+    headers
+        .get("content-type")
+        .and_then(|v| v.first())
+        .map(String::as_str)
+}
+
 pub struct TrafficReader {
     publisher: Arc<dyn Publisher>,
     body_limit: usize,
+    /// None: `redact: false`.
+    redactor: Option<Redactor>,
+    /// Values replaced by a mark.
+    redacted: AtomicU64,
 }
 
 /// What the reader keeps between an exchange's phases.
@@ -90,10 +137,22 @@ struct Pending {
 }
 
 impl TrafficReader {
-    pub fn new(publisher: Arc<dyn Publisher>, kwargs: &ReaderKwargs) -> Self {
+    pub fn new(
+        publisher: Arc<dyn Publisher>,
+        kwargs: &ReaderKwargs,
+        redactor: Option<Redactor>,
+    ) -> Self {
         Self {
             publisher,
             body_limit: kwargs.body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
+            redactor,
+            redacted: AtomicU64::new(0),
+        }
+    }
+
+    fn count(&self, n: usize) {
+        if n > 0 {
+            self.redacted.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 }
@@ -105,25 +164,34 @@ impl Phase for TrafficReader {
         if ex.internal {
             return Decision::Forward;
         }
+        let mut request = RequestInfo {
+            created_at: traffic::timestamp(Utc::now()),
+            client_protocol: traffic::protocol_name(ex.client_version).into(),
+            method: req.method.to_string(),
+            uri: req
+                .uri
+                .path_and_query()
+                .map_or_else(|| req.uri.to_string(), |pq| pq.to_string()),
+            path: req.uri.path().to_owned(),
+            args: traffic::query_multimap(req.uri.query()),
+            headers: traffic::header_multimap(&req.headers),
+            body: None,
+        };
+        // Secrets go before the first message leaves the exchange.
+        if let Some(r) = &self.redactor {
+            let (uri, in_uri) = r.uri(&request.uri);
+            request.uri = uri;
+            r.args(&mut request.args);
+            let in_headers = r.headers(&mut request.headers);
+            self.count(in_uri + in_headers);
+        }
         let msg = Arc::new(TrafficMessage {
             // Time-ordered (UUIDv7): stores index transactions by id, and ids that grow
             // append to the index instead of dirtying pages all over it.
             transaction_id: uuid::Uuid::now_v7().to_string(),
             request_id: uuid::Uuid::now_v7().to_string(),
             response_id: uuid::Uuid::now_v7().to_string(),
-            request: Arc::new(RequestInfo {
-                created_at: traffic::timestamp(Utc::now()),
-                client_protocol: traffic::protocol_name(ex.client_version).into(),
-                method: req.method.to_string(),
-                uri: req
-                    .uri
-                    .path_and_query()
-                    .map_or_else(|| req.uri.to_string(), |pq| pq.to_string()),
-                path: req.uri.path().to_owned(),
-                args: traffic::query_multimap(req.uri.query()),
-                headers: traffic::header_multimap(&req.headers),
-                body: None,
-            }),
+            request: Arc::new(request),
             response: None,
         });
         self.publisher.publish(msg.clone());
@@ -143,7 +211,7 @@ impl Phase for TrafficReader {
             .get::<hyper::ext::ReasonPhrase>()
             .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
             .unwrap_or_else(|| resp.status.canonical_reason().unwrap_or("").to_owned());
-        let info = ResponseInfo {
+        let mut info = ResponseInfo {
             created_at: traffic::timestamp(Utc::now()),
             client_protocol: traffic::protocol_name(ex.client_version).into(),
             status_code: resp.status.as_u16(),
@@ -151,6 +219,10 @@ impl Phase for TrafficReader {
             headers: traffic::header_multimap(&resp.headers),
             body: None,
         };
+        if let Some(r) = &self.redactor {
+            let n = r.headers(&mut info.headers);
+            self.count(n);
+        }
         pending.response = Some(info);
     }
 
@@ -174,12 +246,21 @@ impl Phase for TrafficReader {
         // that had not arrived when the request event went out.
         let mut msg = TrafficMessage::clone(&pending.request);
         if self.body_limit > 0 {
-            if let Some(body) = ex.request_body.as_ref().map(|c| c.to_body()) {
+            if let Some(mut body) = ex.request_body.as_ref().map(|c| c.to_body()) {
                 let mut request = RequestInfo::clone(&msg.request);
+                if let Some(r) = &self.redactor {
+                    self.count(r.body(&mut body, content_type(&request.headers)));
+                }
                 request.body = Some(body);
                 msg.request = Arc::new(request);
             }
-            response.body = ex.response_body.as_ref().map(|c| c.to_body());
+            response.body = ex.response_body.as_ref().map(|c| {
+                let mut body = c.to_body();
+                if let Some(r) = &self.redactor {
+                    self.count(r.body(&mut body, content_type(&response.headers)));
+                }
+                body
+            });
         }
         msg.response = Some(Arc::new(response));
         self.publisher.publish(Arc::new(msg));
@@ -192,10 +273,14 @@ impl Phase for TrafficReader {
 
 impl PipelineModule for TrafficReader {
     fn counters(&self) -> serde_json::Value {
-        serde_json::to_value(self.publisher.stats()).unwrap_or_default()
+        let mut c = serde_json::to_value(self.publisher.stats()).unwrap_or_default();
+        c["redact"] = self.redactor.is_some().into();
+        c["redacted"] = self.redacted.load(Ordering::Relaxed).into();
+        c
     }
 
     fn reset(&self) {
         self.publisher.reset_stats();
+        self.redacted.store(0, Ordering::Relaxed);
     }
 }

@@ -290,7 +290,10 @@ async fn each_module_counts_what_it_did() {
     assert_eq!(modules, expected, "{status}");
 
     let reader = counters(&proxy, "TrafficReader").await;
-    assert_eq!(reader, json!({ "published": 26, "dropped": 0 }));
+    assert_eq!(
+        reader,
+        json!({ "published": 26, "dropped": 0, "redact": true, "redacted": 0 })
+    );
     let recorder = counters(&proxy, "TrafficRecorder").await;
     for (name, value) in [
         ("received", 26),

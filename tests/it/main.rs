@@ -19,6 +19,7 @@ mod live;
 mod pipeline;
 mod protocols;
 mod recording;
+mod redaction;
 mod redis_link;
 mod seed;
 mod store;

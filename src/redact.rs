@@ -1,0 +1,374 @@
+//! Redaction: secrets are replaced before a traffic message leaves the exchange, so no
+//! feed, store, window or export ever holds them.
+//!
+//! A secret becomes `[redacted len=N h=HASH]`: its length, and eight hex digits of a
+//! keyed BLAKE3 hash, so two equal secrets stay comparable (the same session cookie in
+//! two exchanges) without the value being recoverable from the mark. The key is the
+//! proxy's own (a file in the data directory), so marks agree across restarts.
+//!
+//! What is redacted: header values by name (`Authorization`, `Proxy-Authorization`,
+//! `Cookie`, `Set-Cookie` and configured ones); query and form fields and JSON object
+//! fields by name (passwords, tokens, keys and configured ones); and whatever matches a
+//! pattern in a text body (bearer tokens, card numbers that pass the Luhn check, and
+//! configured regexes).
+
+use std::collections::BTreeSet;
+
+use regex::Regex;
+
+use crate::traffic::{BodyCapture, BodyEncoding, MultiMap};
+
+/// Headers whose values are always redacted.
+pub const HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// Query, form and JSON field names whose values are redacted (compared without case).
+pub const FIELDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+];
+
+/// Patterns redacted wherever they appear in a text body.
+/// ASCII classes (`-u`): Unicode digit and word classes would make these regexes many
+/// times larger in memory, for characters neither secret is made of.
+const BEARER: &str = r"(?i-u)\bbearer[ \t]+[A-Za-z0-9\-._~+/]+=*";
+const CARD: &str = r"(?-u)\b[0-9](?:[ -]?[0-9]){12,18}\b";
+
+/// What to redact beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub headers: Vec<String>,
+    pub fields: Vec<String>,
+    pub patterns: Vec<String>,
+}
+
+pub struct Redactor {
+    key: [u8; 32],
+    headers: BTreeSet<String>,
+    fields: BTreeSet<String>,
+    bearer: Regex,
+    card: Regex,
+    patterns: Vec<Regex>,
+}
+
+impl Redactor {
+    /// The defaults and `rules`; the error names a pattern that is not a regex.
+    pub fn new(rules: &Rules, key: [u8; 32]) -> Result<Self, String> {
+        let lower = |v: &[String], base: &[&str]| {
+            base.iter()
+                .map(|s| s.to_string())
+                .chain(v.iter().map(|s| s.trim().to_ascii_lowercase()))
+                .collect::<BTreeSet<_>>()
+        };
+        let patterns = rules
+            .patterns
+            .iter()
+            .map(|p| Regex::new(p).map_err(|e| format!("`{p}` is not a regex: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            key,
+            headers: lower(&rules.headers, HEADERS),
+            fields: lower(&rules.fields, FIELDS),
+            bearer: Regex::new(BEARER).map_err(|e| e.to_string())?,
+            card: Regex::new(CARD).map_err(|e| e.to_string())?,
+            patterns,
+        })
+    }
+
+    /// The mark that stands for `secret`.
+    pub fn mark(&self, secret: &str) -> String {
+        let h = blake3::keyed_hash(&self.key, secret.as_bytes());
+        let hex = h.to_hex();
+        format!("[redacted len={} h={}]", secret.len(), &hex.as_str()[..8])
+    }
+
+    fn field(&self, name: &str) -> bool {
+        self.fields.contains(&name.to_ascii_lowercase())
+    }
+
+    /// Header values by name (the map's names are lowercase, as the reader makes them).
+    pub fn headers(&self, headers: &mut MultiMap) -> usize {
+        let mut n = 0;
+        for (name, values) in headers.iter_mut() {
+            if self.headers.contains(name.as_str()) {
+                for v in values.iter_mut() {
+                    *v = self.mark(v);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Query arguments by name.
+    pub fn args(&self, args: &mut MultiMap) -> usize {
+        let mut n = 0;
+        for (name, values) in args.iter_mut() {
+            if self.field(name) {
+                for v in values.iter_mut() {
+                    *v = self.mark(v);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// `name=value&…` with the values of secret names replaced (the mark encoded, so the
+    /// text stays a valid query or form).
+    pub fn query(&self, query: &str) -> (String, usize) {
+        let mut n = 0;
+        let out: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, value))
+                    if self.field(&crate::traffic::percent_decode(name).replace('+', " ")) =>
+                {
+                    n += 1;
+                    let value = crate::traffic::percent_decode(&value.replace('+', " "));
+                    format!("{name}={}", encode_mark(&self.mark(&value)))
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        (out.join("&"), n)
+    }
+
+    /// A request target with its query redacted.
+    pub fn uri(&self, uri: &str) -> (String, usize) {
+        match uri.split_once('?') {
+            Some((path, q)) => {
+                let (q, n) = self.query(q);
+                (format!("{path}?{q}"), n)
+            }
+            None => (uri.to_owned(), 0),
+        }
+    }
+
+    /// A captured body: fields by name for JSON and forms, then the patterns, in bodies
+    /// whose content type says text (`text/*`, JSON, XML, forms). Binary bodies, and
+    /// bodies that say nothing of their type, are left as they are: scanning bulk data
+    /// would cost every exchange for what a text body carries.
+    pub fn body(&self, body: &mut BodyCapture, content_type: Option<&str>) -> usize {
+        let ct = content_type.unwrap_or_default().to_ascii_lowercase();
+        let textual = ct.starts_with("text/")
+            || ct.contains("json")
+            || ct.contains("xml")
+            || ct.starts_with("application/x-www-form-urlencoded");
+        if body.encoding != BodyEncoding::Utf8 || body.data.is_empty() || !textual {
+            return 0;
+        }
+        let mut n = 0;
+        if ct.contains("json") {
+            if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&body.data) {
+                let k = self.json(&mut v);
+                if k > 0 {
+                    if let Ok(text) = serde_json::to_string(&v) {
+                        body.data = text;
+                        n += k;
+                    }
+                }
+            }
+        } else if ct.starts_with("application/x-www-form-urlencoded") {
+            let (text, k) = self.query(&body.data);
+            body.data = text;
+            n += k;
+        }
+        n + self.patterns_in(&mut body.data)
+    }
+
+    fn json(&self, v: &mut serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut n = 0;
+                for (k, v) in map.iter_mut() {
+                    if self.field(k) && !v.is_null() {
+                        let text = match &*v {
+                            serde_json::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        *v = serde_json::Value::String(self.mark(&text));
+                        n += 1;
+                    } else {
+                        n += self.json(v);
+                    }
+                }
+                n
+            }
+            serde_json::Value::Array(items) => items.iter_mut().map(|i| self.json(i)).sum(),
+            _ => 0,
+        }
+    }
+
+    fn patterns_in(&self, text: &mut String) -> usize {
+        let mut n = 0;
+        let mut replace = |re: &Regex, text: &mut String, check: &dyn Fn(&str) -> bool| {
+            if !re.is_match(text) {
+                return;
+            }
+            let out = re.replace_all(text, |c: &regex::Captures<'_>| {
+                let m = &c[0];
+                if check(m) {
+                    n += 1;
+                    self.mark(m)
+                } else {
+                    m.to_owned()
+                }
+            });
+            *text = out.into_owned();
+        };
+        replace(&self.bearer, text, &|_| true);
+        replace(&self.card, text, &luhn);
+        for re in &self.patterns {
+            replace(re, text, &|_| true);
+        }
+        n
+    }
+}
+
+/// A mark as a query value: brackets, spaces and `=` percent-encoded.
+fn encode_mark(mark: &str) -> String {
+    mark.replace('[', "%5B")
+        .replace(']', "%5D")
+        .replace(' ', "%20")
+        .replace('=', "%3D")
+}
+
+/// Whether the digits pass the Luhn check (as card numbers do).
+fn luhn(text: &str) -> bool {
+    let digits: Vec<u32> = text.chars().filter_map(|c| c.to_digit(10)).collect();
+    if digits.len() < 13 {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| match (i % 2 == 1, d * 2) {
+            (true, doubled) if doubled > 9 => doubled - 9,
+            (true, doubled) => doubled,
+            (false, _) => d,
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r() -> Redactor {
+        Redactor::new(
+            &Rules {
+                headers: vec!["X-Api-Key".into()],
+                fields: vec!["pin".into()],
+                patterns: vec![r"sk_live_[a-z0-9]+".into()],
+            },
+            [7; 32],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn equal_secrets_get_equal_marks_and_keep_their_length() {
+        let r = r();
+        assert_eq!(r.mark("abc"), r.mark("abc"));
+        assert_ne!(r.mark("abc"), r.mark("abd"));
+        assert!(r.mark("abc").starts_with("[redacted len=3 h="));
+        let other = Redactor::new(&Rules::default(), [8; 32]).unwrap();
+        assert_ne!(r.mark("abc"), other.mark("abc"), "the hash is keyed");
+    }
+
+    #[test]
+    fn headers_and_query_fields_by_name() {
+        let r = r();
+        let mut h = MultiMap::new();
+        h.insert("authorization".into(), vec!["Bearer t0p".into()]);
+        h.insert("x-api-key".into(), vec!["k".into()]);
+        h.insert("accept".into(), vec!["*/*".into()]);
+        assert_eq!(r.headers(&mut h), 2);
+        assert_eq!(h["accept"], ["*/*"]);
+        assert!(h["authorization"][0].starts_with("[redacted len=10 "));
+        let (uri, n) = r.uri("/login?user=ada&Password=hunter2&pin=1234");
+        assert_eq!(n, 2);
+        assert!(
+            uri.starts_with("/login?user=ada&Password=%5Bredacted%20len%3D7%20h%3D"),
+            "{uri}"
+        );
+        assert!(!uri.contains("hunter2") && !uri.contains("1234"), "{uri}");
+    }
+
+    #[test]
+    fn bodies_json_form_and_patterns() {
+        let r = r();
+        let mut json = BodyCapture {
+            size: 0,
+            truncated: false,
+            encoding: BodyEncoding::Utf8,
+            data: r#"{"user":"ada","auth":{"password":"hunter2","token":123},"note":"card 4111 1111 1111 1111, key sk_live_abc"}"#.into(),
+        };
+        assert_eq!(r.body(&mut json, Some("application/json")), 4);
+        for secret in ["hunter2", "123", "4111", "sk_live_abc"] {
+            assert!(!json.data.contains(secret), "{secret}: {}", json.data);
+        }
+        assert!(json.data.contains(r#""user":"ada""#));
+        let mut form = BodyCapture {
+            size: 0,
+            truncated: false,
+            encoding: BodyEncoding::Utf8,
+            data: "user=ada&password=hunter2".into(),
+        };
+        assert_eq!(
+            r.body(
+                &mut form,
+                Some("application/x-www-form-urlencoded; charset=utf-8")
+            ),
+            1
+        );
+        assert!(!form.data.contains("hunter2"));
+        // Digits that fail the Luhn check are not a card.
+        let mut text = BodyCapture {
+            size: 0,
+            truncated: false,
+            encoding: BodyEncoding::Utf8,
+            data: "order 1234 5678 9012 3456 and Bearer abc.def".into(),
+        };
+        assert_eq!(r.body(&mut text, Some("text/plain")), 1);
+        assert!(text.data.contains("1234 5678 9012 3456"));
+        assert!(!text.data.contains("abc.def"));
+    }
+
+    #[test]
+    fn luhn_knows_a_card() {
+        assert!(luhn("4111111111111111"));
+        assert!(luhn("4111 1111 1111 1111"));
+        assert!(!luhn("4111111111111112"));
+    }
+
+    #[test]
+    fn a_bad_pattern_is_named() {
+        let e = Redactor::new(
+            &Rules {
+                patterns: vec!["(".into()],
+                ..Rules::default()
+            },
+            [0; 32],
+        )
+        .err()
+        .unwrap();
+        assert!(e.starts_with("`(` is not a regex"), "{e}");
+    }
+}
