@@ -143,15 +143,23 @@ fn misaligned_top_key<'a>(text: &str, top_keys: &[&'a str]) -> Option<(usize, &'
     None
 }
 
+/// The largest configuration file read: real ones are a few KiB, and the YAML parser's
+/// time grows with the input (its nesting is capped at 128 levels already).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// Reads an optional file, naming it in the error.
 pub(crate) fn read_file(path: &std::path::Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::single(
-            &path.display().to_string(),
-            "",
-            format!("cannot read the file: {e}"),
-        )
-    })
+    let name = path.display().to_string();
+    let fail = |message: String| ConfigError::single(&name, "", message);
+    let size = std::fs::metadata(path)
+        .map_err(|e| fail(format!("cannot read the file: {e}")))?
+        .len();
+    if size > MAX_FILE_BYTES {
+        return Err(fail(format!(
+            "the file is {size} bytes; a configuration file may be at most {MAX_FILE_BYTES}"
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read the file: {e}")))
 }
 
 /// A YAML type name for messages ("a string", "a list").

@@ -152,7 +152,31 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// The widest a table cell is shown; longer text is cut with `…` (`--json` has it all).
+const MAX_CELL: usize = 60;
+
+/// A cell as a terminal may show it: control characters escaped (a name cannot move the
+/// cursor or recolour the screen), at most [`MAX_CELL`] characters.
+fn cell(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if out.chars().count() > MAX_CELL {
+        out = out.chars().take(MAX_CELL - 1).collect::<String>() + "…";
+    }
+    out
+}
+
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -163,7 +187,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
         let parts: Vec<String> = cells
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count()))))
             .collect();
         format!("{}\n", parts.join("  ").trim_end())
     };
@@ -261,4 +285,19 @@ fn traffic_text(v: &Value) -> String {
             s(&v["count"]),
             s(&v["start"])
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_escaped_and_cut() {
+        assert_eq!(cell("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\n");
+        let long = cell(&"x".repeat(65_536));
+        assert_eq!(long.chars().count(), MAX_CELL);
+        assert!(long.ends_with('…'));
+        let t = table(&["NAME", "N"], vec![vec!["y".repeat(70_000), "1".into()]]);
+        assert!(t.lines().nth(1).unwrap().ends_with("…  1"), "{t}");
+    }
 }

@@ -331,3 +331,23 @@ fn out_of_range_numbers_are_named_with_their_file_and_key() {
     );
     assert_has(&stderr, &format!("{modules}: support[0].kwargs: TrafficRecorder: batch_size: expected 1 to 100000, found 0"));
 }
+
+/// Hostile YAML is refused quickly: nesting past the parser's limit, and files larger
+/// than any configuration.
+#[test]
+fn deep_or_huge_yaml_is_refused() {
+    let dir = TempDir::new("hostile-yaml");
+    let deep = dir
+        .write("deep.yaml", &"[".repeat(100_000))
+        .display()
+        .to_string();
+    let stderr = check_fails(&["--modules", &deep]);
+    assert_has(&stderr, "recursion limit exceeded");
+    let huge = dir
+        .write("huge.yaml", &format!("# {}\n", "x".repeat(2 << 20)))
+        .display()
+        .to_string();
+    let stderr = check_fails(&["--modules", &huge]);
+    assert_has(&stderr, &format!("{huge}: the file is "));
+    assert_has(&stderr, "may be at most 1048576");
+}
