@@ -7,7 +7,16 @@ ratio to direct. The proxy under test is pinned to CPU 0, wrk and the upstream t
 and the proxy's CPU time per request is read from /proc/PID/stat: the figure that noise
 on a shared host moves least.
 
+Several heliosburn binaries can be compared in one run (`--bin LABEL=PATH`, repeatable;
+the first is the baseline): every heliosburn target runs once per binary, in the same
+rounds as direct and nginx, the binaries' order rotating from round to round. After each
+heliosburn run the script waits until that proxy is idle (a recorder that fell behind
+finishes on CPU 0 before the next target starts); each recording target records each
+round into a recording of its own, whose stored count is compared with the requests wrk
+completed and which is then deleted (64 KiB bodies would otherwise fill the disk).
+
 Usage: bench/run.py [--rounds 5] [--duration 10] [--connections 32] [--targets a,b]
+                    [--bin old=/path/heliosburn --bin new=/other/heliosburn]
 Needs: wrk, nginx (Debian packages), a release build (cargo build --release).
 """
 
@@ -29,8 +38,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "heliosburn")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 UPSTREAM_PORT, NGINX_PROXY_PORT = 19000, 19001
-HB_EMPTY_PORT, HB_REC_PORT, HB_REDIS_PORT = 19002, 19003, 19004
-MGMT_REC_PORT, MGMT_REDIS_PORT, MGMT_EMPTY_PORT = 19103, 19104, 19102
+# heliosburn binary i, target kind k: proxy port 19010 + 10 i + k, management port + 100.
+HB_KINDS = ["hb-empty", "hb-record", "hb-redis"]
+HB_BASE_PORT, MGMT_OFFSET = 19010, 100
 SMALL = b"x" * 100
 BIG = b"y" * 65536
 
@@ -64,10 +74,63 @@ def peak_rss_kib(pid):
     return 0
 
 
-def http(method, url, body=None):
+def reset_peak_rss(pid):
+    """Sets the process's peak RSS back to its current RSS, so each body gets its own peak."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def steal_seconds():
+    """Time the hypervisor gave this VM's CPUs to others, from /proc/stat's `cpu` line."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8]) / CLK_TCK
+
+
+def others_cpu(exclude):
+    """CPU seconds so far of every user-space process but ours, by pid: utime + stime and
+    what its reaped children used (so a compiler that came and went shows in its cargo's).
+    Kernel threads are left out: ksoftirqd and kworkers carry this benchmark's loopback."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) in exclude:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[6]) & 0x00200000:  # PF_KTHREAD
+            continue
+        out[int(pid)] = sum(int(x) for x in fields[11:15]) / CLK_TCK
+    return out
+
+
+def others_delta(before, after):
+    """CPU the other processes used between two `others_cpu` samples. The totals, not pid by
+    pid: a process that exited meanwhile left its times to its parent's children time."""
+    return sum(after.values()) - sum(before.values())
+
+
+def settle(pid, timeout=60, window=0.5):
+    """Waits until the process uses at most one clock tick in `window`; (seconds, CPU s)."""
+    start, first = time.time(), cpu_seconds(pid)
+    last = first
+    while time.time() - start < timeout:
+        time.sleep(window)
+        now = cpu_seconds(pid)
+        if now - last <= 1 / CLK_TCK:
+            break
+        last = now
+    return time.time() - start, cpu_seconds(pid) - first
+
+
+def http(method, url, body=None, timeout=30):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         text = r.read()
         return json.loads(text) if text else None
 
@@ -102,8 +165,12 @@ http {{
 
     @property
     def pid(self):
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
-        return int(out[0]) if out else self.proc.pid
+        if getattr(self, "_worker", None) is None:
+            out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+            if not out:
+                return self.proc.pid
+            self._worker = int(out[0])
+        return self._worker
 
     def stop(self):
         self.proc.send_signal(signal.SIGQUIT)
@@ -114,10 +181,13 @@ http {{
 
 
 class Heliosburn:
-    def __init__(self, workdir, name, port, mgmt, modules_yaml, cpu, settings_yaml=""):
+    def __init__(self, workdir, name, binary, port, mgmt, modules_yaml, cpu, settings_yaml=""):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
-        args = ["taskset", "-c", str(cpu), BIN, "--upstream", f"http://127.0.0.1:{UPSTREAM_PORT}",
+        for p in (port, mgmt):
+            if not free(p):
+                raise SystemExit(f"127.0.0.1:{p} is taken; stop what listens there first")
+        args = ["taskset", "-c", str(cpu), binary, "--upstream", f"http://127.0.0.1:{UPSTREAM_PORT}",
                 "--bind", f"127.0.0.1:{port}", "--mgmt", f"127.0.0.1:{mgmt}",
                 "--data-dir", os.path.join(self.dir, "data"), "--log-level", "warn"]
         if modules_yaml is not None:
@@ -133,7 +203,15 @@ class Heliosburn:
         self.log = open(os.path.join(self.dir, "stderr.log"), "w")
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
         self.mgmt = f"http://127.0.0.1:{mgmt}"
+        self.url = f"http://127.0.0.1:{port}"
         wait_port(port)
+        wait_port(mgmt)
+
+    def modules(self):
+        """Module statuses; `message` is `{proxy, modules}` before the typed module system
+        and the list itself after it."""
+        m = http("GET", f"{self.mgmt}/status")["message"]
+        return m["modules"] if isinstance(m, dict) else m
 
     @property
     def pid(self):
@@ -164,6 +242,32 @@ def wrk(url, duration, connections, cpu):
             "errors": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else ""}
 
 
+KIND_TITLE = {"hb-empty": "empty pipeline", "hb-record": "recording (embedded)",
+              "hb-redis": "TrafficReader to Redis, recorder to MongoDB"}
+RECORDING_KINDS = ("hb-record", "hb-redis")
+
+
+def parse_bins(specs):
+    """`LABEL=PATH` options, in order (the first is the baseline); default: this tree's build."""
+    bins = []
+    for spec in specs or [f"heliosburn={BIN}"]:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path or "/" in label:
+            raise SystemExit(f"--bin {spec}: expected LABEL=PATH (a label without '/')")
+        if label in (l for l, _ in bins):
+            raise SystemExit(f"--bin {spec}: label {label} given twice")
+        path = os.path.abspath(path)
+        if not os.access(path, os.X_OK):
+            raise SystemExit(f"{path} is missing: build it first (cargo build --release)")
+        bins.append((label, path))
+    return bins
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -171,14 +275,21 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--targets", default="direct,nginx,hb-empty,hb-record")
     ap.add_argument("--bodies", default="small,64k")
+    ap.add_argument("--bin", action="append", metavar="LABEL=PATH",
+                    help="a heliosburn binary to run every hb-* target with (repeatable; the first is "
+                         "the baseline); default heliosburn=target/release/heliosburn")
     ap.add_argument("--json", help="also write raw results here")
     args = ap.parse_args()
     for tool in ("wrk", "nginx", "taskset"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: apt-get install -y wrk nginx util-linux")
-    if not os.path.exists(BIN):
-        raise SystemExit(f"{BIN} is missing: run cargo build --release first")
+    bins = parse_bins(args.bin)
     targets = args.targets.split(",")
+    unknown = set(targets) - {"direct", "nginx", *HB_KINDS}
+    if unknown:
+        raise SystemExit(f"unknown targets {', '.join(sorted(unknown))}; known: direct, nginx, {', '.join(HB_KINDS)}")
+    kinds = [k for k in HB_KINDS if k in targets]
+    bodies = args.bodies.split(",")
     work = tempfile.mkdtemp(prefix="hb-bench-")
     os.chmod(work, 0o755)  # nginx workers run as nobody and must read the files
     with open(os.path.join(work, "small"), "wb") as f:
@@ -205,94 +316,178 @@ def main():
             procs.append(ng)
             wait_port(NGINX_PROXY_PORT)
             urls["nginx"], pids["nginx"] = f"http://127.0.0.1:{NGINX_PROXY_PORT}", ng.pid
-        hb = {}
-        if "hb-empty" in targets:
-            hb["hb-empty"] = Heliosburn(work, "hb-empty", HB_EMPTY_PORT, MGMT_EMPTY_PORT, "pipeline: []\nsupport: []\n", cpu=0)
-            urls["hb-empty"] = f"http://127.0.0.1:{HB_EMPTY_PORT}"
-        if "hb-record" in targets:
-            hb["hb-record"] = Heliosburn(work, "hb-record", HB_REC_PORT, MGMT_REC_PORT, None, cpu=0)
-            urls["hb-record"] = f"http://127.0.0.1:{HB_REC_PORT}"
-        if "hb-redis" in targets:
-            mongo_uri = os.environ.get("HB_BENCH_MONGO", "mongodb://127.0.0.1:27017/?directConnection=true")
-            modules = f"""pipeline: [{{name: TrafficReader, kwargs: {{redis_host: 127.0.0.1, redis_port: 6379, redis_pub_queue: hb.bench}}}}]
+        mongo_uri = os.environ.get("HB_BENCH_MONGO", "mongodb://127.0.0.1:27017/?directConnection=true")
+        modules_of = {
+            "hb-empty": "pipeline: []\nsupport: []\n",
+            "hb-record": None,  # the default: TrafficReader, TrafficRecorder, TrafficStreamer embedded
+            "hb-redis": f"""pipeline: [{{name: TrafficReader, kwargs: {{redis_host: 127.0.0.1, redis_port: 6379, redis_pub_queue: hb.bench}}}}]
 support:
   - {{name: TrafficRecorder, kwargs: {{redis_host: 127.0.0.1, redis_port: 6379, redis_sub_queue: hb.bench, mongo_uri: '{mongo_uri}', mongo_db: hb_bench, mongo_collection: traffic}}}}
   - {{name: TrafficStreamer, kwargs: {{redis_host: 127.0.0.1, redis_port: 6379, redis_sub_queue: hb.bench, redis_key: hb.bench.window}}}}
-"""
-            hb["hb-redis"] = Heliosburn(work, "hb-redis", HB_REDIS_PORT, MGMT_REDIS_PORT, modules, cpu=0)
-            urls["hb-redis"] = f"http://127.0.0.1:{HB_REDIS_PORT}"
-        for name, h in hb.items():
-            procs.append(h)
-            pids[name] = h.pid
-        order = [t for t in ["direct", "nginx", "hb-empty", "hb-record", "hb-redis"] if t in urls]
-        results = {(t, b): [] for t in order for b in args.bodies.split(",")}
-        for body in args.bodies.split(","):
+""",
+        }
+        hb, kind_of, label_of = {}, {}, {}
+        for i, (label, path) in enumerate(bins):
+            for kind in kinds:
+                t = f"{label}/{kind}"
+                port = HB_BASE_PORT + 10 * i + HB_KINDS.index(kind)
+                hb[t] = Heliosburn(work, f"{label}-{kind}", path, port, port + MGMT_OFFSET, modules_of[kind], cpu=0)
+                procs.append(hb[t])
+                urls[t], pids[t], kind_of[t], label_of[t] = hb[t].url, hb[t].pid, kind, label
+        # This script (whose children time holds wrk's) and what it started.
+        ours = {os.getpid(), *(p.pid for p in procs), *(p.proc.pid for p in procs)}
+
+        def order_for(r):  # direct, nginx, then the binaries, rotated by round
+            rot = bins[r % len(bins):] + bins[:r % len(bins)]
+            return [t for t in ("direct", "nginx") if t in urls] + [f"{l}/{k}" for l, _ in rot for k in kinds]
+
+        order = order_for(0)
+        results = {(t, b): [] for t in order for b in bodies}
+        counters = {}
+        load = {"start": loadavg()}
+        for body in bodies:
             for t in order:  # warm-up: connections, pools, caches (not recorded)
                 wrk(f"{urls[t]}/{body}", 2, args.connections, cpu=1)
-        recordings = {}
-        for name in ("hb-record", "hb-redis"):
-            if name in hb:
-                rec = http("POST", f"{hb[name].mgmt}/recording", {"name": f"bench {name}", "description": "bench/run.py"})
-                http("POST", f"{hb[name].mgmt}/recording/{rec['id']}/start")
-                recordings[name] = rec["id"]
-
-        for body in args.bodies.split(","):
+                if t in hb:
+                    settle(pids[t])
+            for t in order:
+                if pids[t]:
+                    reset_peak_rss(pids[t])
+            before_counters = {t: hb[t].modules() for t in hb if kind_of[t] in RECORDING_KINDS}
             for r in range(args.rounds):
-                for t in order:
+                for t in order_for(r):
                     pid = pids[t]
-                    before = cpu_seconds(pid) if pid else 0
+                    rid = None
+                    if kind_of.get(t) in RECORDING_KINDS:
+                        rid = http("POST", f"{hb[t].mgmt}/recording",
+                                   {"name": f"bench {t} {body} {r + 1}", "description": "bench/run.py"})["id"]
+                        http("POST", f"{hb[t].mgmt}/recording/{rid}/start")
+                    before, t0 = cpu_seconds(pid) if pid else 0, time.time()
+                    others0, steal0 = others_cpu(ours), steal_seconds()
                     res = wrk(f"{urls[t]}/{body}", args.duration, args.connections, cpu=1)
-                    res["cpu_us_per_req"] = ((cpu_seconds(pid) - before) / res["total"] * 1e6) if pid else None
+                    after, elapsed = cpu_seconds(pid) if pid else 0, time.time() - t0
+                    others1, steal1 = others_cpu(ours), steal_seconds()
+                    res["cpu_us_per_req"] = ((after - before) / res["total"] * 1e6) if pid else None
+                    # CPU the machine's other processes took meanwhile, % of one core (of 2).
+                    res["other_cpu_pct"] = 100 * others_delta(others0, others1) / elapsed
+                    res["steal_pct"] = 100 * (steal1 - steal0) / elapsed
+                    if t in hb:
+                        settle_s, settle_cpu = settle(pid)
+                        res["settle_s"], res["settle_cpu_us_per_req"] = settle_s, settle_cpu / res["total"] * 1e6
+                    if rid:
+                        http("POST", f"{hb[t].mgmt}/recording/{rid}/stop", timeout=120)
+                        res["stored"] = http("GET", f"{hb[t].mgmt}/recording/{rid}")["count"]
+                        http("DELETE", f"{hb[t].mgmt}/recording/{rid}", timeout=300)
+                        settle(pid)
                     if res["errors"]:
                         raise SystemExit(f"{t}: {res['errors']} non-2xx responses; see {work}")
                     results[(t, body)].append(res)
-                    print(f"round {r + 1} {body:5} {t:9} {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.3f} ms  "
-                          f"p99 {res['p99_ms']:.3f} ms  cpu/req {res['cpu_us_per_req'] or 0:.1f} us"
+                    print(f"round {r + 1} {body:5} {t:16} {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.3f} ms  "
+                          f"p99 {res['p99_ms']:.3f} ms  cpu/req {res['cpu_us_per_req'] or 0:.1f} us  "
+                          f"other {res['other_cpu_pct']:.0f}%"
+                          f"{'  stored ' + str(res['stored']) + ' of ' + str(res['total']) if rid else ''}"
                           f"{'  errors ' + str(res['errors']) if res['errors'] else ''}", file=sys.stderr, flush=True)
+            for t in before_counters:
+                counters[(t, body)] = counter_deltas(before_counters[t], hb[t].modules())
+            for t in hb:
+                results[(t, body)][0]["peak_rss_kib"] = peak_rss_kib(pids[t])
+            if pids.get("nginx"):
+                results[("nginx", body)][0]["peak_rss_kib"] = peak_rss_kib(pids["nginx"])
+        load["end"] = loadavg()
 
-        stored = {}
-        for name, rid in recordings.items():
-            rec = http("POST", f"{hb[name].mgmt}/recording/{rid}/stop")
-            time.sleep(2)
-            rec = http("GET", f"{hb[name].mgmt}/recording/{rid}")
-            status = http("GET", f"{hb[name].mgmt}/status")
-            stored[name] = {"count": rec["count"], "status": status["message"]["modules"]}
-
-        rss = {t: peak_rss_kib(pids[t]) for t in order if pids[t]}
-        print_report(order, args, results, rss, stored)
+        print_report(order, args, bins, kind_of, label_of, results, counters, load)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"results": {f"{t}/{b}": v for (t, b), v in results.items()}, "rss_kib": rss,
-                           "stored": stored}, f, indent=1)
+                json.dump({"bins": dict(bins), "load": load,
+                           "results": {f"{t}|{b}": v for (t, b), v in results.items()},
+                           "counters": {f"{t}|{b}": v for (t, b), v in counters.items()}}, f, indent=1)
     finally:
         for p in reversed(procs):
             p.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def print_report(order, args, results, rss, stored):
+def counter_deltas(before, after):
+    """Per module, how much each numeric counter moved (counters are cumulative)."""
+    old = {m["module"]: m.get("counters") or {} for m in before}
+    out = {}
+    for m in after:
+        b = old.get(m["module"], {})
+        out[m["module"]] = {k: v - b.get(k, 0) for k, v in (m.get("counters") or {}).items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return out
+
+
+def print_report(order, args, bins, kind_of, label_of, results, counters, load):
     med = lambda xs: statistics.median(xs) if xs else float("nan")
+
+    def spread(xs, f, sep="-"):
+        return f"{f(med(xs))} ({f(min(xs))}{sep}{f(max(xs))})" if len(xs) > 1 else f(med(xs))
+
+    title = lambda t: f"{label_of[t]}, {KIND_TITLE[kind_of[t]]}" if t in kind_of else t
     print(f"\n{args.rounds} interleaved rounds of {args.duration}s, {args.connections} connections, wrk -t1; "
-          f"proxy on CPU 0, wrk + upstream nginx on CPU 1. Medians.\n")
+          f"proxy on CPU 0, wrk + upstream nginx on CPU 1. Medians, (min-max) over the rounds. "
+          f"Load average {load['start']} at the start, {load['end']} at the end.\n")
+    for label, path in bins:
+        print(f"- {label}: {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
+    print()
     for body in args.bodies.split(","):
+        rs_of = lambda t: results[(t, body)]
+        m = lambda t, k: med([r[k] for r in rs_of(t)]) if (t, body) in results else None
+        direct, nginx = m("direct", "rps"), m("nginx", "rps")
         print(f"### {body} body\n")
-        print("| target | req/s | vs direct | p50 ms | p99 ms | proxy CPU us/req | peak RSS MiB |")
-        print("|---|---|---|---|---|---|---|")
-        base = med([r["rps"] for r in results[("direct", body)]]) if ("direct", body) in results else None
+        print("| target | req/s | vs direct | vs nginx | vs empty | p50 ms | p99 ms | proxy CPU us/req | peak RSS MiB "
+              "| other load % |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for t in order:
-            rs = results[(t, body)]
-            rps = med([r["rps"] for r in rs])
-            cpu = med([r["cpu_us_per_req"] for r in rs]) if rs and rs[0]["cpu_us_per_req"] is not None else None
-            print(f"| {t} | {rps:.0f} | {rps / base:.2f}x | {med([r['p50_ms'] for r in rs]):.3f} | "
-                  f"{med([r['p99_ms'] for r in rs]):.3f} | {'-' if cpu is None else f'{cpu:.1f}'} | "
-                  f"{'-' if t not in rss else f'{rss[t] / 1024:.1f}'} |")
+            rs = rs_of(t)
+            rps = m(t, "rps")
+            empty = m(f"{label_of[t]}/hb-empty", "rps") if t in kind_of else None
+            cpu = [r["cpu_us_per_req"] for r in rs if r["cpu_us_per_req"] is not None]
+            rss = rs[0].get("peak_rss_kib")
+            print(f"| {title(t)} | {spread([r['rps'] for r in rs], lambda v: f'{v:.0f}')} | {rps / direct:.2f}x | "
+                  f"{'-' if nginx is None or t == 'direct' else f'{rps / nginx:.2f}x'} | "
+                  f"{'-' if empty is None else f'{rps / empty:.2f}x'} | {m(t, 'p50_ms'):.3f} | "
+                  f"{spread([r['p99_ms'] for r in rs], lambda v: f'{v:.3f}')} | "
+                  f"{spread(cpu, lambda v: f'{v:.1f}') if cpu else '-'} | "
+                  f"{'-' if rss is None else f'{rss / 1024:.1f}'} | "
+                  f"{spread([r['other_cpu_pct'] for r in rs], lambda v: f'{v:.0f}')} |")
         print()
-    for name, s in stored.items():
-        total = sum(r["total"] for (t, b), rs in results.items() if t == name for r in rs)
-        print(f"{name}: wrk counted {total} completed requests during the recording; "
-              f"the recording holds {s['count']} documents.")
-        for m in s["status"]:
-            print(f"  {m['module']}: {json.dumps(m['counters'])}")
+        if len(bins) > 1:
+            print("Binaries against each other, each against every one listed before it (ratio of medians; CPU also "
+                  "as the difference of medians, and as the median (min to max) of the same-round differences):\n")
+            print("| target | against | req/s | p99 ms | proxy CPU us/req | CPU, same-round difference |")
+            print("|---|---|---|---|---|---|")
+            for kind in dict.fromkeys(kind_of.values()):
+                for j, (label, _) in enumerate(bins):
+                    for base, _ in bins[:j]:
+                        t, b = f"{label}/{kind}", f"{base}/{kind}"
+                        paired = [x["cpu_us_per_req"] - y["cpu_us_per_req"] for x, y in zip(rs_of(t), rs_of(b))]
+                        print(f"| {title(t)} | {base} | {m(t, 'rps') / m(b, 'rps'):.3f}x | "
+                              f"{m(t, 'p99_ms') / m(b, 'p99_ms'):.3f}x | "
+                              f"{m(t, 'cpu_us_per_req') / m(b, 'cpu_us_per_req'):.3f}x "
+                              f"({m(t, 'cpu_us_per_req') - m(b, 'cpu_us_per_req'):+.1f}) | "
+                              f"{spread(paired, lambda v: f'{v:+.1f}', ' to ')} |")
+            print()
+        for t in order:
+            if kind_of.get(t) not in RECORDING_KINDS:
+                continue
+            rs = rs_of(t)
+            served, stored = sum(r["total"] for r in rs), sum(r["stored"] for r in rs)
+            diffs = [r["stored"] - r["total"] for r in rs]
+            print(f"- {title(t)}: wrk completed {served} requests, the recordings hold {stored} exchanges "
+                  f"({stored / served:.1%}; stored - completed per round {min(diffs)} to {max(diffs)}); "
+                  f"idle again {med([r['settle_s'] for r in rs]):.1f} s after wrk (median), "
+                  f"{med([r['settle_cpu_us_per_req'] for r in rs]):.1f} us/req more CPU meanwhile.")
+            for name, c in counters.get((t, body), {}).items():
+                moved = {k: v for k, v in c.items() if v}
+                print(f"  {name}: {json.dumps(moved)}")
+        other = [r["other_cpu_pct"] for t in order for r in rs_of(t)]
+        steal = [r["steal_pct"] for t in order for r in rs_of(t)]
+        busy = [r["other_cpu_pct"] > 10 for t in order for r in rs_of(t)]
+        print(f"- Other processes on the machine during the runs (% of one core): median {med(other):.0f} %, "
+              f"max {max(other):.0f} %, above 10 % in {sum(busy)} of {len(busy)} runs; steal median "
+              f"{med(steal):.1f} %, max {max(steal):.1f} %.\n")
 
 
 if __name__ == "__main__":
