@@ -329,22 +329,65 @@ struct Page {
     offset: Option<u64>,
 }
 
+/// A page holds at most this many bytes of documents (the one that crosses it included):
+/// large bodies must not make one request hold hundreds of MiB.
+pub const MAX_PAGE_BYTES: usize = 16 << 20;
+/// Documents read from the store at a time while a page is made.
+const READ_CHUNK: u64 = 8;
+
+/// A page of a recording's traffic, read a few documents at a time and cut at
+/// [`MAX_PAGE_BYTES`]; `next` is the `start` that continues it (absent at the end).
 async fn recording_traffic(
     State(ctl): State<Arc<Controller>>,
     Path(id): Path<String>,
     JsonQuery(page): JsonQuery<Page>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let start = page.start.unwrap_or(0);
     let limit = page.offset.unwrap_or(100).min(MAX_PAGE);
     let rec = ctl.recordings.get(&id).await?;
-    let traffic = ctl.recordings.traffic(&id, start, limit).await?;
-    Ok(Json(json!({
+    let mut docs: Vec<u8> = Vec::new();
+    let mut got = 0u64;
+    while got < limit && docs.len() < MAX_PAGE_BYTES {
+        let want = READ_CHUNK.min(limit - got);
+        let chunk = ctl
+            .recordings
+            .traffic(&id, start.saturating_add(got), want)
+            .await?;
+        for doc in &chunk {
+            if docs.len() >= MAX_PAGE_BYTES {
+                break;
+            }
+            if got > 0 {
+                docs.push(b',');
+            }
+            serde_json::to_writer(&mut docs, doc).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("a document did not serialize: {e}"),
+                )
+            })?;
+            got += 1;
+        }
+        if (chunk.len() as u64) < want {
+            break;
+        }
+    }
+    let end = start.saturating_add(got);
+    let next = (end < rec.count && got > 0).then_some(end);
+    let head = json!({
         "recordingId": id,
         "start": start,
-        "offset": traffic.len(),
+        "offset": got,
         "count": rec.count,
-        "traffic": traffic,
-    })))
+        "next": next,
+    });
+    // The head's fields, then the documents as they were written: `{…, "traffic": [...]}`.
+    let mut body = serde_json::to_vec(&head).unwrap_or_default();
+    body.pop();
+    body.extend_from_slice(b",\"traffic\":[");
+    body.extend_from_slice(&docs);
+    body.extend_from_slice(b"]}");
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn start_recording(State(ctl): State<Arc<Controller>>, Path(id): Path<String>) -> Response {

@@ -614,7 +614,8 @@ impl Store for MongoStore {
             .find(doc! { "recordingId": id })
             // `seq` alone, so that the {recordingId, seq} index gives the order.
             .sort(doc! { "seq": 1 })
-            .skip(offset)
+            // The driver refuses a skip past i64; no recording is that long anyway.
+            .skip(offset.min(i64::MAX as u64))
             .limit(limit)
             .await
             .map_err(&fail)?;

@@ -16,6 +16,7 @@ mod forwarding;
 mod lifecycle;
 mod limits;
 mod live;
+mod pages;
 mod pipeline;
 mod protocols;
 mod recording;

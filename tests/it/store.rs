@@ -174,6 +174,7 @@ conformance!(
     unknown_ids_name_nothing,
     reopening_keeps_the_data,
     an_empty_batch_writes_nothing,
+    a_page_past_the_end_is_empty,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -445,6 +446,19 @@ async fn an_empty_batch_writes_nothing(s: &mut Subject) {
         Backend::Mongo(_) => "mongodb://",
     };
     assert!(described.starts_with(scheme), "{described}");
+}
+
+async fn a_page_past_the_end_is_empty(s: &mut Subject) {
+    let store = s.store();
+    let rec = store.create_recording("far", "").await.unwrap();
+    store
+        .write_traffic(&[doc(&rec.id, "t1", true, 1)])
+        .await
+        .unwrap();
+    for start in [1, 1 << 40, (1 << 63) + 5, u64::MAX] {
+        let page = store.traffic(&rec.id, start, 10).await.unwrap();
+        assert!(page.is_empty(), "{start}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
