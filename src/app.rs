@@ -201,12 +201,19 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         tracing::info!(management = %mgmt_addr, "management API without a token: any local user can use it (set --mgmt-token)");
     }
     let router = control::http::router(controller.clone(), Arc::new(access));
-    let mgmt_shutdown = shutdown.clone();
-    let mgmt_task = tokio::spawn(async move {
-        axum::serve(mgmt_listener, router)
-            .with_graceful_shutdown(mgmt_shutdown.cancelled_owned())
-            .await
-    });
+    // The proxy's bounds (idle and header-read timeouts, a cap), with a small cap: the
+    // management API has few clients, and a flood of them must not cost the proxy.
+    let mgmt_limits = crate::config::settings::ConnectionLimits {
+        max_connections: 256,
+        ..settings.limits
+    };
+    let mgmt_task = listener::serve_bounded(
+        mgmt_listener,
+        hyper_util::service::TowerToHyperService::new(router),
+        mgmt_limits,
+        shutdown.clone(),
+        settings.drain_timeout,
+    );
     let control_task = plan.control.clone().map(|channel| {
         tokio::spawn(control::redis::serve(
             channel,

@@ -125,7 +125,6 @@ pub fn spawn(
         listening: true,
     });
     let conns = Connections {
-        forwarder,
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
         permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
@@ -139,13 +138,12 @@ pub fn spawn(
         connections: conns.tracker.clone(),
         limits,
     };
-    let task = tokio::spawn(run(listener, conns, rx, status_tx, drain));
+    let task = tokio::spawn(run(listener, forwarder, conns, rx, status_tx, drain));
     Ok((handle, task))
 }
 
 /// What every connection of the listener shares.
 struct Connections {
-    forwarder: Arc<Forwarder>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     permits: Arc<Semaphore>,
@@ -155,18 +153,13 @@ struct Connections {
 
 async fn run(
     listener: TcpListener,
+    forwarder: Arc<Forwarder>,
     conns: Connections,
     mut commands: mpsc::Receiver<Request>,
     status: watch::Sender<ListenerStatus>,
     drain: Duration,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(conns.limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let builder = builder(&conns.limits);
     let shutdown = conns.shutdown.clone();
     // Set while accepts fail, so that an episode is logged once, not every 50 ms.
     let mut accept_failing = false;
@@ -205,7 +198,12 @@ async fn run(
                         tracing::info!("accepting connections again");
                         accept_failing = false;
                     }
-                    serve(stream, peer, permit, &conns, &builder)
+                    let (fwd, client) = (forwarder.clone(), Arc::new(Client::new(peer)));
+                    let svc = service_fn(move |req| {
+                        let (fwd, client) = (fwd.clone(), client.clone());
+                        async move { Ok::<_, Infallible>(fwd.handle(req, &client).await) }
+                    });
+                    serve(stream, peer, permit, &conns, &builder, svc)
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -284,20 +282,88 @@ async fn accept(
     Ok((stream, peer, permit))
 }
 
-fn serve(
+/// HTTP/1.1 and h2c with the limits' header-read timeout.
+fn builder(limits: &Limits) -> Arc<auto::Builder<TokioExecutor>> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    Arc::new(builder)
+}
+
+/// Serves a listener for another service with the proxy's bounds (connection cap, idle
+/// and header-read timeouts, graceful drain): the management API. Ends once `shutdown`
+/// is cancelled and its connections have drained (or `drain` passed).
+pub fn serve_bounded<S, B>(
+    listener: TcpListener,
+    svc: S,
+    limits: Limits,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> tokio::task::JoinHandle<()>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conns = Connections {
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+        permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        counters: Arc::default(),
+        limits,
+    };
+    tokio::spawn(async move {
+        let builder = builder(&conns.limits);
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = accept(Some(&listener), &conns) => a,
+            };
+            match accepted {
+                Ok((stream, peer, permit)) => {
+                    serve(stream, peer, permit, &conns, &builder, svc.clone())
+                }
+                Err(e) => {
+                    conns.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "management accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        drop(listener);
+        conns.tracker.close();
+        let _ = tokio::time::timeout(drain, conns.tracker.wait()).await;
+    })
+}
+
+fn serve<S, B>(
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     conns: &Connections,
     builder: &Arc<auto::Builder<TokioExecutor>>,
-) {
+    svc: S,
+) where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let _ = stream.set_nodelay(true);
-    let fwd = conns.forwarder.clone();
-    let client = Arc::new(Client::new(peer));
-    let svc = service_fn(move |req| {
-        let (fwd, client) = (fwd.clone(), client.clone());
-        async move { Ok::<_, Infallible>(fwd.handle(req, &client).await) }
-    });
     let activity = Arc::new(AtomicBool::new(true));
     let io = TokioIo::new(Watched {
         inner: stream,

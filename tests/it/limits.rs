@@ -117,3 +117,24 @@ async fn beyond_the_cap_new_connections_wait_until_one_closes() {
         proxy.stderr()
     );
 }
+
+/// The management listener has the same bounds: an idle connection there is closed too,
+/// and one that never sends its request head is closed after the header-read timeout.
+#[tokio::test]
+async fn the_management_listener_closes_idle_connections_too() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .config_yaml("idle_timeout: 0.5\nheader_read_timeout: 0.5\n")
+        .start()
+        .await;
+    let mut idle = TcpStream::connect(proxy.mgmt_addr()).await.unwrap();
+    let mut half = TcpStream::connect(proxy.mgmt_addr()).await.unwrap();
+    half.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(10)).await);
+    assert!(closed_within(&mut half, Duration::from_secs(10)).await);
+    // And it still answers.
+    assert_eq!(proxy.mgmt_get("/healthz").await.status, 200);
+}
