@@ -26,6 +26,9 @@ pub const HEADERS: &[&str] = &[
     "set-cookie",
 ];
 
+/// Headers whose values are URLs: their queries are redacted like the request's.
+const URL_HEADERS: &[&str] = &["referer", "location", "content-location"];
+
 /// Query, form and JSON field names whose values are redacted (compared without case).
 pub const FIELDS: &[&str] = &[
     "password",
@@ -96,7 +99,7 @@ impl Redactor {
     }
 
     fn field(&self, name: &str) -> bool {
-        self.fields.contains(&name.to_ascii_lowercase())
+        self.fields.iter().any(|f| f.eq_ignore_ascii_case(name))
     }
 
     /// Header values by name (the map's names are lowercase, as the reader makes them).
@@ -107,6 +110,15 @@ impl Redactor {
                 for v in values.iter_mut() {
                     *v = self.mark(v);
                     n += 1;
+                }
+            } else if URL_HEADERS.contains(&name.as_str()) {
+                // A URL carries its query's secrets (`Location: …/cb?access_token=…`).
+                for v in values.iter_mut() {
+                    let (redacted, k) = self.uri(v);
+                    if k > 0 {
+                        *v = redacted;
+                        n += k;
+                    }
                 }
             }
         }
@@ -174,6 +186,8 @@ impl Redactor {
         let mut n = 0;
         if ct.contains("json") {
             if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&body.data) {
+                // Patterns inside string values only, so the document stays JSON (a
+                // number that looks like a card is a number, not text to replace).
                 let k = self.json(&mut v);
                 if k > 0 {
                     if let Ok(text) = serde_json::to_string(&v) {
@@ -181,6 +195,7 @@ impl Redactor {
                         n += k;
                     }
                 }
+                return n;
             }
         } else if ct.starts_with("application/x-www-form-urlencoded") {
             let (text, k) = self.query(&body.data);
@@ -209,6 +224,7 @@ impl Redactor {
                 n
             }
             serde_json::Value::Array(items) => items.iter_mut().map(|i| self.json(i)).sum(),
+            serde_json::Value::String(text) => self.patterns_in(text),
             _ => 0,
         }
     }
@@ -349,6 +365,28 @@ mod tests {
         assert_eq!(r.body(&mut text, Some("text/plain")), 1);
         assert!(text.data.contains("1234 5678 9012 3456"));
         assert!(!text.data.contains("abc.def"));
+    }
+
+    #[test]
+    fn url_headers_lose_their_query_secrets_and_json_stays_json() {
+        let r = r();
+        let mut h = MultiMap::new();
+        h.insert(
+            "location".into(),
+            vec!["https://app/cb?access_token=abc&state=1".into()],
+        );
+        assert_eq!(r.headers(&mut h), 1);
+        assert!(!h["location"][0].contains("abc") && h["location"][0].contains("state=1"));
+        let mut json = BodyCapture {
+            size: 0,
+            truncated: false,
+            encoding: BodyEncoding::Utf8,
+            data: r#"{"at":4111111111111111,"note":"Bearer abc.def"}"#.into(),
+        };
+        r.body(&mut json, Some("application/json"));
+        let v: serde_json::Value = serde_json::from_str(&json.data).unwrap();
+        assert_eq!(v["at"], 4111111111111111u64);
+        assert!(!json.data.contains("abc.def"), "{}", json.data);
     }
 
     #[test]

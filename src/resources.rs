@@ -420,13 +420,30 @@ fn redaction_key(dir: &std::path::Path) -> std::io::Result<[u8; 32]> {
             .to_le_bytes(),
     );
     let key = *blake3::hash(&seed).as_bytes();
+    // Written whole under a name of this process's, then linked into place: another
+    // process starting at the same moment never reads half a key, and the first link
+    // wins (the loser reads the winner's key).
+    let tmp = dir.join(format!("{KEY_FILE}.{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(&path)?;
+        .open(&tmp)?;
     file.write_all(&key)?;
-    Ok(key)
+    file.sync_all()?;
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(key),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let bytes = std::fs::read(&path)?;
+            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not a key (32 bytes)")
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 const KEY_FILE: &str = "redaction.key";

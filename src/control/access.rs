@@ -83,17 +83,29 @@ impl Access {
         let Some(token) = &self.token else {
             return true;
         };
+        // The scheme's case does not matter (RFC 9110 11.1).
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.expose().as_bytes()))
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.expose().trim().as_bytes()))
     }
 
     /// Why this request may not go on, if it may not.
-    fn refusal(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<ApiError> {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    fn refusal(
+        &self,
+        method: &Method,
+        path: &str,
+        authority: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Option<ApiError> {
+        // HTTP/2 names the host in `:authority`; HTTP/1.1 in `Host`.
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or(authority);
         match host {
             Some(h) if self.host_allowed(h) => {}
             Some(h) => {
@@ -142,7 +154,14 @@ impl Access {
 
 /// The guard, as axum middleware; every response also says `nosniff`.
 pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
-    let mut resp = match access.refusal(req.method(), req.uri().path(), req.headers()) {
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    let refused = access.refusal(
+        req.method(),
+        req.uri().path(),
+        authority.as_deref(),
+        req.headers(),
+    );
+    let mut resp = match refused {
         Some(refused) => {
             tracing::warn!(
                 method = %req.method(),
@@ -248,26 +267,31 @@ mod tests {
             .refusal(
                 &post,
                 "/control",
+                None,
                 &headers(&[host, ("content-type", "application/json; charset=utf-8")])
             )
             .is_none());
         let text = a.refusal(
             &post,
             "/control",
+            None,
             &headers(&[host, ("content-type", "text/plain")]),
         );
         assert_eq!(
             text.map(|e| e.status()),
             Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
         );
-        assert!(a.refusal(&post, "/control", &headers(&[host])).is_some());
+        assert!(a
+            .refusal(&post, "/control", None, &headers(&[host]))
+            .is_some());
         let foreign = headers(&[
             host,
             ("content-type", "application/json"),
             ("origin", "http://evil.example"),
         ]);
         assert_eq!(
-            a.refusal(&post, "/control", &foreign).map(|e| e.status()),
+            a.refusal(&post, "/control", None, &foreign)
+                .map(|e| e.status()),
             Some(StatusCode::FORBIDDEN)
         );
         let own = headers(&[
@@ -275,9 +299,9 @@ mod tests {
             ("content-type", "application/json"),
             ("origin", "http://127.0.0.1:5150"),
         ]);
-        assert!(a.refusal(&post, "/control", &own).is_none());
+        assert!(a.refusal(&post, "/control", None, &own).is_none());
         assert!(a
-            .refusal(&Method::GET, "/status", &headers(&[host]))
+            .refusal(&Method::GET, "/status", None, &headers(&[host]))
             .is_none());
     }
 
@@ -291,7 +315,7 @@ mod tests {
         let host = ("host", "127.0.0.1:5150");
         let get = Method::GET;
         assert_eq!(
-            a.refusal(&get, "/status", &headers(&[host]))
+            a.refusal(&get, "/status", None, &headers(&[host]))
                 .map(|e| e.status()),
             Some(StatusCode::UNAUTHORIZED)
         );
@@ -299,6 +323,7 @@ mod tests {
             .refusal(
                 &get,
                 "/status",
+                None,
                 &headers(&[host, ("authorization", "Bearer wrong")])
             )
             .is_some());
@@ -306,15 +331,19 @@ mod tests {
             .refusal(
                 &get,
                 "/status",
+                None,
                 &headers(&[host, ("authorization", "Bearer s3cret")])
             )
             .is_none());
-        assert!(a.refusal(&get, HEALTH_PATH, &headers(&[host])).is_none());
+        assert!(a
+            .refusal(&get, HEALTH_PATH, None, &headers(&[host]))
+            .is_none());
         // The probe still checks the Host: a rebinding page learns nothing.
         assert!(a
             .refusal(
                 &get,
                 HEALTH_PATH,
+                None,
                 &headers(&[("host", "evil.example:5150")])
             )
             .is_some());

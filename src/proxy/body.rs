@@ -92,8 +92,9 @@ pub struct RequestBody {
     capture: Option<SharedCapture>,
     watch: Arc<BodyWatch>,
     stall: Duration,
-    /// Armed while the client sends nothing.
+    /// Runs while the client has sent nothing since it last had nothing ready.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
 }
 
 impl RequestBody {
@@ -109,6 +110,7 @@ impl RequestBody {
             watch,
             stall,
             timer: None,
+            armed: false,
         }
     }
 }
@@ -127,9 +129,9 @@ impl Body for RequestBody {
                 if let (Some(data), Some(cap)) = (frame.data_ref(), &this.capture) {
                     cap.lock().unwrap_or_else(|p| p.into_inner()).push(data);
                 }
-                if let Some(t) = this.timer.as_mut() {
-                    t.as_mut().reset(tokio::time::Instant::now() + this.stall);
-                }
+                // The stall is counted from the next time the client has nothing ready,
+                // not from this frame: an upstream slow to read is not the client's fault.
+                this.armed = false;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -142,6 +144,10 @@ impl Body for RequestBody {
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                if !this.armed {
+                    timer.as_mut().reset(tokio::time::Instant::now() + stall);
+                    this.armed = true;
+                }
                 if timer.as_mut().poll(cx).is_ready() {
                     this.watch.set(ClientFault::Stalled);
                     return Poll::Ready(Some(Err(format!(

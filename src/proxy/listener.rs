@@ -365,9 +365,11 @@ fn serve<S, B>(
 {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(AtomicBool::new(true));
+    let write_blocked = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
+        write_blocked: write_blocked.clone(),
     });
     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
     let (shutdown, idle, counters) = (
@@ -397,16 +399,23 @@ fn serve<S, B>(
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                _ = tick.tick(), if !closing => {
+                _ = tick.tick() => {
                     if activity.swap(false, Ordering::Relaxed) {
                         quiet = Duration::ZERO;
                     } else {
                         quiet += tick_every;
-                        if quiet >= idle {
+                        if quiet >= idle && !closing {
                             counters.idle_closed.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(%peer, ?idle, "closing an idle connection");
                             conn.as_mut().graceful_shutdown();
                             closing = true;
+                            quiet = Duration::ZERO;
+                        } else if quiet >= idle && write_blocked.load(Ordering::Relaxed) {
+                            // Closing, and for another idle timeout the client has not
+                            // taken a byte of what is waiting for it (it never reads its
+                            // response): dropped. A slow upstream blocks no write.
+                            tracing::debug!(%peer, ?idle, "dropping a connection whose client stopped reading");
+                            break;
                         }
                     }
                 }
@@ -415,10 +424,12 @@ fn serve<S, B>(
     });
 }
 
-/// A connection's socket that notes when bytes move, for the idle timeout.
+/// A connection's socket that notes when bytes move, and whether a write waits on the
+/// client, for the idle timeout.
 struct Watched {
     inner: TcpStream,
     activity: Arc<AtomicBool>,
+    write_blocked: Arc<AtomicBool>,
 }
 
 impl Watched {
@@ -427,6 +438,12 @@ impl Watched {
             self.activity.store(true, Ordering::Relaxed);
         }
         polled
+    }
+
+    fn wrote<T>(&self, polled: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        self.write_blocked
+            .store(polled.is_pending(), Ordering::Relaxed);
+        self.moved(polled)
     }
 }
 
@@ -448,7 +465,7 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.moved(polled)
+        self.wrote(polled)
     }
 
     fn poll_write_vectored(
@@ -457,7 +474,7 @@ impl AsyncWrite for Watched {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.moved(polled)
+        self.wrote(polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -138,3 +138,30 @@ async fn the_management_listener_closes_idle_connections_too() {
     // And it still answers.
     assert_eq!(proxy.mgmt_get("/healthz").await.status, 200);
 }
+
+/// A client that never reads its response is dropped: closing gracefully would wait for
+/// an exchange that cannot end, so after another idle timeout with its writes blocked the
+/// connection goes.
+#[tokio::test]
+async fn a_client_that_never_reads_is_dropped() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .config_yaml("idle_timeout: 0.5\n")
+        .start()
+        .await;
+    let mut c = TcpStream::connect(proxy.proxy_addr()).await.unwrap();
+    c.write_all(b"GET /stream/268435456 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = proxy.mgmt_get("/proxy").await.json();
+        if status["connections"]["open"] == 0 && status["connections"]["idle_closed"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still held: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(c);
+}
