@@ -10,6 +10,17 @@ use tokio::net::TcpStream;
 use crate::harness::upstream::{SLOW_DELAY, SLOW_FIRST, SLOW_REST};
 use crate::harness::{Http, RawConn, TestProxy, Upstream};
 
+/// A proxy with these settings in front of a fresh upstream.
+async fn proxy_with(settings: &str) -> (Upstream, TestProxy) {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .config_yaml(settings)
+        .start()
+        .await;
+    (up, proxy)
+}
+
 /// Waits until the peer closes `conn` (a read of 0 bytes or an error), at most `within`.
 async fn closed_within(conn: &mut TcpStream, within: Duration) -> bool {
     let mut buf = [0u8; 4096];
@@ -25,12 +36,7 @@ async fn closed_within(conn: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test]
 async fn a_thousand_idle_connections_are_closed_after_the_idle_timeout() {
-    let up = Upstream::start().await;
-    let proxy = TestProxy::builder()
-        .upstream(&up)
-        .config_yaml("idle_timeout: 1\n")
-        .start()
-        .await;
+    let (_up, proxy) = proxy_with("idle_timeout: 1\n").await;
     let mut conns = Vec::new();
     for i in 0..1000 {
         let mut c = TcpStream::connect(proxy.proxy_addr()).await.unwrap();
@@ -70,12 +76,7 @@ async fn a_thousand_idle_connections_are_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn an_exchange_in_flight_outlives_the_idle_timeout() {
-    let up = Upstream::start().await;
-    let proxy = TestProxy::builder()
-        .upstream(&up)
-        .config_yaml("idle_timeout: 0.5\n")
-        .start()
-        .await;
+    let (_up, proxy) = proxy_with("idle_timeout: 0.5\n").await;
     assert!(SLOW_DELAY > Duration::from_secs(1));
     // The upstream says nothing for SLOW_DELAY mid-body; the exchange is not cut.
     let r = Http::new().get(&proxy.url("/slow")).await;
@@ -85,12 +86,7 @@ async fn an_exchange_in_flight_outlives_the_idle_timeout() {
 
 #[tokio::test]
 async fn beyond_the_cap_new_connections_wait_until_one_closes() {
-    let up = Upstream::start().await;
-    let proxy = TestProxy::builder()
-        .upstream(&up)
-        .config_yaml("max_connections: 2\n")
-        .start()
-        .await;
+    let (_up, proxy) = proxy_with("max_connections: 2\n").await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut c = RawConn::connect(proxy.proxy_addr()).await;
@@ -122,12 +118,7 @@ async fn beyond_the_cap_new_connections_wait_until_one_closes() {
 /// and one that never sends its request head is closed after the header-read timeout.
 #[tokio::test]
 async fn the_management_listener_closes_idle_connections_too() {
-    let up = Upstream::start().await;
-    let proxy = TestProxy::builder()
-        .upstream(&up)
-        .config_yaml("idle_timeout: 0.5\nheader_read_timeout: 0.5\n")
-        .start()
-        .await;
+    let (_up, proxy) = proxy_with("idle_timeout: 0.5\nheader_read_timeout: 0.5\n").await;
     let mut idle = TcpStream::connect(proxy.mgmt_addr()).await.unwrap();
     let mut half = TcpStream::connect(proxy.mgmt_addr()).await.unwrap();
     half.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -144,12 +135,7 @@ async fn the_management_listener_closes_idle_connections_too() {
 /// connection goes.
 #[tokio::test]
 async fn a_client_that_never_reads_is_dropped() {
-    let up = Upstream::start().await;
-    let proxy = TestProxy::builder()
-        .upstream(&up)
-        .config_yaml("idle_timeout: 0.5\n")
-        .start()
-        .await;
+    let (_up, proxy) = proxy_with("idle_timeout: 0.5\n").await;
     let mut c = TcpStream::connect(proxy.proxy_addr()).await.unwrap();
     c.write_all(b"GET /stream/268435456 HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
