@@ -27,7 +27,7 @@ use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received, Subscription};
 use crate::recording::{FlushRequest, Recordings, Target};
 use crate::redis_link::Endpoint;
-use crate::resources::{Claim, Claimed, FeedUse, Resources, StoreSpec};
+use crate::resources::{Claim, Claimed, FeedEndpoint, FeedUse, Resources, StoreSpec};
 use crate::store::StoreError;
 use crate::traffic::{TrafficDoc, TrafficMessage};
 
@@ -62,6 +62,11 @@ pub struct RecorderKwargs {
 }
 
 impl RecorderKwargs {
+    /// The feed it reads.
+    fn source(&self) -> FeedEndpoint {
+        feed_endpoint(self.redis(), &self.redis_sub_queue)
+    }
+
     fn redis(&self) -> Option<Endpoint> {
         redis_endpoint(
             &self.redis_url,
@@ -115,16 +120,11 @@ impl ModuleConfig for RecorderKwargs {
     }
 
     fn feed(&self) -> Option<FeedUse> {
-        Some(FeedUse::Reads(feed_endpoint(
-            self.redis(),
-            &self.redis_sub_queue,
-        )))
+        Some(FeedUse::Reads(self.source()))
     }
 
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {
-        let feed = resources
-            .feeds
-            .subscriber(&feed_endpoint(self.redis(), &self.redis_sub_queue));
+        let feed = resources.feeds.subscriber(&self.source());
         Ok(Built::Support(Arc::new(TrafficRecorder::new(
             feed,
             resources.recordings.clone(),

@@ -15,7 +15,7 @@ use super::kwargs::{
 use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received};
 use crate::redis_link::Endpoint;
-use crate::resources::{Claim, Claimed, FeedUse, Resources, WindowSpec};
+use crate::resources::{Claim, Claimed, FeedEndpoint, FeedUse, Resources, WindowSpec};
 use crate::traffic::TrafficMessage;
 use crate::window::{now_micros, Window};
 
@@ -41,6 +41,11 @@ pub struct StreamerKwargs {
 }
 
 impl StreamerKwargs {
+    /// The feed it reads.
+    fn source(&self) -> FeedEndpoint {
+        feed_endpoint(self.redis(), &self.redis_sub_queue)
+    }
+
     fn redis(&self) -> Option<Endpoint> {
         redis_endpoint(
             &self.redis_url,
@@ -74,16 +79,11 @@ impl ModuleConfig for StreamerKwargs {
     }
 
     fn feed(&self) -> Option<FeedUse> {
-        Some(FeedUse::Reads(feed_endpoint(
-            self.redis(),
-            &self.redis_sub_queue,
-        )))
+        Some(FeedUse::Reads(self.source()))
     }
 
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {
-        let feed = resources
-            .feeds
-            .subscriber(&feed_endpoint(self.redis(), &self.redis_sub_queue));
+        let feed = resources.feeds.subscriber(&self.source());
         Ok(Built::Support(Arc::new(TrafficStreamer::new(
             feed,
             resources.window.clone(),

@@ -282,6 +282,46 @@ async fn accept(
     Ok((stream, peer, permit))
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a listener can serve: a hyper service of requests to responses whose bodies and
+/// errors can cross tasks (the forwarder's, the management router).
+pub trait HttpService:
+    hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<Self::Body>,
+        Future = Self::Fut,
+        Error = Self::Err,
+    > + Send
+    + 'static
+{
+    type Body: http_body::Body<Data = Self::Data, Error = Self::BodyErr> + Send + 'static;
+    type Data: bytes::Buf + Send;
+    type BodyErr: Into<BoxError>;
+    type Fut: std::future::Future<Output = Result<http::Response<Self::Body>, Self::Err>>
+        + Send
+        + 'static;
+    type Err: Into<BoxError>;
+}
+
+impl<S, B> HttpService for S
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Body = B;
+    type Data = B::Data;
+    type BodyErr = B::Error;
+    type Fut = S::Future;
+    type Err = S::Error;
+}
+
 /// HTTP/1.1 and h2c with the limits' header-read timeout.
 fn builder(limits: &Limits) -> Arc<auto::Builder<TokioExecutor>> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -296,7 +336,7 @@ fn builder(limits: &Limits) -> Arc<auto::Builder<TokioExecutor>> {
 /// Serves a listener for another service with the proxy's bounds (connection cap, idle
 /// and header-read timeouts, graceful drain): the management API. Ends once `shutdown`
 /// is cancelled and its connections have drained (or `drain` passed).
-pub fn serve_bounded<S, B>(
+pub fn serve_bounded<S>(
     listener: TcpListener,
     svc: S,
     limits: Limits,
@@ -304,16 +344,7 @@ pub fn serve_bounded<S, B>(
     drain: Duration,
 ) -> tokio::task::JoinHandle<()>
 where
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HttpService + Clone + Sync,
 {
     let conns = Connections {
         shutdown: shutdown.clone(),
@@ -346,23 +377,14 @@ where
     })
 }
 
-fn serve<S, B>(
+fn serve<S: HttpService>(
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     conns: &Connections,
     builder: &Arc<auto::Builder<TokioExecutor>>,
     svc: S,
-) where
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(AtomicBool::new(true));
     let write_blocked = Arc::new(AtomicBool::new(false));

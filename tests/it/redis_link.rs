@@ -628,17 +628,9 @@ async fn control_proxy(control: &str) -> (Upstream, TestProxy, String, String) {
     (up, proxy, request, response)
 }
 
-/// Waits until the proxy listens on `request` (at most 15 s).
+/// Waits until the proxy listens on `request`.
 async fn proxy_listens(conn: &MultiplexedConnection, request: &str) {
-    eventually(
-        "the proxy subscribes to its control channel",
-        Duration::from_secs(15),
-        || {
-            let (mut conn, request) = (conn.clone(), request.to_owned());
-            async move { (numsub(&mut conn, &request).await > 0).then_some(()) }
-        },
-    )
-    .await;
+    crate::harness::seed::wait_for_subscriber(conn, request).await;
 }
 
 /// Publishes `req` on `request` and polls `GET key` every 2 ms, at most `within`;

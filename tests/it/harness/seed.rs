@@ -386,16 +386,7 @@ impl ControlClient {
     pub async fn connect(seed: &Seed) -> Self {
         let replies = subscribe(seed.redis_port, &seed.response_channel).await;
         let conn = redis_conn(seed.redis_port).await;
-        let channel = seed.request_channel.clone();
-        eventually(
-            "the proxy subscribes to its control channel",
-            Duration::from_secs(10),
-            || {
-                let (mut conn, channel) = (conn.clone(), channel.clone());
-                async move { (numsub(&mut conn, &channel).await > 0).then_some(()) }
-            },
-        )
-        .await;
+        wait_for_subscriber(&conn, &seed.request_channel).await;
         Self {
             conn,
             replies,
@@ -447,4 +438,18 @@ impl ControlClient {
         assert_eq!(fields, expected, "{reply}");
         reply
     }
+}
+
+/// Waits (at most 15 s) until something subscribes to `channel`: the proxy's control
+/// channel is listening.
+pub async fn wait_for_subscriber(conn: &MultiplexedConnection, channel: &str) {
+    eventually(
+        "the proxy subscribes to its control channel",
+        Duration::from_secs(15),
+        || {
+            let (mut conn, channel) = (conn.clone(), channel.to_owned());
+            async move { (numsub(&mut conn, &channel).await > 0).then_some(()) }
+        },
+    )
+    .await;
 }
