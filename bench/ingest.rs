@@ -49,7 +49,7 @@ fn message(i: usize, body: &str) -> (Arc<TrafficMessage>, Arc<TrafficMessage>) {
     // The response event carries its own copy of the request, with the (empty) body.
     let mut resp = req.clone();
     let mut request = RequestInfo::clone(&req.request);
-    request.body = Some(BodyCapture::from_chunks(&[], 0));
+    request.body = Some(BodyCapture::from_bytes(&[], 0));
     resp.request = Arc::new(request);
     resp.response = Some(Arc::new(ResponseInfo {
         created_at: now,
@@ -57,10 +57,7 @@ fn message(i: usize, body: &str) -> (Arc<TrafficMessage>, Arc<TrafficMessage>) {
         status_code: 200,
         status_description: "OK".into(),
         headers,
-        body: Some(BodyCapture::from_chunks(
-            &[bytes::Bytes::copy_from_slice(body.as_bytes())],
-            body.len() as u64,
-        )),
+        body: Some(BodyCapture::from_bytes(body.as_bytes(), body.len() as u64)),
     }));
     (Arc::new(req), Arc::new(resp))
 }

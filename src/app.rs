@@ -4,7 +4,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
@@ -116,10 +115,9 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
 
     // Listeners first: a busy port is the commonest reason a second instance fails, and
     // it must fail before it touches the store or starts anything.
-    let proxy_listener = TcpListener::bind(settings.bind)
-        .await
+    let proxy_listener = listener::listen(settings.bind)
         .with_context(|| format!("cannot listen on {} (pass --bind HOST:PORT)", settings.bind))?;
-    let mgmt_listener = TcpListener::bind(settings.mgmt).await.with_context(|| {
+    let mgmt_listener = listener::listen(settings.mgmt).with_context(|| {
         format!(
             "cannot listen for management on {} (pass --mgmt HOST:PORT)",
             settings.mgmt
@@ -167,6 +165,8 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         connect_timeout: settings.connect_timeout,
         upstream_timeout: settings.upstream_timeout,
         client_body_timeout: settings.client_body_timeout,
+        capture_memory: settings.capture_memory,
+        max_header_size: settings.limits.max_header_size,
     };
     let forwarder = Arc::new(Forwarder::new(target, running, forward));
     let (listener, proxy_task) = match listener::spawn(

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -117,28 +116,22 @@ impl BodyCapture {
         self.truncated = true;
     }
 
-    /// Builds the capture from the chunks kept (already cut at the limit) and the total
-    /// number of bytes that streamed through.
-    pub fn from_chunks(chunks: &[Bytes], size: u64) -> Self {
-        let kept: usize = chunks.iter().map(Bytes::len).sum();
-        let mut bytes = Vec::with_capacity(kept);
-        for c in chunks {
-            bytes.extend_from_slice(c);
-        }
-        let truncated = (kept as u64) < size;
-        match String::from_utf8(bytes) {
-            Ok(text) => Self {
-                size,
-                truncated,
-                encoding: BodyEncoding::Utf8,
-                data: text,
-            },
-            Err(e) => Self {
-                size,
-                truncated,
-                encoding: BodyEncoding::Base64,
-                data: base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
-            },
+    /// The capture of the bytes kept (already cut at the limit) of a body of `size`
+    /// bytes in all: truncated when they are fewer; UTF-8 text as it is, else base64.
+    pub fn from_bytes(bytes: &[u8], size: u64) -> Self {
+        let truncated = (bytes.len() as u64) < size;
+        let (encoding, data) = match std::str::from_utf8(bytes) {
+            Ok(text) => (BodyEncoding::Utf8, text.to_owned()),
+            Err(_) => (
+                BodyEncoding::Base64,
+                base64::engine::general_purpose::STANDARD.encode(bytes),
+            ),
+        };
+        Self {
+            size,
+            truncated,
+            encoding,
+            data,
         }
     }
 }
@@ -309,7 +302,7 @@ mod tests {
 
     #[test]
     fn bodies_are_cut_for_the_window_and_say_so() {
-        let body = BodyCapture::from_chunks(&[Bytes::from(vec![b'a'; 10])], 10);
+        let body = BodyCapture::from_bytes(&[b'a'; 10], 10);
         let mut msg = TrafficMessage {
             transaction_id: "t".into(),
             request_id: "q".into(),
@@ -336,13 +329,12 @@ mod tests {
 
     #[test]
     fn body_capture_marks_truncation_and_binary() {
-        let text =
-            BodyCapture::from_chunks(&[Bytes::from_static(b"hel"), Bytes::from_static(b"lo")], 5);
+        let text = BodyCapture::from_bytes(b"hello", 5);
         assert_eq!(
             (text.encoding, text.truncated, text.data.as_str()),
             (BodyEncoding::Utf8, false, "hello")
         );
-        let bin = BodyCapture::from_chunks(&[Bytes::from_static(&[0xff, 0x00])], 10);
+        let bin = BodyCapture::from_bytes(&[0xff, 0x00], 10);
         assert_eq!(
             (bin.encoding, bin.truncated, bin.data.as_str()),
             (BodyEncoding::Base64, true, "/wA=")

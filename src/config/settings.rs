@@ -95,6 +95,17 @@ pub const DEFAULT_BUS_CAPACITY: usize = 8_192;
 /// The most `bus_capacity` may be: the ring is allocated up front, so a typo must not
 /// take the host's memory.
 pub const MAX_BUS_CAPACITY: usize = 1 << 20;
+/// Bytes every capture in flight may hold together, unless configured: 32 exchanges in
+/// flight capturing a whole default `body_limit` (1 MiB) each, or 256 with 64 KiB each way.
+/// With it, 1,000 slow clients cost a debug build about 200 MiB.
+pub const DEFAULT_CAPTURE_MEMORY: u64 = 32 << 20;
+/// The most `capture_memory` may be: 64 GiB.
+pub const MAX_CAPTURE_MEMORY: u64 = 64 << 30;
+/// The head of a request or response may be this large, unless configured (as Node.js):
+/// 16 KiB, also a connection's buffer each way, so 1,000 slow clients cost about 80 MiB.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
+/// `max_header_size` from 8 KiB (what hyper needs) to 1 MiB.
+pub const MAX_HEADER_SIZE_RANGE: std::ops::RangeInclusive<usize> = 8 * 1024..=1 << 20;
 /// The most `max_connections` may be (each costs a file descriptor and buffers).
 pub const MAX_CONNECTIONS: usize = 1_000_000;
 /// The longest any timeout may be: a day.
@@ -109,6 +120,9 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// A request head must arrive within this (HTTP/1).
     pub header_read_timeout: Duration,
+    /// A request's (or the upstream response's) head must fit in this many bytes; it is
+    /// also what a connection buffers each way, so it bounds a slow client's cost.
+    pub max_header_size: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -117,6 +131,7 @@ impl Default for ConnectionLimits {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
         }
     }
 }
@@ -165,6 +180,8 @@ pub struct Settings {
     pub control: Option<ControlChannel>,
     /// Messages the in-process feed holds for a subscriber that falls behind.
     pub bus_capacity: usize,
+    /// Bytes all captures of exchanges in flight may hold together.
+    pub capture_memory: usize,
 }
 
 impl Default for Settings {
@@ -185,6 +202,7 @@ impl Default for Settings {
             log_level: "info".into(),
             control: None,
             bus_capacity: DEFAULT_BUS_CAPACITY,
+            capture_memory: DEFAULT_CAPTURE_MEMORY as usize,
         }
     }
 }
@@ -208,7 +226,8 @@ pub struct SettingsFile {
     pub preserve_host: Option<bool>,
     /// Seconds to wait for a TCP connection to the upstream.
     pub connect_timeout: Option<f64>,
-    /// Seconds to wait for the upstream's response headers before answering 504.
+    /// Seconds to wait for the upstream's response headers before answering 504, counted
+    /// from the last piece of the request body the upstream took.
     pub upstream_timeout: Option<f64>,
     /// Seconds in-flight exchanges get to finish on shutdown.
     pub drain_timeout: Option<f64>,
@@ -218,12 +237,18 @@ pub struct SettingsFile {
     pub idle_timeout: Option<f64>,
     /// Seconds a client has to send a request's head (default 10).
     pub header_read_timeout: Option<f64>,
+    /// Bytes a request's or response's head may take (default 16384); also the buffer a
+    /// connection keeps each way.
+    pub max_header_size: Option<usize>,
     /// Open connections at most (default 10000); beyond, new ones wait in the backlog.
     pub max_connections: Option<usize>,
     /// Directory of the embedded store.
     pub data_dir: Option<PathBuf>,
     /// Messages the in-process feed holds for a subscriber that falls behind.
     pub bus_capacity: Option<usize>,
+    /// Bytes the captured bodies of every exchange in flight may hold together (default
+    /// 32 MiB); a capture that finds it spent is recorded truncated, and counted.
+    pub capture_memory: Option<u64>,
     pub log: Option<LogSection>,
     pub control: Option<ControlSection>,
 }
@@ -268,9 +293,11 @@ const TOP_KEYS: &[&str] = &[
     "client_body_timeout",
     "idle_timeout",
     "header_read_timeout",
+    "max_header_size",
     "max_connections",
     "data_dir",
     "bus_capacity",
+    "capture_memory",
     "log",
     "control",
 ];
@@ -320,9 +347,11 @@ impl SettingsFile {
                 "client_body_timeout" => out.client_body_timeout = field(&mut problems, key, v, "seconds, a number"),
                 "idle_timeout" => out.idle_timeout = field(&mut problems, key, v, "seconds, a number"),
                 "header_read_timeout" => out.header_read_timeout = field(&mut problems, key, v, "seconds, a number"),
+                "max_header_size" => out.max_header_size = field(&mut problems, key, v, "a number of bytes"),
                 "max_connections" => out.max_connections = field(&mut problems, key, v, "a number of connections"),
                 "data_dir" => out.data_dir = field(&mut problems, key, v, "a directory path"),
                 "bus_capacity" => out.bus_capacity = field(&mut problems, key, v, "a number of messages"),
+                "capture_memory" => out.capture_memory = field(&mut problems, key, v, "a number of bytes"),
                 "log" => out.log = section(&mut problems, key, v, "a mapping with `level`", LOG_FIELDS),
                 "control" => {
                     out.control = section(
@@ -551,11 +580,39 @@ impl Settings {
             ),
             None => {}
         }
+        match file.max_header_size {
+            Some(n) if MAX_HEADER_SIZE_RANGE.contains(&n) => s.limits.max_header_size = n,
+            Some(n) => problems.add(
+                "max_header_size",
+                format!(
+                    "expected a number of bytes from {} to {}, found {n}",
+                    MAX_HEADER_SIZE_RANGE.start(),
+                    MAX_HEADER_SIZE_RANGE.end()
+                ),
+            ),
+            None => {}
+        }
         match file.bus_capacity {
             Some(n @ 1..=MAX_BUS_CAPACITY) => s.bus_capacity = n,
             Some(n) => problems.add(
                 "bus_capacity",
                 format!("expected a number of messages from 1 to {MAX_BUS_CAPACITY}, found {n}"),
+            ),
+            None => {}
+        }
+        match file.capture_memory {
+            Some(n @ 0..=MAX_CAPTURE_MEMORY) => match usize::try_from(n) {
+                Ok(n) => s.capture_memory = n,
+                Err(_) => problems.add(
+                    "capture_memory",
+                    format!("{n} bytes do not fit this machine's memory"),
+                ),
+            },
+            Some(n) => problems.add(
+                "capture_memory",
+                format!(
+                    "expected a number of bytes from 0 to {MAX_CAPTURE_MEMORY} (64 GiB), found {n}"
+                ),
             ),
             None => {}
         }
@@ -633,6 +690,20 @@ fn flags_name(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fixture the "every setting passes" test loads names every setting there is.
+    #[test]
+    fn the_good_settings_fixture_has_every_setting() {
+        let text = include_str!("../../tests/fixtures/good-settings.yaml");
+        let file = SettingsFile::parse("good-settings.yaml", text).expect("the fixture is valid");
+        let missing: Vec<&str> = TOP_KEYS
+            .iter()
+            .copied()
+            .filter(|k| !text.lines().any(|l| l.starts_with(&format!("{k}:"))))
+            .collect();
+        assert!(missing.is_empty(), "good-settings.yaml lacks {missing:?}");
+        assert_eq!(file.max_header_size, Some(32768));
+    }
 
     #[test]
     fn upstream_forms() {

@@ -239,6 +239,7 @@ impl Controller {
             "upstream": self.proxy.forwarder.target().upstream.to_string(),
             "upstream_idle_connections": self.proxy.forwarder.target().pool.idle(),
             "connections": self.proxy.listener.connections(),
+            "capture": self.proxy.forwarder.capture_stats(),
         })
     }
 

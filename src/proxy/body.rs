@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,34 +18,171 @@ use crate::proxy::service::UpstreamTarget;
 use crate::traffic::BodyCapture;
 use hyper::client::conn::http1::SendRequest;
 
-/// The first `limit` bytes of a body and its total size.
-#[derive(Debug, Clone, Default)]
+/// The bytes of bodies held for captures at once, across every exchange in flight: what
+/// bounds capture memory however many clients there are (each exchange still keeps at most
+/// its `body_limit`). A capture that finds the budget spent keeps what it has, and its
+/// document says the body was truncated, with the real size; such captures are counted,
+/// and the log says so once per episode.
+#[derive(Debug)]
+pub struct CaptureBudget {
+    max: usize,
+    used: AtomicUsize,
+    cut_short: AtomicU64,
+    /// Set while the budget is spent, so an episode is logged once.
+    spent: AtomicBool,
+}
+
+/// What [`CaptureBudget`] reports (`GET /proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureStats {
+    /// The budget, in bytes (`capture_memory`).
+    pub memory_max: usize,
+    /// Bytes held by captures now.
+    pub memory_in_use: usize,
+    /// Captures cut short because the budget was spent.
+    pub cut_short: u64,
+}
+
+impl CaptureBudget {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            used: AtomicUsize::new(0),
+            cut_short: AtomicU64::new(0),
+            spent: AtomicBool::new(false),
+        })
+    }
+
+    /// Takes `n` bytes of the budget, if they are left.
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        let before = self.used.fetch_sub(n, Ordering::AcqRel);
+        if before - n <= self.max / 2 && self.spent.swap(false, Ordering::AcqRel) {
+            tracing::info!(capture_memory = self.max, "capture budget free again");
+        }
+    }
+
+    fn count_cut(&self) {
+        self.cut_short.fetch_add(1, Ordering::Relaxed);
+        if !self.spent.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                capture_memory = self.max,
+                "capture budget spent: bodies of exchanges in flight are recorded cut short \
+                 (counted in GET /proxy as capture.cut_short); raise capture_memory or lower body_limit"
+            );
+        }
+    }
+
+    pub fn stats(&self) -> CaptureStats {
+        CaptureStats {
+            memory_max: self.max,
+            memory_in_use: self.used.load(Ordering::Acquire),
+            cut_short: self.cut_short.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The first `limit` bytes of a body and its total size, copied into one buffer charged
+/// to the [`CaptureBudget`] (a copy, so a capture never pins the connection's read
+/// buffers; the bytes are copied once at the end either way).
+#[derive(Debug, Default)]
 pub struct Capture {
     limit: usize,
-    kept: usize,
-    chunks: Vec<Bytes>,
+    data: Vec<u8>,
     pub size: u64,
+    /// The body's announced length, when it has one: the buffer is sized once.
+    expected: Option<u64>,
+    budget: Option<Arc<CaptureBudget>>,
+    /// Bytes of the budget this capture holds (its buffer's capacity).
+    held: usize,
+    /// The budget was spent when this capture needed more: it keeps what it has.
+    starved: bool,
 }
 
 impl Capture {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(limit: usize, budget: Arc<CaptureBudget>) -> Self {
+        Self::with(limit, Some(budget))
+    }
+
+    /// A capture with no budget but its limit (tests, tools).
+    pub fn unbudgeted(limit: usize) -> Self {
+        Self::with(limit, None)
+    }
+
+    fn with(limit: usize, budget: Option<Arc<CaptureBudget>>) -> Self {
         Self {
             limit,
-            ..Self::default()
+            data: Vec::new(),
+            size: 0,
+            expected: None,
+            budget,
+            held: 0,
+            starved: false,
         }
     }
 
-    pub fn push(&mut self, data: &Bytes) {
+    /// The body announced its length: the buffer is made that size (up to the limit).
+    pub fn expect(&mut self, len: Option<u64>) {
+        self.expected = len;
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
         self.size += data.len() as u64;
-        if self.kept < self.limit {
-            let take = data.len().min(self.limit - self.kept);
-            self.chunks.push(data.slice(..take));
-            self.kept += take;
+        let take = data.len().min(self.limit - self.data.len());
+        if take == 0 || self.starved {
+            return;
         }
+        let need = self.data.len() + take;
+        if need > self.data.capacity() && !self.grow(need) {
+            self.starved = true;
+            if let Some(b) = &self.budget {
+                b.count_cut();
+            }
+            return;
+        }
+        self.data.extend_from_slice(&data[..take]);
+    }
+
+    /// Makes room for `need` bytes: the announced length, or double, within the limit.
+    fn grow(&mut self, need: usize) -> bool {
+        let wanted = match self.expected {
+            Some(len) => usize::try_from(len).unwrap_or(usize::MAX),
+            None => self.data.capacity() * 2,
+        };
+        let target = wanted.min(self.limit).max(need);
+        let Some(budget) = &self.budget else {
+            self.data.reserve_exact(target - self.data.len());
+            return true;
+        };
+        // The whole step if it is there, else just what this frame needs.
+        let Some(target) = [target, need]
+            .into_iter()
+            .find(|&t| budget.take(t - self.held))
+        else {
+            return false;
+        };
+        self.data.reserve_exact(target - self.data.len());
+        self.held = target;
+        true
     }
 
     pub fn to_body(&self) -> BodyCapture {
-        BodyCapture::from_chunks(&self.chunks, self.size)
+        BodyCapture::from_bytes(&self.data, self.size)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give_back(self.held);
+        }
     }
 }
 
@@ -61,9 +198,26 @@ pub enum ClientFault {
     Stalled,
 }
 
-/// Where the request body tells the forwarder what it saw.
-#[derive(Debug, Default)]
-pub struct BodyWatch(AtomicU8);
+/// Where the request body tells the forwarder what it saw: a fault of the client's, and
+/// when the upstream last took a piece of it (its time to answer counts from then, so a
+/// long upload is no slow upstream).
+#[derive(Debug)]
+pub struct BodyWatch {
+    fault: AtomicU8,
+    born: tokio::time::Instant,
+    /// Microseconds after `born` of the last frame the upstream took.
+    progress_us: AtomicU64,
+}
+
+impl Default for BodyWatch {
+    fn default() -> Self {
+        Self {
+            fault: AtomicU8::new(0),
+            born: tokio::time::Instant::now(),
+            progress_us: AtomicU64::new(0),
+        }
+    }
+}
 
 impl BodyWatch {
     fn set(&self, fault: ClientFault) {
@@ -71,14 +225,32 @@ impl BodyWatch {
             ClientFault::Malformed => 1,
             ClientFault::Stalled => 2,
         };
-        self.0.store(v, Ordering::Relaxed);
+        self.fault.store(v, Ordering::Relaxed);
     }
 
     pub fn fault(&self) -> Option<ClientFault> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.fault.load(Ordering::Relaxed) {
             1 => Some(ClientFault::Malformed),
             2 => Some(ClientFault::Stalled),
             _ => None,
+        }
+    }
+
+    fn progressed(&self) {
+        let us = self.born.elapsed().as_micros();
+        self.progress_us
+            .store(u64::try_from(us).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Resolves once `timeout` has passed since the upstream last took part of the body
+    /// (or since the exchange began).
+    pub async fn quiet_for(&self, timeout: Duration) {
+        loop {
+            let last = self.born + Duration::from_micros(self.progress_us.load(Ordering::Relaxed));
+            if last + timeout <= tokio::time::Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(last + timeout).await;
         }
     }
 }
@@ -132,6 +304,7 @@ impl Body for RequestBody {
                 // The stall is counted from the next time the client has nothing ready,
                 // not from this frame: an upstream slow to read is not the client's fault.
                 this.armed = false;
+                this.watch.progressed();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -314,9 +487,9 @@ mod tests {
 
     #[test]
     fn capture_keeps_the_limit_and_counts_everything() {
-        let mut c = Capture::new(4);
-        c.push(&Bytes::from_static(b"abc"));
-        c.push(&Bytes::from_static(b"defg"));
+        let mut c = Capture::unbudgeted(4);
+        c.push(b"abc");
+        c.push(b"defg");
         let body = c.to_body();
         assert_eq!(
             (body.size, body.truncated, body.data.as_str()),

@@ -16,6 +16,10 @@ pub enum ProxyError {
     /// The upstream accepted the request but broke off before a response.
     #[error("upstream {upstream} closed the connection without a response: {cause}")]
     Upstream { upstream: String, cause: String },
+    /// The upstream answered with something that is not a response the proxy can pass on
+    /// (malformed, or a head larger than `max_header_size`).
+    #[error("upstream {upstream} sent a response the proxy cannot pass on: {cause}")]
+    BadResponse { upstream: String, cause: String },
     /// The upstream did not answer in the configured time.
     #[error("upstream {upstream} did not respond within {timeout:?}")]
     Timeout { upstream: String, timeout: Duration },
@@ -43,6 +47,15 @@ impl ProxyError {
                 upstream,
                 cause: e.to_string(),
             },
+            SendError::Exchange(e) if e.is_parse_too_large() => ProxyError::BadResponse {
+                upstream,
+                cause: "its head is larger than max_header_size allows (raise max_header_size)"
+                    .into(),
+            },
+            SendError::Exchange(e) if e.is_parse() => ProxyError::BadResponse {
+                upstream,
+                cause: root_cause(&e),
+            },
             SendError::Exchange(e) => ProxyError::Upstream {
                 upstream,
                 cause: root_cause(&e),
@@ -52,7 +65,9 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::BadResponse { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Refused { status, .. } => *status,
             ProxyError::Client {

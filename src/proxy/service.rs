@@ -9,11 +9,14 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::config::Upstream;
-use crate::proxy::body::{BodyWatch, Capture, Completion, RequestBody, ResponseBody};
+use crate::proxy::body::{
+    BodyWatch, Capture, CaptureBudget, CaptureStats, Completion, RequestBody, ResponseBody,
+};
 use crate::proxy::error::ProxyError;
 use crate::proxy::pipeline::{Decision, Exchange, Reached, RunningPipeline};
 use crate::proxy::upstream::Pool;
@@ -75,6 +78,11 @@ pub struct ForwardSettings {
     /// How long a client may send nothing of a request body before the exchange fails
     /// with 408 (its fault, not the upstream's).
     pub client_body_timeout: Duration,
+    /// Bytes all captures in flight may hold together ([`CaptureBudget`]).
+    pub capture_memory: usize,
+    /// The largest response head the upstream may send; also what an upstream
+    /// connection buffers each way.
+    pub max_header_size: usize,
 }
 
 /// Forwards exchanges to the current upstream through a pooled client.
@@ -82,6 +90,7 @@ pub struct Forwarder {
     target: ArcSwap<UpstreamTarget>,
     pipeline: Arc<RunningPipeline>,
     settings: ForwardSettings,
+    captures: Arc<CaptureBudget>,
     /// Every exchange is the proxy's own (the self-test's forwarder).
     internal: bool,
 }
@@ -95,9 +104,15 @@ impl Forwarder {
         Self {
             target: ArcSwap::from_pointee(target),
             pipeline,
+            captures: CaptureBudget::new(settings.capture_memory),
             settings,
             internal: false,
         }
+    }
+
+    /// How much the captures in flight hold, and how many were cut short.
+    pub fn capture_stats(&self) -> CaptureStats {
+        self.captures.stats()
     }
 
     /// Marks every exchange of this forwarder as the proxy's own ([`Exchange::internal`]).
@@ -147,7 +162,11 @@ impl Forwarder {
             None => pipeline.request(&mut ex, &mut parts),
         };
         let limit = pipeline.capture_limit();
-        let request_capture = (limit > 0).then(|| Arc::new(Mutex::new(Capture::new(limit))));
+        let request_capture = (limit > 0).then(|| {
+            let mut c = Capture::new(limit, self.captures.clone());
+            c.expect(body.size_hint().exact());
+            Arc::new(Mutex::new(c))
+        });
         let mut done = Box::new(Completion {
             ex,
             pipeline,
@@ -155,7 +174,7 @@ impl Forwarder {
             method,
             uri,
             request_capture: request_capture.clone(),
-            response_capture: (limit > 0).then(|| Capture::new(limit)),
+            response_capture: (limit > 0).then(|| Capture::new(limit, self.captures.clone())),
             upstream: None,
         });
         match decision {
@@ -199,9 +218,15 @@ impl Forwarder {
             host,
             target.upstream.port,
             self.settings.connect_timeout,
+            self.settings.max_header_size,
             upstream_req,
         );
-        let sent = tokio::time::timeout(timeout, send).await;
+        // The upstream's time to answer counts from the last piece of the request body it
+        // took: a long upload is no slow upstream (the client's stalls have their timeout).
+        let sent = tokio::select! {
+            sent = send => Ok(sent),
+            () = watch.quiet_for(timeout) => Err(()),
+        };
         // A client whose body broke or stalled failed the exchange, whatever the
         // upstream then did.
         let client_fault = |cause: String| {
@@ -233,6 +258,9 @@ impl Forwarder {
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
         }
         let (mut rparts, rbody) = resp.into_parts();
+        if let Some(c) = done.response_capture.as_mut() {
+            c.expect(rbody.size_hint().exact());
+        }
         strip_hop_by_hop(&mut rparts.headers, switching);
         // Our side of the client connection speaks the client's protocol, whatever the upstream spoke.
         rparts.version = done.ex.client_version;

@@ -62,7 +62,8 @@ impl Pool {
         }
     }
 
-    /// Sends the request on an idle connection, or a new one. A request that a pooled
+    /// Sends the request on an idle connection, or a new one (which buffers `buffer` bytes
+    /// each way at most, and refuses a response head larger). A request that a pooled
     /// connection could not take (it closed meanwhile) is retried on a new connection;
     /// one that was written is never sent twice.
     pub async fn send(
@@ -70,6 +71,7 @@ impl Pool {
         host: &str,
         port: u16,
         connect_timeout: Duration,
+        buffer: usize,
         mut req: http::Request<RequestBody>,
     ) -> Result<(http::Response<Incoming>, SendRequest<RequestBody>), SendError> {
         while let Some(mut sender) = self.take() {
@@ -84,7 +86,7 @@ impl Pool {
                 },
             }
         }
-        let mut sender = connect(host, port, connect_timeout).await?;
+        let mut sender = connect(host, port, connect_timeout, buffer).await?;
         match sender.send_request(req).await {
             Ok(resp) => Ok((resp, sender)),
             Err(e) => Err(SendError::Exchange(e)),
@@ -96,6 +98,7 @@ async fn connect(
     host: &str,
     port: u16,
     timeout: Duration,
+    buffer: usize,
 ) -> Result<SendRequest<RequestBody>, SendError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
         Ok(Ok(s)) => s,
@@ -104,6 +107,7 @@ async fn connect(
     };
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::Builder::new()
+        .max_buf_size(buffer)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(SendError::Exchange)?;

@@ -83,3 +83,45 @@ async fn a_stalled_body_is_answered_408() {
     assert!(body.contains("stopped arriving"), "{body}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// A request head larger than `max_header_size` (16 KiB by default, as Node.js) is
+/// answered 431 without reaching the upstream; the setting raises it. An upstream's head
+/// beyond it is a 502 that says so.
+#[tokio::test]
+async fn heads_beyond_max_header_size_are_refused() {
+    let big = |n: usize| "v".repeat(n);
+    let up = Upstream::new()
+        .route("/big-head", move |_| {
+            http::Response::builder()
+                .header("x-big", "w".repeat(20 * 1024))
+                .body(bytes::Bytes::from_static(b"never seen"))
+                .unwrap()
+        })
+        .run()
+        .await;
+    let proxy = TestProxy::start(&up).await;
+    let request = |n: usize| format!("GET /echo HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n", big(n));
+    let (status, body) = status_of(&proxy, request(12 * 1024).as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    let before = up.requests().len();
+    let (status, _) = status_of(&proxy, request(20 * 1024).as_bytes()).await;
+    assert_eq!(status, 431);
+    assert_eq!(
+        up.requests().len(),
+        before,
+        "the refused request reached the upstream"
+    );
+    let (status, body) = status_of(&proxy, b"GET /big-head HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("larger than max_header_size"), "{body}");
+
+    let roomy = TestProxy::builder()
+        .upstream(&up)
+        .config_yaml("max_header_size: 65536\n")
+        .start()
+        .await;
+    let (status, body) = status_of(&roomy, request(20 * 1024).as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = status_of(&roomy, b"GET /big-head HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!((status, body.as_str()), (200, "never seen"));
+}

@@ -303,7 +303,8 @@ fn out_of_range_numbers_are_named_with_their_file_and_key() {
     let settings = dir
         .write(
             "settings.yaml",
-            "upstream: http://127.0.0.1:9\nbus_capacity: 4000000000\nconnect_timeout: 1e30\n",
+            "upstream: http://127.0.0.1:9\nbus_capacity: 4000000000\nconnect_timeout: 1e30\n\
+             max_header_size: 100\ncapture_memory: 18446744073709551615\n",
         )
         .display()
         .to_string();
@@ -317,6 +318,14 @@ fn out_of_range_numbers_are_named_with_their_file_and_key() {
         .to_string();
     let stderr = check_fails(&["--config", &settings, "--modules", &modules]);
     assert_has(&stderr, &format!("{settings}: bus_capacity: expected a number of messages from 1 to 1048576, found 4000000000"));
+    assert_has(
+        &stderr,
+        &format!("{settings}: max_header_size: expected a number of bytes from 8192 to 1048576, found 100"),
+    );
+    assert_has(
+        &stderr,
+        &format!("{settings}: capture_memory: expected a number of bytes from 0 to 68719476736 (64 GiB), found 18446744073709551615"),
+    );
     assert_has(
         &stderr,
         &format!(

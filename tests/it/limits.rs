@@ -151,3 +151,119 @@ async fn a_client_that_never_reads_is_dropped() {
     }
     drop(c);
 }
+
+/// How a slow client of [`slow_client`] is slow.
+#[derive(Clone, Copy)]
+enum Slow {
+    /// Downloads, reading a little at a time.
+    Reader,
+    /// Uploads, sending a little at a time.
+    Sender,
+}
+
+/// Moves `fast` bytes as fast as the proxy takes them (a download read, or an upload
+/// sent), says so on `reached`, then goes on a KiB every 100 ms until `stop` is set.
+async fn slow_client(
+    addr: std::net::SocketAddr,
+    slow: Slow,
+    fast: usize,
+    reached: std::sync::Arc<tokio::sync::Semaphore>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    const TOTAL: usize = 64 << 20;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // Small kernel buffers, so that what is measured is the proxy's own buffering.
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.set_send_buffer_size(16 * 1024).unwrap();
+    let mut c = socket.connect(addr).await.unwrap();
+    let head = match slow {
+        Slow::Reader => format!("GET /stream/{TOTAL} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        Slow::Sender => {
+            format!("POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: {TOTAL}\r\n\r\n")
+        }
+    };
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![b'u'; 64 * 1024];
+    let mut moved = 0usize;
+    async fn step(c: &mut TcpStream, slow: Slow, buf: &mut [u8]) -> usize {
+        let n = match slow {
+            Slow::Reader => c.read(buf).await.unwrap(),
+            Slow::Sender => c.write(buf).await.unwrap(),
+        };
+        assert!(n > 0, "the proxy closed the connection");
+        n
+    }
+    while moved < fast {
+        moved += step(&mut c, slow, &mut buf).await;
+    }
+    reached.add_permits(1);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        moved += step(&mut c, slow, &mut buf[..1024]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(moved < TOTAL);
+}
+
+/// 1,000 clients through a running recording, each far enough that its capture would be
+/// full (the default `body_limit`, 1 MiB), then slow: the proxy stays under 256 MiB in
+/// all, the captures hold no more than `capture_memory`, and those it cut short are
+/// counted. (A debug build, whose own size is about 60 MiB of it.)
+async fn a_thousand_slow_clients(slow: Slow) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const CLIENTS: usize = 1000;
+    let (_up, proxy) = proxy_with("").await;
+    let id = crate::harness::recordings::create_recording(&proxy, "slow", "").await;
+    crate::harness::recordings::start_recording(&proxy, &id).await;
+    let reached = Arc::new(tokio::sync::Semaphore::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            tokio::spawn(slow_client(
+                proxy.proxy_addr(),
+                slow,
+                (1 << 20) + (256 << 10),
+                reached.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let all = tokio::time::timeout(
+        Duration::from_secs(120),
+        reached.acquire_many(CLIENTS as u32),
+    )
+    .await;
+    assert!(
+        all.is_ok(),
+        "not every client moved its first MiB within 120 s"
+    );
+    // A while slow, so whatever the proxy buffers for them has filled.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = proxy.mgmt_get("/proxy").await.json();
+    let peak = proxy.peak_rss_kib();
+    println!(
+        "{CLIENTS} slow clients: peak RSS {} MiB; {status}",
+        peak / 1024
+    );
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(status["connections"]["open"], CLIENTS, "{status}");
+    let capture = &status["capture"];
+    assert_eq!(capture["memory_max"], 32 << 20, "{status}");
+    assert!(capture["memory_in_use"].as_u64() <= capture["memory_max"].as_u64());
+    assert!(capture["cut_short"].as_u64() > Some(0), "{status}");
+    assert!(peak < 256 * 1024, "the proxy peaked at {} MiB", peak / 1024);
+    proxy.wait_for_log(&["capture budget spent"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_slow_readers_fit_in_256_mib_with_capture_on() {
+    a_thousand_slow_clients(Slow::Reader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_slow_senders_fit_in_256_mib_with_capture_on() {
+    a_thousand_slow_clients(Slow::Sender).await;
+}

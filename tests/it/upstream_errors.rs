@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{closed_port, Http, TestProxy, Upstream};
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+
+use crate::harness::{closed_port, Http, RawConn, TestProxy, Upstream};
 
 fn assert_plain_text_naming(r: &crate::harness::Resp, upstream: &str, cause: &str) {
     assert_eq!(
@@ -66,5 +69,46 @@ async fn silent_upstream_gives_504_after_the_configured_timeout() {
     assert!(
         took >= Duration::from_millis(450) && took < Duration::from_millis(2500),
         "answered after {took:?}, expected about 0.5 s"
+    );
+}
+
+/// The upstream's time to answer counts from the last piece of the body it took: an
+/// upload that takes longer than `upstream_timeout` is no silent upstream. One that stops
+/// reading and never answers is still cut, after the timeout.
+#[tokio::test]
+async fn a_long_upload_is_not_a_silent_upstream() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .config_yaml("upstream_timeout: 0.5\n")
+        .start()
+        .await;
+    let mut conn = RawConn::connect(proxy.proxy_addr()).await;
+    conn.send(b"POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .await;
+    let started = Instant::now();
+    // Ten bytes over two seconds, four times the timeout.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.send(b"u").await;
+    }
+    let r = conn.read_response(false).await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"10"[..]));
+
+    // `/sleep` reads nothing for 5 s: once the buffers between are full, the upload
+    // makes no progress, and half a second later the client has its 504.
+    let frames = crate::harness::upstream::big_body(256 << 20)
+        .map(|f| Ok::<_, std::convert::Infallible>(f.expect("generated frames do not fail")));
+    let req = http::Request::post(proxy.url("/sleep/5000"))
+        .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+        .unwrap();
+    let started = Instant::now();
+    let r = Http::new().send(req).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
     );
 }

@@ -123,9 +123,12 @@ impl UpstreamBuilder {
     }
 
     pub async fn run(self) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
+        // A backlog as large as the proxy's: a thousand connects at once must not overflow.
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind("127.0.0.1:0".parse().unwrap())
             .expect("bind upstream");
+        let listener = socket.listen(4096).expect("listen");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             name: self.name.unwrap_or_else(|| "upstream".into()),
