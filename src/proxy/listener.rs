@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 
 pub use crate::config::settings::ConnectionLimits as Limits;
 use crate::proxy::service::{Client, Forwarder};
@@ -198,12 +198,14 @@ async fn run(
                         tracing::info!("accepting connections again");
                         accept_failing = false;
                     }
-                    let (fwd, client) = (forwarder.clone(), Arc::new(Client::new(peer)));
-                    let svc = service_fn(move |req| {
-                        let (fwd, client) = (fwd.clone(), client.clone());
-                        async move { Ok::<_, Infallible>(fwd.handle(req, &client).await) }
-                    });
-                    serve(stream, peer, permit, &conns, &builder, svc)
+                    let fwd = forwarder.clone();
+                    serve(stream, peer, permit, &conns, &builder, move |lease| {
+                        let client = Arc::new(Client::new(peer).leased(lease));
+                        service_fn(move |req| {
+                            let (fwd, client) = (fwd.clone(), client.clone());
+                            async move { Ok::<_, Infallible>(fwd.handle(req, &client).await) }
+                        })
+                    })
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -383,7 +385,7 @@ where
             };
             match accepted {
                 Ok((stream, peer, permit)) => {
-                    serve(stream, peer, permit, &conns, &builder, svc.clone())
+                    serve(stream, peer, permit, &conns, &builder, |_| svc.clone())
                 }
                 Err(e) => {
                     conns.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
@@ -398,37 +400,113 @@ where
     })
 }
 
+/// A connection's place under the listener's bounds, held by what serves it: its HTTP
+/// task and, once it is upgraded, its tunnel. While any holds it, the connection counts
+/// as open under the cap and is waited for on drain.
+pub struct Lease {
+    _permit: OwnedSemaphorePermit,
+    _open: TaskTrackerToken,
+    /// A byte moved on the client's socket since the last look.
+    activity: Arc<AtomicBool>,
+    idle: Duration,
+    shutdown: CancellationToken,
+    counters: Arc<ListenerCounters>,
+}
+
+impl Lease {
+    /// Runs `work` (an upgraded connection's tunnel) within the connection's bounds: it
+    /// ends when no byte has moved for the idle timeout (counted as idle-closed) and at
+    /// shutdown (a tunnel has no exchange to finish).
+    pub async fn bound(&self, work: impl std::future::Future<Output = ()>) {
+        tokio::pin!(work);
+        let mut quiet = Quiet::new(self.idle);
+        loop {
+            tokio::select! {
+                () = work.as_mut() => return,
+                _ = self.shutdown.cancelled() => return,
+                _ = quiet.tick() => {
+                    if quiet.after(&self.activity) {
+                        self.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(idle = ?self.idle, "closing an idle tunnel");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts quiet time in ticks of a quarter of the idle timeout.
+struct Quiet {
+    idle: Duration,
+    every: Duration,
+    tick: tokio::time::Interval,
+    quiet: Duration,
+}
+
+impl Quiet {
+    fn new(idle: Duration) -> Self {
+        let every = (idle / 4).max(Duration::from_millis(10));
+        Self {
+            idle,
+            every,
+            tick: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+            quiet: Duration::ZERO,
+        }
+    }
+
+    async fn tick(&mut self) {
+        self.tick.tick().await;
+    }
+
+    /// After a tick: whether a whole idle timeout has now passed without activity.
+    fn after(&mut self, activity: &AtomicBool) -> bool {
+        if activity.swap(false, Ordering::Relaxed) {
+            self.quiet = Duration::ZERO;
+            return false;
+        }
+        self.quiet += self.every;
+        if self.quiet >= self.idle {
+            self.quiet = Duration::ZERO;
+            return true;
+        }
+        false
+    }
+}
+
 fn serve<S: HttpService>(
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     conns: &Connections,
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    svc: S,
+    make_svc: impl FnOnce(Arc<Lease>) -> S,
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(AtomicBool::new(true));
     let write_blocked = Arc::new(AtomicBool::new(false));
+    let lease = Arc::new(Lease {
+        _permit: permit,
+        _open: conns.tracker.token(),
+        activity: activity.clone(),
+        idle: conns.limits.idle_timeout,
+        shutdown: conns.shutdown.clone(),
+        counters: conns.counters.clone(),
+    });
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
         write_blocked: write_blocked.clone(),
     });
-    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-    let (shutdown, idle, counters) = (
-        conns.shutdown.clone(),
-        conns.limits.idle_timeout,
-        conns.counters.clone(),
-    );
-    conns.tracker.spawn(async move {
-        let _permit = permit;
+    let conn = builder
+        .serve_connection_with_upgrades(io, make_svc(lease.clone()))
+        .into_owned();
+    tokio::spawn(async move {
+        let (shutdown, counters) = (lease.shutdown.clone(), lease.counters.clone());
         tokio::pin!(conn);
         // A byte either way sets `activity`; a whole idle timeout of ticks without one
         // closes the connection (after the exchange in flight, as a graceful close does).
-        let tick_every = (idle / 4).max(Duration::from_millis(10));
-        let mut tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + tick_every, tick_every);
-        let mut quiet = Duration::ZERO;
+        let mut quiet = Quiet::new(lease.idle);
         let mut closing = false;
         loop {
             tokio::select! {
@@ -442,24 +520,21 @@ fn serve<S: HttpService>(
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                _ = tick.tick() => {
-                    if activity.swap(false, Ordering::Relaxed) {
-                        quiet = Duration::ZERO;
-                    } else {
-                        quiet += tick_every;
-                        if quiet >= idle && !closing {
-                            counters.idle_closed.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(%peer, ?idle, "closing an idle connection");
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                            quiet = Duration::ZERO;
-                        } else if quiet >= idle && write_blocked.load(Ordering::Relaxed) {
-                            // Closing, and for another idle timeout the client has not
-                            // taken a byte of what is waiting for it (it never reads its
-                            // response): dropped. A slow upstream blocks no write.
-                            tracing::debug!(%peer, ?idle, "dropping a connection whose client stopped reading");
-                            break;
-                        }
+                _ = quiet.tick() => {
+                    if !quiet.after(&activity) {
+                        continue;
+                    }
+                    if !closing {
+                        counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, idle = ?lease.idle, "closing an idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    } else if write_blocked.load(Ordering::Relaxed) {
+                        // Closing, and for another idle timeout the client has not taken
+                        // a byte of what is waiting for it (it never reads its response):
+                        // dropped. A slow upstream blocks no write.
+                        tracing::debug!(%peer, idle = ?lease.idle, "dropping a connection whose client stopped reading");
+                        break;
                     }
                 }
             }

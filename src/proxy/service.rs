@@ -18,6 +18,7 @@ use crate::proxy::body::{
     BodyWatch, Capture, CaptureBudget, CaptureStats, Completion, RequestBody, ResponseBody,
 };
 use crate::proxy::error::ProxyError;
+use crate::proxy::listener::Lease;
 use crate::proxy::pipeline::{Decision, Exchange, Reached, RunningPipeline};
 use crate::proxy::upstream::Pool;
 
@@ -56,6 +57,9 @@ pub struct Client {
     pub addr: SocketAddr,
     /// The client's address as an `X-Forwarded-For` value, made once per connection.
     forwarded_for: HeaderValue,
+    /// The connection's place under the listener's bounds: an upgraded connection's
+    /// tunnel holds it, so it stays counted and bounded (none for the proxy's own).
+    lease: Option<Arc<Lease>>,
 }
 
 impl Client {
@@ -65,6 +69,14 @@ impl Client {
         Self {
             addr,
             forwarded_for,
+            lease: None,
+        }
+    }
+
+    pub fn leased(self, lease: Arc<Lease>) -> Self {
+        Self {
+            lease: Some(lease),
+            ..self
         }
     }
 }
@@ -255,7 +267,16 @@ impl Forwarder {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            let (work, lease) = (
+                tunnel(client_upgrade, upstream_upgrade),
+                client.lease.clone(),
+            );
+            tokio::spawn(async move {
+                match lease {
+                    Some(lease) => lease.bound(work).await,
+                    None => work.await,
+                }
+            });
         }
         let (mut rparts, rbody) = resp.into_parts();
         if let Some(c) = done.response_capture.as_mut() {

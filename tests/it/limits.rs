@@ -66,12 +66,25 @@ async fn a_thousand_idle_connections_are_closed_after_the_idle_timeout() {
         "1000 idle connections closed {:?} after the last one opened",
         started.elapsed()
     );
-    let status = proxy.mgmt_get("/proxy").await.json();
+    // The client sees the close a moment before the proxy counts it.
+    let status = open_falls_to(&proxy, 0).await;
     assert!(
         status["connections"]["idle_closed"].as_u64().unwrap() >= 1000,
         "{status}"
     );
-    assert_eq!(status["connections"]["open"], 0, "{status}");
+}
+
+/// Waits (at most 10 s) until the proxy counts `open` connections; returns its status.
+async fn open_falls_to(proxy: &TestProxy, open: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = proxy.mgmt_get("/proxy").await.json();
+        if status["connections"]["open"] == open {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "still open: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -266,4 +279,57 @@ async fn a_thousand_slow_readers_fit_in_256_mib_with_capture_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_slow_senders_fit_in_256_mib_with_capture_on() {
     a_thousand_slow_clients(Slow::Sender).await;
+}
+
+/// An upgraded connection (a WebSocket) stays under the bounds: it counts as open under
+/// the cap while its tunnel lives, and a tunnel that moves no byte for the idle timeout is
+/// closed; then the connection waiting in the backlog gets its turn.
+#[tokio::test]
+async fn a_websocket_tunnel_counts_under_the_cap_and_closes_when_idle() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (_up, proxy) = proxy_with("max_connections: 1\nidle_timeout: 1\n").await;
+    let url = format!("ws://{}/ws", proxy.proxy_addr());
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(&url),
+    )
+    .await
+    .expect("WebSocket handshake timed out")
+    .expect("WebSocket handshake through the proxy");
+    let greeting = ws.next().await.expect("a greeting").expect("a message");
+    assert!(matches!(greeting, Message::Text(_)), "{greeting:?}");
+    // Busy for three idle timeouts: the tunnel is kept.
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ws.send(Message::text(format!("still here {i}")))
+            .await
+            .unwrap();
+        let echo = ws.next().await.expect("an echo").expect("a message");
+        assert_eq!(echo, Message::text(format!("still here {i}")));
+    }
+    let status = proxy.mgmt_get("/proxy").await.json();
+    assert_eq!(status["connections"]["open"], 1, "{status}");
+    // The one place is the tunnel's: a new connection waits.
+    let mut waiting = RawConn::connect(proxy.proxy_addr()).await;
+    waiting.send(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    proxy.wait_for_log(&["connection limit reached"]).await;
+    // Quiet now: within a few idle timeouts the tunnel is closed, and the waiting
+    // request is answered.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle tunnel was still open after 10 s");
+    assert_eq!(waiting.read_response(false).await.status, 200);
+    let status = proxy.mgmt_get("/proxy").await.json();
+    assert!(
+        status["connections"]["idle_closed"].as_u64() >= Some(1),
+        "{status}"
+    );
 }
