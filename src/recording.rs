@@ -4,6 +4,7 @@
 //! when its request arrived (its `createdAt`), so responses that reach the recorder after
 //! the stop are still filed where they belong.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::store::{RecordingPatch, Store, StoreError};
-use crate::traffic::{Recording, TrafficDoc};
+use crate::traffic::{Recording, RecordingFailure, TrafficDoc};
 
 /// How long a stop waits for the recorder to write what it received before the stop.
 pub const FLUSH_WAIT: Duration = Duration::from_secs(10);
@@ -74,6 +75,9 @@ pub struct Recordings {
     /// Serializes start/stop so two clients cannot both start.
     switch: tokio::sync::Mutex<()>,
     recorder: Mutex<Option<mpsc::Sender<FlushRequest>>>,
+    /// Recordings the proxy stopped because their traffic could not be stored, shown with
+    /// them until they start again (kept here: the store that failed may not take it).
+    failures: Mutex<HashMap<String, RecordingFailure>>,
 }
 
 impl Recordings {
@@ -83,7 +87,61 @@ impl Recordings {
             target: watch::Sender::new(Target::default()),
             switch: tokio::sync::Mutex::new(()),
             recorder: Mutex::new(None),
+            failures: Mutex::default(),
         }
+    }
+
+    /// The store cannot take the traffic of recording `id` (a full disk): it stops now,
+    /// marked failed with the reason, and `lost` messages of it are counted as not stored.
+    /// Called by the recorder; never waits for it.
+    pub async fn fail(&self, id: &str, reason: &str, lost: u64) {
+        let now = Utc::now().trunc_subsecs(6);
+        let mut started = None;
+        self.target.send_if_modified(|t| match t.active.take() {
+            Some((a, start)) if a == id => {
+                started = Some(start);
+                t.recent = Some((a, start, now));
+                true
+            }
+            other => {
+                t.active = other;
+                false
+            }
+        });
+        {
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            let failure = failures
+                .entry(id.to_owned())
+                .or_insert_with(|| RecordingFailure {
+                    failed_at: now,
+                    reason: reason.to_owned(),
+                    lost: 0,
+                });
+            failure.lost += lost;
+        }
+        let Some(started) = started else {
+            tracing::error!(recording = id, lost, %reason, "more of a failed recording could not be stored");
+            return;
+        };
+        tracing::error!(recording = id, lost, %reason, "recording failed and was stopped: its traffic cannot be stored (free space, then start it again)");
+        if let Err(e) = self
+            .store
+            .mark_recording(id, Some(started), Some(now))
+            .await
+        {
+            tracing::warn!(recording = id, error = %e, "the failed recording's stop could not be stored either");
+        }
+    }
+
+    /// The recording with its failure, if it has one (and the stop the failure made,
+    /// which the failing store may not have taken).
+    fn with_failure(&self, mut rec: Recording) -> Recording {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        rec.failure = failures.get(&rec.id).cloned();
+        if let (Some(f), None) = (&rec.failure, rec.stopped_at) {
+            rec.stopped_at = Some(f.failed_at);
+        }
+        rec
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -115,7 +173,21 @@ impl Recordings {
     /// off by a crash (kill -9, power loss): it gets the stop it never had, at its last
     /// captured transaction (or its start), instead of reading as running. Returns how
     /// many were closed.
+    /// Without a store, or with a full disk, there is nothing to close now: it says so
+    /// and the proxy starts.
     pub async fn close_interrupted(&self) -> Result<usize, RecordingError> {
+        match self.close_interrupted_now().await {
+            Err(RecordingError::Store(e))
+                if e.is_disk_full() || matches!(e, StoreError::Unavailable(_)) =>
+            {
+                tracing::warn!(error = %e, "recordings a crash left running stay open until the store can take a write");
+                Ok(0)
+            }
+            other => other,
+        }
+    }
+
+    async fn close_interrupted_now(&self) -> Result<usize, RecordingError> {
         let mut closed = 0;
         for rec in self.store.list_recordings().await? {
             let (Some(started), None) = (rec.started_at, rec.stopped_at) else {
@@ -146,13 +218,15 @@ impl Recordings {
     }
 
     pub async fn list(&self) -> Result<Vec<Recording>, RecordingError> {
-        Ok(self.store.list_recordings().await?)
+        let list = self.store.list_recordings().await?;
+        Ok(list.into_iter().map(|r| self.with_failure(r)).collect())
     }
 
     pub async fn get(&self, id: &str) -> Result<Recording, RecordingError> {
         self.store
             .get_recording(id)
             .await?
+            .map(|r| self.with_failure(r))
             .ok_or_else(|| RecordingError::NotFound(id.to_owned()))
     }
 
@@ -215,6 +289,10 @@ impl Recordings {
         let since = rec.started_at.unwrap_or(now);
         self.target
             .send_modify(|t| t.active = Some((id.to_owned(), since)));
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         tracing::info!(recording = id, "recording started");
         Ok(rec)
     }

@@ -21,6 +21,7 @@ use crate::recording::Recordings;
 use crate::redis_link::Endpoint;
 use crate::store::mongo::MongoStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::unavailable::UnavailableStore;
 use crate::store::{Store, StoreError};
 use crate::window::memory::MemoryWindow;
 use crate::window::redis::RedisWindow;
@@ -304,7 +305,7 @@ pub fn resolve(
 /// Why a resource could not be opened, with what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("cannot open the embedded store in {dir}: {source} (pass --data-dir to use another directory)")]
+    #[error("cannot open the embedded store in {dir} (pass --data-dir to use another directory)")]
     Embedded {
         dir: String,
         #[source]
@@ -313,13 +314,13 @@ pub enum OpenError {
     /// Its message names the server and the kwargs already.
     #[error(transparent)]
     Mongo { source: StoreError },
-    #[error("cannot use the redaction key {path}: {source}")]
+    #[error("cannot use the redaction key {path}")]
     Key {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the live window: {source} ({by})")]
+    #[error("cannot open the live window ({by})")]
     Window {
         #[source]
         source: WindowError,
@@ -337,19 +338,41 @@ impl Plan {
         bus_capacity: usize,
     ) -> Result<Resources, OpenError> {
         // First, so that the directory is made owner-only before anything goes in it.
-        let redaction_key = redaction_key(&data_dir).map_err(|source| OpenError::Key {
-            path: data_dir.join(KEY_FILE).display().to_string(),
-            source,
-        })?;
+        let key_path = data_dir.join(KEY_FILE);
+        let redaction_key = match redaction_key(&data_dir) {
+            Ok(key) => key,
+            // A full disk must not stop the proxy: marks made with this key will not
+            // match those of another run.
+            Err(e) if disk_full(&e) => {
+                tracing::warn!(path = %key_path.display(), error = %e, "cannot write the redaction key (disk full); using a key for this run only");
+                fresh_key()
+            }
+            Err(source) => {
+                return Err(OpenError::Key {
+                    path: key_path.display().to_string(),
+                    source,
+                })
+            }
+        };
         let store: Arc<dyn Store> = match &self.store {
-            StoreSpec::Embedded => {
-                Arc::new(
-                    SqliteStore::open(&data_dir).map_err(|source| OpenError::Embedded {
+            StoreSpec::Embedded => match SqliteStore::open(&data_dir) {
+                Ok(store) => Arc::new(store),
+                // The proxy serves without recording rather than not at all.
+                Err(e) if e.is_disk_full() => {
+                    let reason = format!(
+                        "the disk of the data directory {} is full ({e}); free space and restart heliosburn to record",
+                        data_dir.display()
+                    );
+                    tracing::error!("{reason}; serving without recording");
+                    Arc::new(UnavailableStore::new(reason))
+                }
+                Err(source) => {
+                    return Err(OpenError::Embedded {
                         dir: data_dir.display().to_string(),
                         source,
-                    })?,
-                )
-            }
+                    })
+                }
+            },
             StoreSpec::Mongo {
                 uri,
                 db,
@@ -409,30 +432,22 @@ fn redaction_key(dir: &std::path::Path) -> std::io::Result<[u8; 32]> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let mut seed = Vec::with_capacity(48);
-    for _ in 0..2 {
-        seed.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    }
-    seed.extend_from_slice(
-        &chrono::Utc::now()
-            .timestamp_nanos_opt()
-            .unwrap_or(0)
-            .to_le_bytes(),
-    );
-    let key = *blake3::hash(&seed).as_bytes();
+    let key = fresh_key();
     // Written whole under a name of this process's, then linked into place: another
     // process starting at the same moment never reads half a key, and the first link
     // wins (the loser reads the winner's key).
     let tmp = dir.join(format!("{KEY_FILE}.{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(&key)?;
-    file.sync_all()?;
-    let linked = std::fs::hard_link(&tmp, &path);
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(&key)?;
+            file.sync_all()
+        });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, &path));
     let _ = std::fs::remove_file(&tmp);
     match linked {
         Ok(()) => Ok(key),
@@ -444,6 +459,26 @@ fn redaction_key(dir: &std::path::Path) -> std::io::Result<[u8; 32]> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// A random key: two v4 UUIDs and the time, hashed.
+fn fresh_key() -> [u8; 32] {
+    let mut seed = Vec::with_capacity(48);
+    for _ in 0..2 {
+        seed.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    }
+    seed.extend_from_slice(
+        &chrono::Utc::now()
+            .timestamp_nanos_opt()
+            .unwrap_or(0)
+            .to_le_bytes(),
+    );
+    *blake3::hash(&seed).as_bytes()
+}
+
+/// Out of space or quota: the disk can take nothing more.
+fn disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28 | 122)) // ENOSPC, EDQUOT
 }
 
 const KEY_FILE: &str = "redaction.key";

@@ -217,6 +217,21 @@ pub struct Recording {
     #[serde(serialize_with = "micros::optional")]
     pub stopped_at: Option<DateTime<Utc>>,
     pub count: u64,
+    /// Why the recording stopped by itself (a full disk), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<RecordingFailure>,
+}
+
+/// A recording the proxy had to stop: when, why, and how many transactions of it could
+/// not be stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingFailure {
+    #[serde(serialize_with = "micros::one")]
+    pub failed_at: DateTime<Utc>,
+    pub reason: String,
+    /// Messages (a request or a response each) that could not be stored.
+    pub lost: u64,
 }
 
 /// Times as the wire carries them: RFC 3339 UTC with exactly six fractional digits
@@ -281,6 +296,7 @@ mod tests {
             started_at: Some(t),
             stopped_at: None,
             count: 0,
+            failure: None,
         };
         let v = serde_json::to_value(&rec).unwrap();
         assert_eq!(v["createdAt"], "2026-12-01T20:39:06.573000Z");

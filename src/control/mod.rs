@@ -301,6 +301,9 @@ fn recording_error_code(e: &RecordingError) -> u16 {
         RecordingError::NotFound(_) => 404,
         RecordingError::Busy { .. } | RecordingError::NotRunning => 409,
         RecordingError::NoRecorder => 503,
+        // Not opened (a full disk at start), or out of space: the server's condition.
+        RecordingError::Store(crate::store::StoreError::Unavailable(_)) => 503,
+        RecordingError::Store(e) if e.is_disk_full() => 507,
         RecordingError::Store(_) => 500,
     }
 }

@@ -4,7 +4,10 @@
 //! A batch is written when it holds `batch_size` documents or `flush_ms` after its first
 //! message, whichever comes first; a kill -9 loses at most that batch. A failed write is
 //! kept and retried, up to `max_pending` documents, beyond which documents are dropped
-//! and counted as failed.
+//! and counted as failed. A full disk takes nothing more: the recordings of the batch are
+//! stopped and marked failed with the reason (`Recordings::fail`), and its messages are
+//! counted as failed. What the store would still not take when the recorder stops is
+//! counted as failed too, and logged.
 //!
 //! The counters count messages: `received` = `recorded` + `ignored` (no recording
 //! running) + `failed` + `pending`, and `received` + `lost` = what the feed delivered.
@@ -319,6 +322,7 @@ impl Worker {
                 _ = cancel.cancelled() => {
                     self.drain(&mut sub, &target.borrow().clone());
                     self.flush_all().await;
+                    self.give_up("stopping");
                     break;
                 }
                 Some(ack) = flush_rx.recv() => {
@@ -336,6 +340,7 @@ impl Worker {
                     Err(e) => {
                         tracing::error!(error = %e, "TrafficRecorder: the feed ended");
                         self.flush_all().await;
+                        self.give_up("the feed ended");
                         break;
                     }
                 },
@@ -412,6 +417,22 @@ impl Worker {
         }));
     }
 
+    /// The recorder ends with messages the store would not take: counted, and said.
+    fn give_up(&mut self, why: &str) {
+        let left = self.batch.message_count();
+        if left == 0 {
+            return;
+        }
+        self.batch = Batch::default();
+        self.counters.failed.fetch_add(left, Ordering::Relaxed);
+        self.counters.pending.store(0, Ordering::Relaxed);
+        tracing::error!(
+            lost = left,
+            store = %self.recordings.store().describe(),
+            "TrafficRecorder {why} with messages the store would not take; they are lost"
+        );
+    }
+
     /// Writes everything received so far and waits for it (stop, flush requests).
     async fn flush_all(&mut self) {
         self.flush().await;
@@ -436,6 +457,25 @@ impl Worker {
                     tracing::info!(store = %self.recordings.store().describe(), "store is back; recording resumed");
                     self.store_down = false;
                 }
+                return;
+            }
+            // A full disk takes nothing more: the recordings stop, marked failed, and
+            // their messages are counted as not stored rather than kept to retry.
+            Ok((batch, Err(e))) if e.is_disk_full() => {
+                let reason = format!("the store's disk is full: {e}");
+                let mut per_recording: HashMap<String, u64> = HashMap::new();
+                for (doc, n) in batch.docs.iter().zip(&batch.messages) {
+                    *per_recording.entry(doc.recording_id.clone()).or_default() += n;
+                }
+                self.counters
+                    .failed
+                    .fetch_add(batch.message_count(), Ordering::Relaxed);
+                for (recording, lost) in per_recording {
+                    self.recordings.fail(&recording, &reason, lost).await;
+                }
+                self.counters
+                    .pending
+                    .store(self.batch.message_count(), Ordering::Relaxed);
                 return;
             }
             Ok((batch, Err(e))) => (batch, e.to_string()),

@@ -5,6 +5,7 @@
 
 pub mod mongo;
 pub mod sqlite;
+pub mod unavailable;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -51,8 +52,33 @@ pub enum StoreError {
     },
     #[error("stored data could not be read: {0}")]
     Corrupt(String),
+    /// The store could not be opened at start (a full disk, as a rule): the proxy serves,
+    /// and recording is unavailable until a restart.
+    #[error("recording is unavailable: {0}")]
+    Unavailable(String),
     #[error("the store's worker is gone")]
     Gone,
+}
+
+impl StoreError {
+    /// The disk (or the quota) is full: nothing more can be written until space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        const ENOSPC: i32 = 28;
+        const EDQUOT: i32 = 122;
+        let os_full = |e: &std::io::Error| matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT));
+        match self {
+            StoreError::Sqlite { source, .. } => {
+                source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            StoreError::Io { source, .. } => os_full(source),
+            // MongoDB's OutOfDiskSpace.
+            StoreError::Mongo { source, .. } => {
+                matches!(*source.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 14031)
+                    || matches!(*source.kind, mongodb::error::ErrorKind::Io(ref e) if os_full(e))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Fields a client may set when creating or updating a recording.

@@ -194,6 +194,7 @@ impl StoredRecording {
             name: self.name,
             description: self.description,
             count,
+            failure: None,
         })
     }
 }
@@ -463,6 +464,7 @@ impl Store for MongoStore {
             started_at: None,
             stopped_at: None,
             count: 0,
+            failure: None,
         })
     }
 

@@ -312,6 +312,7 @@ fn recording_from_row(row: &Row<'_>) -> Blocking<Recording> {
         started_at: parse_opt_time(row.get(5)?)?,
         stopped_at: parse_opt_time(row.get(6)?)?,
         count: u64::try_from(count).unwrap_or(0),
+        failure: None,
     })
 }
 
@@ -387,6 +388,7 @@ impl Store for SqliteStore {
             started_at: None,
             stopped_at: None,
             count: 0,
+            failure: None,
         };
         let row = recording.clone();
         let now = timestamp(now);

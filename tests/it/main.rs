@@ -12,6 +12,7 @@ mod cli;
 mod client_errors;
 mod config;
 mod control;
+mod disk_full;
 mod forwarding;
 mod lifecycle;
 mod limits;

@@ -63,6 +63,8 @@ pub struct ProxyBuilder {
     modules: Option<String>,
     env: Vec<(String, String)>,
     data_dir: Option<Arc<TempDir>>,
+    /// A command the binary runs under (`nsenter -t PID -m --`), its arguments after it.
+    wrapper: Vec<String>,
 }
 
 impl ProxyBuilder {
@@ -108,6 +110,12 @@ impl ProxyBuilder {
     }
 
     /// Shares a data directory (e.g. across a restart made by hand).
+    /// Runs the binary under a command that execs it (so the pid stays the proxy's).
+    pub fn wrapped(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
     pub fn data_dir(mut self, dir: Arc<TempDir>) -> Self {
         self.data_dir = Some(dir);
         self
@@ -118,7 +126,14 @@ impl ProxyBuilder {
             .data_dir
             .get_or_insert_with(|| Arc::new(TempDir::new("proxy")))
             .clone();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.args([
             "--bind",
             "127.0.0.1:0",
