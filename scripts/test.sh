@@ -68,3 +68,8 @@ else
     echo "unshare -n is not permitted here: the unit tier runs with the network like the rest"
 fi
 cargo test --locked "$@"
+# The fuzz targets, each for a bounded time from its committed corpus (FUZZ_SECONDS=0
+# skips them, for a quick local run).
+if [[ "${FUZZ_SECONDS:-30}" != 0 ]]; then
+    scripts/fuzz.sh
+fi

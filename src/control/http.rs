@@ -141,6 +141,44 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for JsonQuery<T> {
     }
 }
 
+/// Decodes a request's query and body as the route with this path would, acting on
+/// nothing: the 400 it would answer, if any. The fuzz targets run every input through it.
+pub fn decode(path_and_query: &str, body: &[u8]) -> Result<(), String> {
+    let body = Bytes::copy_from_slice(body);
+    let uri: axum::http::Uri = path_and_query.parse().map_err(|e| format!("{e}"))?;
+    let query = |e: axum::extract::rejection::QueryRejection| e.body_text();
+    match uri.path() {
+        "/recording" => {
+            let new: NewRecording = parse_json(&body).map_err(|e| e.body.to_string())?;
+            let _ = new.name.trim().is_empty();
+        }
+        "/proxy" => {
+            let u: ProxyUpdate = parse_json(&body).map_err(|e| e.body.to_string())?;
+            for (op, param) in [
+                ("upstream_host", u.upstream_host),
+                ("upstream_port", u.upstream_port),
+                ("bind_host", u.bind_host),
+                ("bind_port", u.bind_port),
+            ] {
+                if let Some(param) = param {
+                    ControlCommand::parse(op, &param).map_err(|r| r.message.to_string())?;
+                }
+            }
+        }
+        "/traffic" => {
+            axum::extract::Query::<Since>::try_from_uri(&uri).map_err(query)?;
+        }
+        "/status" => {
+            axum::extract::Query::<ModuleQuery>::try_from_uri(&uri).map_err(query)?;
+        }
+        _ => {
+            let _: RecordingPatch = parse_json(&body).map_err(|e| e.body.to_string())?;
+            axum::extract::Query::<Page>::try_from_uri(&uri).map_err(query)?;
+        }
+    }
+    Ok(())
+}
+
 /// Parses a JSON body, answering 400 with serde's reason when it does not fit.
 fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {

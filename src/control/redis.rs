@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::{ControlRequest, Controller, Reply};
+use super::{ControlCommand, ControlRequest, Controller, Reply};
 use crate::config::settings::ControlChannel;
 use crate::redis_link::{self, Backoff, Commands, Delivery, RedisLinkError, Subscription};
 
@@ -151,6 +151,21 @@ fn reply_pipeline(channel: &ControlChannel, reply: &Value) -> ::redis::Pipeline 
         .arg(&text)
         .ignore();
     pipe
+}
+
+/// Decodes one control payload as the channel does, acting on nothing: the reply a
+/// malformed one gets (`None`: nothing to answer to), or the command it asks for (or the
+/// refusal of one it names wrongly). The fuzz targets run every payload through it.
+pub fn decode(payload: &[u8]) -> Option<Value> {
+    use futures_util::FutureExt;
+    reply_for(payload, |req| async move {
+        match ControlCommand::parse(&req.operation, &req.param) {
+            Ok(command) => Reply::ok(json!(format!("{command:?}"))),
+            Err(refusal) => refusal,
+        }
+    })
+    .now_or_never()
+    .flatten()
 }
 
 /// The reply to one request payload, as the JSON to publish: `handle`'s reply for a
