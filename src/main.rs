@@ -96,7 +96,7 @@ fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
 fn init_logging(level: &str, from_flag: bool) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !from_flag && !env.is_empty() => {
-            EnvFilter::try_new(env).unwrap_or_else(|_| EnvFilter::new(level))
+            heliosburn::config::settings::log_filter(&env).unwrap_or_else(|| EnvFilter::new(level))
         }
         _ => EnvFilter::new(level),
     };

@@ -157,6 +157,20 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The log filter a level or filter directive (`info`, `heliosburn=debug,hyper=warn`)
+/// makes, or `None` when it is not one. Directives are ASCII: anything else is refused
+/// before tracing-subscriber sees it (its parser panics on some non-ASCII text, found by
+/// the settings fuzz target).
+pub fn log_filter(directives: &str) -> Option<tracing_subscriber::EnvFilter> {
+    if !directives
+        .bytes()
+        .all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return None;
+    }
+    tracing_subscriber::EnvFilter::try_new(directives).ok()
+}
+
 /// Validated proxy settings: files, then flags over them.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -617,7 +631,7 @@ impl Settings {
             None => {}
         }
         if let Some(level) = flags.log_level.clone().or(file.log.and_then(|l| l.level)) {
-            if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            if log_filter(&level).is_none() {
                 problems.add(
                     "log.level",
                     format!("`{level}` is not a log level (error, warn, info, debug, trace)"),
@@ -690,6 +704,18 @@ fn flags_name(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the settings fuzz target: tracing-subscriber's directive parser panicked
+    /// on this `log.level`; it is refused as no log level instead.
+    #[test]
+    fn a_non_ascii_log_level_is_refused_not_a_panic() {
+        let level = " each        z         \u{2c5a}[\u{2c5a}[[\\[[S[[[[              0";
+        assert!(log_filter(level).is_none());
+        let file = SettingsFile::parse("p.yaml", &format!("log:\n  level: {level:?}\n")).unwrap();
+        let e = Settings::build("p.yaml", file, &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("is not a log level"), "{e}");
+        assert!(log_filter("heliosburn=debug,hyper=warn").is_some());
+    }
 
     /// The fixture the "every setting passes" test loads names every setting there is.
     #[test]

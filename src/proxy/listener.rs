@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 
 pub use crate::config::settings::ConnectionLimits as Limits;
+use crate::proxy::framing::{Scanner, WireMarks};
 use crate::proxy::service::{Client, Forwarder};
 
 /// What the listener counted, for status.
@@ -199,8 +200,10 @@ async fn run(
                         accept_failing = false;
                     }
                     let fwd = forwarder.clone();
-                    serve(stream, peer, permit, &conns, &builder, move |lease| {
-                        let client = Arc::new(Client::new(peer).leased(lease));
+                    let wire = Arc::new(WireMarks::default());
+                    let scanner = Scanner::new(conns.limits.max_header_size, wire.clone());
+                    serve(stream, peer, permit, &conns, &builder, Some(scanner), move |lease| {
+                        let client = Arc::new(Client::new(peer).leased(lease).with_wire(wire));
                         service_fn(move |req| {
                             let (fwd, client) = (fwd.clone(), client.clone());
                             async move { Ok::<_, Infallible>(fwd.handle(req, &client).await) }
@@ -385,7 +388,9 @@ where
             };
             match accepted {
                 Ok((stream, peer, permit)) => {
-                    serve(stream, peer, permit, &conns, &builder, |_| svc.clone())
+                    serve(stream, peer, permit, &conns, &builder, None, |_| {
+                        svc.clone()
+                    })
                 }
                 Err(e) => {
                     conns.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
@@ -480,6 +485,7 @@ fn serve<S: HttpService>(
     permit: OwnedSemaphorePermit,
     conns: &Connections,
     builder: &Arc<auto::Builder<TokioExecutor>>,
+    scanner: Option<Scanner>,
     make_svc: impl FnOnce(Arc<Lease>) -> S,
 ) {
     let _ = stream.set_nodelay(true);
@@ -497,6 +503,7 @@ fn serve<S: HttpService>(
         inner: stream,
         activity: activity.clone(),
         write_blocked: write_blocked.clone(),
+        scanner,
     });
     let conn = builder
         .serve_connection_with_upgrades(io, make_svc(lease.clone()))
@@ -543,11 +550,12 @@ fn serve<S: HttpService>(
 }
 
 /// A connection's socket that notes when bytes move, and whether a write waits on the
-/// client, for the idle timeout.
+/// client, for the idle timeout; and shows what the client sends to the framing scanner.
 struct Watched {
     inner: TcpStream,
     activity: Arc<AtomicBool>,
     write_blocked: Arc<AtomicBool>,
+    scanner: Option<Scanner>,
 }
 
 impl Watched {
@@ -571,7 +579,11 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(scanner)) = (&polled, self.scanner.as_mut()) {
+            scanner.feed(&buf.filled()[before..]);
+        }
         self.moved(polled)
     }
 }

@@ -18,6 +18,7 @@ use crate::proxy::body::{
     BodyWatch, Capture, CaptureBudget, CaptureStats, Completion, RequestBody, ResponseBody,
 };
 use crate::proxy::error::ProxyError;
+use crate::proxy::framing::WireMarks;
 use crate::proxy::listener::Lease;
 use crate::proxy::pipeline::{Decision, Exchange, Reached, RunningPipeline};
 use crate::proxy::upstream::Pool;
@@ -60,6 +61,8 @@ pub struct Client {
     /// The connection's place under the listener's bounds: an upgraded connection's
     /// tunnel holds it, so it stays counted and bounded (none for the proxy's own).
     lease: Option<Arc<Lease>>,
+    /// How the client framed its requests on the wire (none for the proxy's own).
+    wire: Option<Arc<WireMarks>>,
 }
 
 impl Client {
@@ -70,6 +73,14 @@ impl Client {
             addr,
             forwarded_for,
             lease: None,
+            wire: None,
+        }
+    }
+
+    pub fn with_wire(self, wire: Arc<WireMarks>) -> Self {
+        Self {
+            wire: Some(wire),
+            ..self
         }
     }
 
@@ -169,7 +180,8 @@ impl Forwarder {
         let (method, uri) = (parts.method.clone(), parts.uri.clone());
 
         // Requests the proxy does not forward never reach the pipeline (nor a recording).
-        let (decision, reached) = match refusal(&parts) {
+        let ambiguous = client.wire.as_ref().is_some_and(|w| w.next_is_ambiguous());
+        let (decision, reached) = match refusal(&parts, ambiguous) {
             Some((status, reason)) => (Decision::Fail { status, reason }, Reached::NONE),
             None => pipeline.request(&mut ex, &mut parts),
         };
@@ -300,11 +312,17 @@ impl Forwarder {
     }
 }
 
-/// Requests a reverse proxy must not pass on: CONNECT (it is no forward proxy) and two
-/// `Host`s (which one would the upstream believe?). A request with both `Content-Length`
-/// and `Transfer-Encoding` never shows both here: hyper drops the length and frames by
-/// the encoding (RFC 9112 6.3), so what goes upstream is unambiguous.
-fn refusal(parts: &http::request::Parts) -> Option<(StatusCode, String)> {
+/// Requests a reverse proxy must not pass on: CONNECT (it is no forward proxy), two
+/// `Host`s (which one would the upstream believe?), and both `Content-Length` and
+/// `Transfer-Encoding` (`ambiguous`: hyper drops the length, so only the wire shows it;
+/// see `proxy::framing`), the framing request smuggling uses.
+fn refusal(parts: &http::request::Parts, ambiguous: bool) -> Option<(StatusCode, String)> {
+    if ambiguous {
+        return Some((
+            StatusCode::BAD_REQUEST,
+            "the request has both Content-Length and Transfer-Encoding (the framing request smuggling uses); send one of them".into(),
+        ));
+    }
     if parts.method == http::Method::CONNECT {
         return Some((
             StatusCode::METHOD_NOT_ALLOWED,

@@ -208,6 +208,19 @@ impl RawConn {
         self.stream.get_mut().write_all(bytes).await.unwrap();
     }
 
+    /// Whether the peer closes the connection (end of stream or a reset) within 10 s,
+    /// with nothing more to read.
+    pub async fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        match tokio::time::timeout(Duration::from_secs(10), self.stream.read_to_end(&mut rest))
+            .await
+        {
+            Ok(Ok(_)) => rest.is_empty(),
+            Ok(Err(_)) => true,
+            Err(_) => false,
+        }
+    }
+
     /// Reads one response (framed by Content-Length, chunked, or the connection's end).
     pub async fn read_response(&mut self, head_request: bool) -> RawResponse {
         tokio::time::timeout(Duration::from_secs(30), self.read_inner(head_request))
