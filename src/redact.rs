@@ -29,7 +29,10 @@ pub const HEADERS: &[&str] = &[
 /// Headers whose values are URLs: their queries are redacted like the request's.
 const URL_HEADERS: &[&str] = &["referer", "location", "content-location"];
 
-/// Query, form and JSON field names whose values are redacted (compared without case).
+/// Query, form and JSON field names whose values are redacted. Compared by words, without
+/// case or separators: `password` also stands for `new_password`, `passwordConfirm` and
+/// `user.password`, `api_key` for `X-Api-Key` and `apiKey`; `secretary` and `tokens_used`
+/// are no secret.
 pub const FIELDS: &[&str] = &[
     "password",
     "passwd",
@@ -43,6 +46,40 @@ pub const FIELDS: &[&str] = &[
     "api_key",
     "apikey",
 ];
+
+/// A field name as compared: its ASCII letters and digits, lowercase.
+fn squash(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// A name's words, lowercase: split at anything not a letter or digit, and where a
+/// lowercase letter or digit is followed by an uppercase one (`newPassword`).
+fn words(name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if !c.is_alphanumeric() {
+            if !word.is_empty() {
+                out.push(std::mem::take(&mut word));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !word.is_empty() {
+            out.push(std::mem::take(&mut word));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        word.extend(c.to_lowercase());
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
 
 /// Patterns redacted wherever they appear in a text body.
 /// ASCII classes (`-u`): Unicode digit and word classes would make these regexes many
@@ -84,7 +121,13 @@ impl Redactor {
         Ok(Self {
             key,
             headers: lower(&rules.headers, HEADERS),
-            fields: lower(&rules.fields, FIELDS),
+            fields: FIELDS
+                .iter()
+                .copied()
+                .chain(rules.fields.iter().map(String::as_str))
+                .map(squash)
+                .filter(|f| !f.is_empty())
+                .collect(),
             bearer: Regex::new(BEARER).map_err(|e| e.to_string())?,
             card: Regex::new(CARD).map_err(|e| e.to_string())?,
             patterns,
@@ -98,8 +141,17 @@ impl Redactor {
         format!("[redacted len={} h={}]", secret.len(), &hex.as_str()[..8])
     }
 
+    /// Whether a run of the name's words, joined, is one of the fields.
     fn field(&self, name: &str) -> bool {
-        self.fields.iter().any(|f| f.eq_ignore_ascii_case(name))
+        let words = words(name);
+        let mut run = String::with_capacity(name.len());
+        (0..words.len()).any(|i| {
+            run.clear();
+            words[i..].iter().any(|w| {
+                run.push_str(w);
+                self.fields.contains(run.as_str())
+            })
+        })
     }
 
     /// Header values by name (the map's names are lowercase, as the reader makes them).
@@ -285,6 +337,41 @@ fn luhn(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_names_are_compared_by_words() {
+        let rules = Rules {
+            fields: vec!["ssn".into(), "Card-Number".into()],
+            ..Rules::default()
+        };
+        let r = Redactor::new(&rules, [7; 32]).unwrap();
+        for secret in [
+            "password",
+            "new_password",
+            "passwordConfirm",
+            "user.password",
+            "PASSWORD",
+            "X-Api-Key",
+            "apiKey",
+            "csrfToken",
+            "client-secret",
+            "ssn",
+            "cardNumber",
+            "card_number",
+        ] {
+            assert!(r.field(secret), "{secret} was not redacted");
+        }
+        for plain in [
+            "secretary",
+            "tokens_used",
+            "passwordless",
+            "username",
+            "keyboard",
+            "",
+        ] {
+            assert!(!r.field(plain), "{plain} was redacted");
+        }
+    }
 
     fn r() -> Redactor {
         Redactor::new(

@@ -418,6 +418,14 @@ fn redaction_key(dir: &std::path::Path) -> std::io::Result<[u8; 32]> {
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
+    // A directory that was there before keeps its mode (it may be the user's own): said.
+    if let Ok(meta) = std::fs::metadata(dir) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = %format!("{mode:o}"), "the data directory is open to other users: its files are owner-only, but run `chmod 700` on it to keep even their names private");
+        }
+    }
     let path = dir.join(KEY_FILE);
     match std::fs::read(&path) {
         Ok(bytes) if bytes.len() == 32 => {

@@ -20,6 +20,7 @@ const SECRETS: &[&str] = &[
     "body-secret-4",
     "setcookie-secret-5",
     "4111 1111 1111 1111",
+    "newpass-secret-6",
 ];
 
 async fn upstream() -> Upstream {
@@ -46,7 +47,9 @@ async fn log_in_twice(proxy: &TestProxy) -> Vec<Value> {
             .header("authorization", "Bearer hdr-secret-2")
             .header("cookie", "sid=cookie-secret-3")
             .header("content-type", "application/json")
-            .body(body(r#"{"user":"ada","password":"body-secret-4"}"#))
+            .body(body(
+                r#"{"user":"ada","password":"body-secret-4","newPassword":"newpass-secret-6"}"#,
+            ))
             .unwrap();
         assert_eq!(Http::new().send(req).await.status, 200);
     }
@@ -128,6 +131,28 @@ async fn secrets_are_absent_from_the_store_file_the_api_and_the_live_window() {
     let mode = |p: std::path::PathBuf| std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
     let data = proxy.dir().join("data");
     assert_eq!(mode(data.clone()), 0o700);
+    assert_eq!(mode(data.join("redaction.key")), 0o600);
+    assert_eq!(mode(data.join("heliosburn.sqlite3")), 0o600);
+}
+
+/// A data directory that was already there, open to others, keeps its mode (it may be
+/// the user's own) and the log says so; the files made in it are owner-only still.
+#[tokio::test]
+async fn an_open_data_directory_is_warned_about() {
+    let up = upstream().await;
+    let dir = std::sync::Arc::new(crate::harness::TempDir::new("open-data-dir"));
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .data_dir(dir.clone())
+        .start()
+        .await;
+    proxy
+        .wait_for_log(&["WARN", "open to other users", "chmod 700", "755"])
+        .await;
+    let mode = |p: std::path::PathBuf| std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(data.join("redaction.key")), 0o600);
     assert_eq!(mode(data.join("heliosburn.sqlite3")), 0o600);
 }
