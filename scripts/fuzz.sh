@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes what heliosburn reads from outside (the settings and modules YAML, control
 # channel messages, the management API's bodies and queries, the bytes of a client's
-# connection as the framing scanner follows them) with cargo fuzz, each
+# connection as the framing scanner follows them, URIs and bodies as the redactor reads
+# them) with cargo fuzz, each
 # target for FUZZ_SECONDS (default 30) from its committed corpus in fuzz/corpus/.
 # Installs cargo-fuzz if it is missing. The stable toolchain runs it with
 # RUSTC_BOOTSTRAP=1 and no sanitizer (the code is safe Rust: what is sought is panics,
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 seconds="${FUZZ_SECONDS:-30}"
-targets=(settings modules control api framing)
+targets=(settings modules control api framing redact)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz"

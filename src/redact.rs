@@ -31,8 +31,8 @@ const URL_HEADERS: &[&str] = &["referer", "location", "content-location"];
 
 /// Query, form and JSON field names whose values are redacted. Compared by words, without
 /// case or separators: `password` also stands for `new_password`, `passwordConfirm` and
-/// `user.password`, `api_key` for `X-Api-Key` and `apiKey`; `secretary` and `tokens_used`
-/// are no secret.
+/// `user.password` and `password2`, `api_key` for a field `X-Api-Key` or `apiKey`;
+/// `secretary` and `tokens_used` are no secret. (Headers are redacted by their own list.)
 pub const FIELDS: &[&str] = &[
     "password",
     "passwd",
@@ -47,32 +47,37 @@ pub const FIELDS: &[&str] = &[
     "apikey",
 ];
 
-/// A field name as compared: its ASCII letters and digits, lowercase.
+/// A field name as compared: its letters and digits, lowercase.
 fn squash(name: &str) -> String {
     name.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
         .collect()
 }
 
-/// A name's words, lowercase: split at anything not a letter or digit, and where a
-/// lowercase letter or digit is followed by an uppercase one (`newPassword`).
+/// A name's words, lowercase: split at anything not a letter or digit, where a
+/// lowercase letter or digit is followed by an uppercase one (`newPassword`), and where
+/// letters meet digits (`password2`).
 fn words(name: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut word = String::new();
-    let mut prev_lower = false;
+    let mut prev: Option<char> = None;
     for c in name.chars() {
         if !c.is_alphanumeric() {
             if !word.is_empty() {
                 out.push(std::mem::take(&mut word));
             }
-            prev_lower = false;
+            prev = None;
             continue;
         }
-        if c.is_uppercase() && prev_lower && !word.is_empty() {
+        let boundary = prev.is_some_and(|p| {
+            (c.is_uppercase() && (p.is_lowercase() || p.is_numeric()))
+                || (c.is_numeric() != p.is_numeric())
+        });
+        if boundary && !word.is_empty() {
             out.push(std::mem::take(&mut word));
         }
-        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        prev = Some(c);
         word.extend(c.to_lowercase());
     }
     if !word.is_empty() {
@@ -99,6 +104,8 @@ pub struct Redactor {
     key: [u8; 32],
     headers: BTreeSet<String>,
     fields: BTreeSet<String>,
+    /// Bytes of the longest of `fields`.
+    longest_field: usize,
     bearer: Regex,
     card: Regex,
     patterns: Vec<Regex>,
@@ -118,16 +125,23 @@ impl Redactor {
             .iter()
             .map(|p| Regex::new(p).map_err(|e| format!("`{p}` is not a regex: {e}")))
             .collect::<Result<_, _>>()?;
+        let mut fields = BTreeSet::new();
+        for f in FIELDS
+            .iter()
+            .copied()
+            .chain(rules.fields.iter().map(String::as_str))
+        {
+            let squashed = squash(f);
+            if squashed.is_empty() {
+                return Err(format!("`{f}` names no field (it has no letter or digit)"));
+            }
+            fields.insert(squashed);
+        }
         Ok(Self {
             key,
             headers: lower(&rules.headers, HEADERS),
-            fields: FIELDS
-                .iter()
-                .copied()
-                .chain(rules.fields.iter().map(String::as_str))
-                .map(squash)
-                .filter(|f| !f.is_empty())
-                .collect(),
+            longest_field: fields.iter().map(String::len).max().unwrap_or(0),
+            fields,
             bearer: Regex::new(BEARER).map_err(|e| e.to_string())?,
             card: Regex::new(CARD).map_err(|e| e.to_string())?,
             patterns,
@@ -141,16 +155,21 @@ impl Redactor {
         format!("[redacted len={} h={}]", secret.len(), &hex.as_str()[..8])
     }
 
-    /// Whether a run of the name's words, joined, is one of the fields.
+    /// Whether a run of the name's words, joined, is one of the fields. A run stops
+    /// once it is longer than the longest field, so a name of many words costs linear
+    /// time, not quadratic.
     fn field(&self, name: &str) -> bool {
         let words = words(name);
-        let mut run = String::with_capacity(name.len());
+        let mut run = String::new();
         (0..words.len()).any(|i| {
             run.clear();
             words[i..].iter().any(|w| {
                 run.push_str(w);
+                if run.len() > self.longest_field {
+                    return true;
+                }
                 self.fields.contains(run.as_str())
-            })
+            }) && run.len() <= self.longest_field
         })
     }
 
@@ -341,7 +360,7 @@ mod tests {
     #[test]
     fn field_names_are_compared_by_words() {
         let rules = Rules {
-            fields: vec!["ssn".into(), "Card-Number".into()],
+            fields: vec!["ssn".into(), "Card-Number".into(), "Contraseña".into()],
             ..Rules::default()
         };
         let r = Redactor::new(&rules, [7; 32]).unwrap();
@@ -358,6 +377,8 @@ mod tests {
             "ssn",
             "cardNumber",
             "card_number",
+            "password1",
+            "contraseña",
         ] {
             assert!(r.field(secret), "{secret} was not redacted");
         }

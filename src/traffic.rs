@@ -222,8 +222,8 @@ pub struct Recording {
     pub failure: Option<RecordingFailure>,
 }
 
-/// A recording the proxy had to stop: when, why, and how many transactions of it could
-/// not be stored.
+/// A recording the proxy had to stop: when, why, and how many messages of it (a request
+/// or a response each) could not be stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingFailure {

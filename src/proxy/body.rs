@@ -150,13 +150,16 @@ impl Capture {
         self.data.extend_from_slice(&data[..take]);
     }
 
-    /// Makes room for `need` bytes: the announced length, or double, within the limit.
+    /// Makes room for `need` bytes: double what it has (64 KiB at first), never more than
+    /// the announced length or the limit. Charged as the data comes, so a client that
+    /// announces a large body and sends a byte holds little of the budget.
     fn grow(&mut self, need: usize) -> bool {
-        let wanted = match self.expected {
-            Some(len) => usize::try_from(len).unwrap_or(usize::MAX),
-            None => self.data.capacity() * 2,
-        };
-        let target = wanted.min(self.limit).max(need);
+        const FIRST: usize = 64 * 1024;
+        let announced = self
+            .expected
+            .map_or(usize::MAX, |len| usize::try_from(len).unwrap_or(usize::MAX));
+        let doubled = (self.data.capacity() * 2).max(FIRST);
+        let target = doubled.min(announced).min(self.limit).max(need);
         let Some(budget) = &self.budget else {
             self.data.reserve_exact(target - self.data.len());
             return true;
@@ -207,6 +210,8 @@ pub struct BodyWatch {
     born: tokio::time::Instant,
     /// Microseconds after `born` of the last frame the upstream took.
     progress_us: AtomicU64,
+    /// The upstream is waiting for the client's next piece: no time of the upstream's.
+    on_client: AtomicBool,
 }
 
 impl Default for BodyWatch {
@@ -215,6 +220,7 @@ impl Default for BodyWatch {
             fault: AtomicU8::new(0),
             born: tokio::time::Instant::now(),
             progress_us: AtomicU64::new(0),
+            on_client: AtomicBool::new(false),
         }
     }
 }
@@ -240,12 +246,18 @@ impl BodyWatch {
         let us = self.born.elapsed().as_micros();
         self.progress_us
             .store(u64::try_from(us).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.on_client.store(false, Ordering::Relaxed);
     }
 
     /// Resolves once `timeout` has passed since the upstream last took part of the body
-    /// (or since the exchange began).
+    /// (or since the exchange began), not counting time it waited for the client (whose
+    /// stalls have their own timeout): the clock starts again at the client's next piece.
     pub async fn quiet_for(&self, timeout: Duration) {
         loop {
+            if self.on_client.load(Ordering::Relaxed) {
+                tokio::time::sleep(timeout).await;
+                continue;
+            }
             let last = self.born + Duration::from_micros(self.progress_us.load(Ordering::Relaxed));
             if last + timeout <= tokio::time::Instant::now() {
                 return;
@@ -311,8 +323,12 @@ impl Body for RequestBody {
                 this.watch.set(ClientFault::Malformed);
                 Poll::Ready(Some(Err(Box::new(e))))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.watch.progressed();
+                Poll::Ready(None)
+            }
             Poll::Pending => {
+                this.watch.on_client.store(true, Ordering::Relaxed);
                 let stall = this.stall;
                 let timer = this
                     .timer

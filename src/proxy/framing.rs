@@ -6,15 +6,19 @@
 //! scanner follows the connection's messages (heads, then bodies by length or by chunks)
 //! and marks the requests that declared both.
 //!
-//! It only ever marks, never unmarks: where it cannot follow (a head it cannot parse, an
-//! upgrade, HTTP/2) it stops, and the requests after are served as hyper frames them.
+//! It follows hyper's framing strictly (CRLF-terminated chunk and trailer lines, as
+//! hyper's decoder wants them); where it cannot follow (a head it cannot parse, a bare
+//! LF, HTTP/2's preface, the bytes of an upgraded connection) it stops, and the requests
+//! after are served as hyper frames them (which, for both framings, is unambiguous to the
+//! upstream, and closes the connection after). An `Upgrade` header does not stop it: only
+//! a 101 hands the connection over, and after one the service is never called again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Headers a head may have, as hyper allows.
 const MAX_HEADERS: usize = 100;
-/// The longest chunk-size line (with extensions) or trailer line followed.
-const MAX_LINE: usize = 4096;
+/// The longest chunk-size line followed: hyper takes 16 KiB of chunk extensions.
+const MAX_CHUNK_LINE: usize = 16 * 1024 + 64;
 
 /// What the scanner found, read by the service of the same connection.
 #[derive(Debug, Default)]
@@ -42,6 +46,7 @@ enum State {
     Body(u64),
     ChunkLine,
     ChunkData(u64),
+    /// The CRLF after a chunk's data: how many of its two bytes are still to come.
     ChunkEnd(u8),
     Trailers,
     /// Not following any more.
@@ -106,11 +111,16 @@ impl Scanner {
                 take
             }
             State::ChunkEnd(k) => {
-                let take = skip(u64::from(k), data);
-                self.state = if usize::from(k) == take {
+                let expected: &[u8] = if k == 2 { b"\r\n" } else { b"\n" };
+                let take = expected.len().min(data.len());
+                if data[..take] != expected[..take] {
+                    self.off();
+                    return data.len();
+                }
+                self.state = if take == expected.len() {
                     State::ChunkLine
                 } else {
-                    State::ChunkEnd(k - take as u8)
+                    State::ChunkEnd(1)
                 };
                 take
             }
@@ -135,7 +145,12 @@ impl Scanner {
             Ok(httparse::Status::Complete(len)) => {
                 let next = self.framing(&req);
                 self.heads += 1;
-                self.buf.clear();
+                // A large head's buffer is not kept for the connection's life.
+                if self.buf.capacity() > 4096 {
+                    self.buf = Vec::new();
+                } else {
+                    self.buf.clear();
+                }
                 self.state = next;
                 len - before
             }
@@ -148,14 +163,12 @@ impl Scanner {
 
     /// What follows a request's head; marks it when it declared both framings.
     fn framing(&self, req: &httparse::Request<'_, '_>) -> State {
-        let (mut length, mut encoding, mut upgrade) = (None, None, false);
+        let (mut length, mut encoding) = (None, None);
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 length = Some(h.value);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 encoding = Some(h.value);
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
             }
         }
         if length.is_some() && encoding.is_some() {
@@ -166,10 +179,6 @@ impl Scanner {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             );
-        }
-        // After an upgrade or CONNECT the bytes are another protocol's.
-        if upgrade || req.method == Some("CONNECT") {
-            return State::Off;
         }
         match (encoding, length) {
             (Some(te), _) => {
@@ -192,10 +201,15 @@ impl Scanner {
         }
     }
 
-    /// A chunk-size line or a trailer line, up to its `\n`.
+    /// A chunk-size line or a trailer line, up to its CRLF (a bare LF stops the scanner:
+    /// hyper's decoder would not read the lines the same way).
     fn line(&mut self, data: &[u8]) -> usize {
+        let max = match self.state {
+            State::ChunkLine => MAX_CHUNK_LINE,
+            _ => self.max_head + 4,
+        };
         let Some(end) = data.iter().position(|&b| b == b'\n') else {
-            if self.buf.len() + data.len() > MAX_LINE {
+            if self.buf.len() + data.len() > max {
                 self.off();
             } else {
                 self.buf.extend_from_slice(data);
@@ -204,7 +218,10 @@ impl Scanner {
         };
         self.buf.extend_from_slice(&data[..end]);
         let line = std::mem::take(&mut self.buf);
-        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        let Some(line) = line.strip_suffix(b"\r") else {
+            self.off();
+            return data.len();
+        };
         self.state = match self.state {
             State::ChunkLine => {
                 let size = line.split(|&b| b == b';').next().unwrap_or_default();
@@ -283,11 +300,23 @@ mod tests {
     }
 
     #[test]
+    fn an_upgrade_answered_without_101_is_followed_on() {
+        let wire = b"GET / HTTP/1.1\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n\
+            CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n\
+            POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(marked(wire, 3, 4), [false, false, true]);
+    }
+
+    #[test]
     fn what_it_cannot_follow_stops_it() {
-        // An upgrade: what follows is another protocol.
-        let ws = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\
-            POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(marked(ws, 2, 4), [false, false]);
+        // Trailers ended by a bare LF: hyper would read what follows as trailers.
+        let bare = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\n\n\
+            GET /h HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(marked(bare, 2, 3), [false, false]);
+        // A chunk's data not followed by CRLF.
+        let unended = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n\
+            GET /h HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(marked(unended, 2, 3), [false, false]);
         // HTTP/2's preface is no HTTP/1 head.
         assert_eq!(marked(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1, 4), [false]);
         // Garbage.

@@ -250,7 +250,8 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 
 /// Connections the kernel may hold for us before we accept them: where they wait beyond
 /// the connection cap, and what absorbs a burst of connects (the kernel caps it at
-/// `net.core.somaxconn`). The standard library's 128 overflowed with 1,000 clients at once.
+/// `net.core.somaxconn`). The 128 our listeners had (as `ss -ltn` showed) overflowed
+/// with 1,000 clients connecting at once.
 const BACKLOG: u32 = 4096;
 
 /// A listening socket on `addr` with the proxy's backlog (and `SO_REUSEADDR`, as std's).
@@ -342,6 +343,9 @@ where
     type Err = S::Error;
 }
 
+/// HTTP/2's default flow-control window (RFC 9113 §6.9.2).
+const H2_STREAM_WINDOW: u32 = 65_535;
+
 /// HTTP/1.1 and h2c with the limits' header-read timeout and bounded buffers: a
 /// connection buffers `max_header_size` each way at most (a request head beyond it is
 /// answered 431). With hyper's default (about 400 KiB) 1,000 slow clients held 1.6 GiB.
@@ -352,10 +356,15 @@ fn builder(limits: &Limits) -> Arc<auto::Builder<TokioExecutor>> {
         .timer(TokioTimer::new())
         .max_buf_size(limits.max_header_size)
         .header_read_timeout(limits.header_read_timeout);
+    // HTTP/2: the protocol's own default stream window (hyper raises it to 1 MiB) and a
+    // connection window of four streams' worth, so a slow h2c uploader holds no more.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_send_buf_size(limits.max_header_size);
+        .max_send_buf_size(limits.max_header_size)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(4 * H2_STREAM_WINDOW)
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
     Arc::new(builder)
 }
 

@@ -27,6 +27,9 @@ pub enum StoreError {
         #[source]
         source: mongodb::error::Error,
     },
+    /// MongoDB refused a write for lack of disk space (in a reply's `writeErrors`).
+    #[error("mongodb {target}: out of disk space: {message}")]
+    MongoFull { target: String, message: String },
     /// No MongoDB server answered within the server selection timeout. One line on
     /// purpose (no source): the driver's error is a dump of every server's state.
     #[error(
@@ -71,9 +74,9 @@ impl StoreError {
                 source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
             }
             StoreError::Io { source, .. } => os_full(source),
-            // MongoDB's OutOfDiskSpace.
+            StoreError::MongoFull { .. } => true,
             StoreError::Mongo { source, .. } => {
-                matches!(*source.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 14031)
+                matches!(*source.kind, mongodb::error::ErrorKind::Command(ref c) if i64::from(c.code) == mongo::OUT_OF_DISK_SPACE)
                     || matches!(*source.kind, mongodb::error::ErrorKind::Io(ref e) if os_full(e))
             }
             _ => false,

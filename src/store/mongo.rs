@@ -30,6 +30,9 @@ use serde::Deserialize;
 use super::{RecordingPatch, Store, StoreError};
 use crate::traffic::{Recording, RequestInfo, ResponseInfo, TrafficDoc};
 
+/// MongoDB's error code for a write refused for lack of disk space.
+pub const OUT_OF_DISK_SPACE: i64 = 14031;
+
 /// The collection of recording documents, beside the traffic collection.
 pub const RECORDINGS: &str = "recordings";
 
@@ -404,6 +407,16 @@ impl MongoStore {
         let mut rejected = 0;
         if let Ok(errors) = reply.get_array("writeErrors") {
             for e in errors.iter().filter_map(Bson::as_document) {
+                // A full disk takes nothing more: the batch failed, whatever was written.
+                if int_field(e, "code") == Some(OUT_OF_DISK_SPACE) {
+                    return Err(StoreError::MongoFull {
+                        target: self.described.clone(),
+                        message: e
+                            .get_str("errmsg")
+                            .unwrap_or("out of disk space")
+                            .to_owned(),
+                    });
+                }
                 rejected += 1;
                 tracing::warn!(
                     target_collection = %self.described,

@@ -87,13 +87,15 @@ async fn a_long_upload_is_not_a_silent_upstream() {
     conn.send(b"POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
         .await;
     let started = Instant::now();
-    // Ten bytes over two seconds, four times the timeout.
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // Ten bytes over two seconds, four times the timeout, with one pause of three times
+    // the timeout: the upstream waiting on the client is no silent upstream either.
+    for i in 0..10 {
+        let pause = if i == 5 { 1500 } else { 200 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
         conn.send(b"u").await;
     }
     let r = conn.read_response(false).await;
-    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(started.elapsed() >= Duration::from_secs(3));
     assert_eq!((r.status, r.body.as_slice()), (200, &b"10"[..]));
 
     // `/sleep` reads nothing for 5 s: once the buffers between are full, the upload

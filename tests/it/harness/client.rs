@@ -208,6 +208,15 @@ impl RawConn {
         self.stream.get_mut().write_all(bytes).await.unwrap();
     }
 
+    /// Whether anything (bytes or the end of the stream) arrives within `within`; reads
+    /// nothing.
+    pub async fn readable_within(&mut self, within: Duration) -> bool {
+        use tokio::io::AsyncBufReadExt;
+        tokio::time::timeout(within, self.stream.fill_buf())
+            .await
+            .is_ok()
+    }
+
     /// Whether the peer closes the connection (end of stream or a reset) within 10 s,
     /// with nothing more to read.
     pub async fn closed(&mut self) -> bool {
