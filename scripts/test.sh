@@ -57,6 +57,13 @@ if ! mongo_up; then
     scripts/mongo.sh start
 fi
 
+# The HAR schema validator the export tests run (npm har-schema with ajv).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "installing node and npm (Debian packages)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm >/dev/null
+fi
+npm ci --prefix tests/har --no-audit --no-fund --loglevel=error
+
 cargo fmt --all -- --check
 # The unit tier reaches no server: where a private network namespace can be made, run
 # it in one with no network at all, so a unit test that connects anywhere fails here.

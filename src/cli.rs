@@ -109,4 +109,11 @@ pub enum RecordingCommand {
         #[arg(long, default_value_t = 100)]
         offset: u64,
     },
+    /// Write it as a HAR 1.2 file (browsers' network panels open it), streamed.
+    Export {
+        id: String,
+        /// The file to write (default: standard output).
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+    },
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod feed;
+pub mod har;
 pub mod modules;
 pub mod proxy;
 pub mod recording;

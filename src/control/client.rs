@@ -35,7 +35,8 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> R
             | RecordingCommand::Start { id }
             | RecordingCommand::Stop { id }
             | RecordingCommand::Delete { id }
-            | RecordingCommand::Traffic { id, .. },
+            | RecordingCommand::Traffic { id, .. }
+            | RecordingCommand::Export { id, .. },
         ) => vec![id],
         Command::Recording(_) => Vec::new(),
     };
@@ -67,6 +68,9 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> R
                 (Method::POST, url(&["recording", id, "stop"], &[]), None)
             }
             RecordingCommand::Delete { id } => (Method::DELETE, url(&["recording", id], &[]), None),
+            RecordingCommand::Export { id, .. } => {
+                (Method::GET, url(&["recording", id, "har"], &[]), None)
+            }
             RecordingCommand::Traffic { id, start, offset } => (
                 Method::GET,
                 url(
@@ -96,6 +100,11 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> R
         format!("cannot reach the management API at {base}: is heliosburn running? (pass --mgmt HOST:PORT)")
     })?;
     let status = resp.status();
+    if let (true, Command::Recording(RecordingCommand::Export { output, .. })) =
+        (status.is_success(), &cmd)
+    {
+        return export(resp, output.as_deref()).await;
+    }
     let text = resp
         .text()
         .await
@@ -135,6 +144,36 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> R
 }
 
 /// Writes the output; a reader that went away (`| head`) is not an error.
+/// Streams an export to `output` (or standard output), a chunk at a time.
+async fn export(mut resp: reqwest::Response, output: Option<&std::path::Path>) -> Result<()> {
+    use std::io::Write;
+    let mut out: Box<dyn Write> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut bytes = 0u64;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .context("the export broke off (the proxy's log says why)")?
+    {
+        bytes += chunk.len() as u64;
+        match out.write_all(&chunk) {
+            // A reader that went away (`| head`) is no error.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other.context("writing the export")?,
+        }
+    }
+    out.flush().context("writing the export")?;
+    if let Some(path) = output {
+        eprintln!("exported {bytes} bytes to {}", path.display());
+    }
+    Ok(())
+}
+
 fn emit(text: &str) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();

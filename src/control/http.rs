@@ -39,6 +39,7 @@ pub fn router(ctl: Arc<Controller>, access: Arc<Access>) -> Router {
                 .delete(delete_recording),
         )
         .route("/recording/{id}/traffic", get(recording_traffic))
+        .route("/recording/{id}/har", get(recording_har))
         .route("/recording/{id}/start", post(start_recording))
         .route("/recording/{id}/stop", post(stop_recording))
         .route("/traffic", get(live_traffic))
@@ -372,6 +373,76 @@ struct Page {
 pub const MAX_PAGE_BYTES: usize = 16 << 20;
 /// Documents read from the store at a time while a page is made.
 const READ_CHUNK: u64 = 8;
+
+/// The recording as a HAR 1.2 document, streamed: written a few entries at a time as
+/// they are read from the store, so memory stays flat whatever the recording holds. A
+/// store error midway ends the stream early (the document is then incomplete JSON, and
+/// the log says why): the status line was sent before it.
+async fn recording_har(
+    State(ctl): State<Arc<Controller>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let rec = ctl.recordings.get(&id).await?;
+    let disposition = format!("attachment; filename=\"{}.har\"", rec_file_name(&id));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let recordings = ctl.recordings.clone();
+    tokio::spawn(async move {
+        let comment = format!("heliosburn recording {} ({})", rec.name, rec.id);
+        let head = crate::har::head(env!("CARGO_PKG_VERSION"), &comment);
+        if tx.send(Ok(Bytes::from(head))).await.is_err() {
+            return;
+        }
+        let mut offset = 0u64;
+        loop {
+            let chunk = match recordings.traffic(&id, offset, READ_CHUNK).await {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    tracing::warn!(recording = %id, error = %e, "HAR export cut short");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            let mut out = Vec::new();
+            for (i, doc) in chunk.iter().enumerate() {
+                if offset > 0 || i > 0 {
+                    out.push(b',');
+                }
+                if let Err(e) = serde_json::to_writer(&mut out, &crate::har::entry(doc)) {
+                    tracing::warn!(recording = %id, error = %e, "HAR export cut short");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            }
+            // The client went away: nothing more to read.
+            if !out.is_empty() && tx.send(Ok(Bytes::from(out))).await.is_err() {
+                return;
+            }
+            if (chunk.len() as u64) < READ_CHUNK {
+                break;
+            }
+            offset += chunk.len() as u64;
+        }
+        let _ = tx.send(Ok(Bytes::from_static(crate::har::TAIL))).await;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// An id as a file name: only its letters, digits, `-` and `_`.
+fn rec_file_name(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
 
 /// A page of a recording's traffic, read a few documents at a time and cut at
 /// [`MAX_PAGE_BYTES`]; `next` is the `start` that continues it (absent at the end).

@@ -14,6 +14,7 @@ mod config;
 mod control;
 mod disk_full;
 mod forwarding;
+mod har;
 mod lifecycle;
 mod limits;
 mod live;
