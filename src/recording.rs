@@ -268,6 +268,17 @@ impl Recordings {
         Ok(self.store.traffic(id, offset, limit).await?)
     }
 
+    /// A recording's traffic after position `after` (see [`Store::traffic_after`]); the
+    /// recording is not looked up again (for a reader going through a whole recording).
+    pub async fn traffic_after(
+        &self,
+        id: &str,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<(i64, TrafficDoc)>, RecordingError> {
+        Ok(self.store.traffic_after(id, after, limit).await?)
+    }
+
     pub async fn start(&self, id: &str) -> Result<Recording, RecordingError> {
         let _guard = self.switch.lock().await;
         // An id that names no recording is a 404 whether or not another one runs.

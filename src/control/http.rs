@@ -392,9 +392,10 @@ async fn recording_har(
         if tx.send(Ok(Bytes::from(head))).await.is_err() {
             return;
         }
-        let mut offset = 0u64;
+        let mut after = None;
+        let mut first = true;
         loop {
-            let chunk = match recordings.traffic(&id, offset, READ_CHUNK).await {
+            let chunk = match recordings.traffic_after(&id, after, READ_CHUNK).await {
                 Ok(chunk) => chunk,
                 Err(e) => {
                     tracing::warn!(recording = %id, error = %e, "HAR export cut short");
@@ -403,10 +404,12 @@ async fn recording_har(
                 }
             };
             let mut out = Vec::new();
-            for (i, doc) in chunk.iter().enumerate() {
-                if offset > 0 || i > 0 {
+            for (pos, doc) in &chunk {
+                if !first {
                     out.push(b',');
                 }
+                first = false;
+                after = Some(*pos);
                 if let Err(e) = serde_json::to_writer(&mut out, &crate::har::entry(doc)) {
                     tracing::warn!(recording = %id, error = %e, "HAR export cut short");
                     let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
@@ -420,7 +423,6 @@ async fn recording_har(
             if (chunk.len() as u64) < READ_CHUNK {
                 break;
             }
-            offset += chunk.len() as u64;
         }
         let _ = tx.send(Ok(Bytes::from_static(crate::har::TAIL))).await;
     });

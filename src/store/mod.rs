@@ -127,4 +127,14 @@ pub trait Store: Send + Sync {
         offset: u64,
         limit: u64,
     ) -> Result<Vec<TrafficDoc>, StoreError>;
+    /// Traffic of a recording in capture order after the position `after` (`None`: from
+    /// the start), at most `limit`, each with its position: reading a whole recording
+    /// this way costs each page the same, however far in it is (an offset costs more the
+    /// further it skips).
+    async fn traffic_after(
+        &self,
+        recording_id: &str,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<(i64, TrafficDoc)>, StoreError>;
 }

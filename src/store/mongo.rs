@@ -612,6 +612,35 @@ impl Store for MongoStore {
         Ok(written)
     }
 
+    async fn traffic_after(
+        &self,
+        recording_id: &str,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<(i64, TrafficDoc)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (Some(id), 1..) = (parse_id(recording_id), limit) else {
+            return Ok(Vec::new());
+        };
+        let fail = self.error(&self.traffic, "find");
+        let mut cursor = self
+            .traffic
+            .find(doc! { "recordingId": id, "seq": { "$gt": after.unwrap_or(i64::MIN) } })
+            .sort(doc! { "seq": 1 })
+            .limit(limit)
+            .await
+            .map_err(&fail)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(&fail)? {
+            let raw = cursor.current();
+            let seq = raw.get_i64("seq").map_err(|e| corrupt("traffic", raw, e))?;
+            let stored: StoredTraffic =
+                bson::from_slice(raw.as_bytes()).map_err(|e| corrupt("traffic", raw, e))?;
+            out.push((seq, stored.into_doc()?));
+        }
+        Ok(out)
+    }
+
     async fn traffic(
         &self,
         recording_id: &str,

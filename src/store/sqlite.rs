@@ -518,6 +518,46 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn traffic_after(
+        &self,
+        recording_id: &str,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<(i64, TrafficDoc)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let recording_id = recording_id.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, transaction_id, created_at, request, response FROM traffic
+                 WHERE recording_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![
+                recording_id,
+                after.unwrap_or(i64::MIN),
+                sql_int(limit)
+            ])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let response: Option<String> = row.get(4)?;
+                let doc = TrafficDoc {
+                    recording_id: recording_id.clone(),
+                    transaction_id: row.get(1)?,
+                    created_at: parse_time(&row.get::<_, String>(2)?)?,
+                    request: parse_json::<Arc<RequestInfo>>("request", &row.get::<_, String>(3)?)?,
+                    response: response
+                        .as_deref()
+                        .map(|text| parse_json::<Arc<ResponseInfo>>("response", text))
+                        .transpose()?,
+                };
+                out.push((row.get(0)?, doc));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn traffic(
         &self,
         recording_id: &str,

@@ -70,4 +70,13 @@ impl Store for UnavailableStore {
     async fn traffic(&self, _: &str, _: u64, _: u64) -> Result<Vec<TrafficDoc>, StoreError> {
         self.refuse()
     }
+
+    async fn traffic_after(
+        &self,
+        _: &str,
+        _: Option<i64>,
+        _: u64,
+    ) -> Result<Vec<(i64, TrafficDoc)>, StoreError> {
+        self.refuse()
+    }
 }

@@ -154,3 +154,98 @@ async fn an_export_is_valid_har_with_every_body_as_recorded() {
         "{out:?}"
     );
 }
+
+/// An export streams: 100,000 entries (written straight into the store before the proxy
+/// starts) go out with the proxy's peak memory barely moving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporting_100000_entries_keeps_memory_flat() {
+    use std::sync::Arc;
+
+    use heliosburn::store::sqlite::SqliteStore;
+    use heliosburn::store::Store;
+    use heliosburn::traffic::{BodyCapture, MultiMap, RequestInfo, ResponseInfo, TrafficDoc};
+    use http_body_util::BodyExt;
+
+    const ENTRIES: usize = 100_000;
+    let dir = Arc::new(crate::harness::TempDir::new("har-100k"));
+    let id = {
+        let store = SqliteStore::open(&dir.path().join("data")).unwrap();
+        let rec = store.create_recording("large", "").await.unwrap();
+        let mut headers = MultiMap::new();
+        headers.insert("host".into(), vec!["api.test".into()]);
+        let body = BodyCapture::from_bytes(&[b'x'; 512], 512);
+        let request = Arc::new(RequestInfo {
+            created_at: "2026-12-01T10:00:00.000000Z".into(),
+            client_protocol: "HTTP/1.1".into(),
+            method: "GET".into(),
+            uri: "/item".into(),
+            path: "/item".into(),
+            args: MultiMap::new(),
+            headers: headers.clone(),
+            body: None,
+        });
+        let response = Arc::new(ResponseInfo {
+            created_at: "2026-12-01T10:00:00.001000Z".into(),
+            client_protocol: "HTTP/1.1".into(),
+            status_code: 200,
+            status_description: "OK".into(),
+            headers,
+            body: Some(body),
+        });
+        for batch in 0..ENTRIES / 1000 {
+            let docs: Vec<TrafficDoc> = (0..1000)
+                .map(|i| TrafficDoc {
+                    recording_id: rec.id.clone(),
+                    transaction_id: format!("t{batch}-{i}"),
+                    created_at: chrono::Utc::now(),
+                    request: request.clone(),
+                    response: Some(response.clone()),
+                })
+                .collect();
+            store.write_traffic(&docs).await.unwrap();
+        }
+        rec.id
+    };
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .data_dir(dir.clone())
+        .start()
+        .await;
+    let warm = proxy.peak_rss_kib();
+    let req = http::Request::get(format!("{}/recording/{id}/har", proxy.mgmt_url()))
+        .body(body(""))
+        .unwrap();
+    let mut resp = Http::new().stream(req).await;
+    assert_eq!(resp.status(), 200);
+    let (mut bytes, mut entries) = (0usize, 0usize);
+    let mut last = Vec::new();
+    while let Some(frame) = resp.body_mut().frame().await {
+        let frame = frame.expect("the export streams to its end");
+        if let Some(data) = frame.data_ref() {
+            bytes += data.len();
+            entries += data
+                .windows(b"\"_transactionId\"".len())
+                .filter(|w| *w == b"\"_transactionId\"")
+                .count();
+            last = data.to_vec();
+        }
+    }
+    let peak = proxy.peak_rss_kib();
+    println!(
+        "exported {entries} entries, {} MiB; peak RSS {} MiB from {} MiB",
+        bytes >> 20,
+        peak / 1024,
+        warm / 1024
+    );
+    assert_eq!(entries, ENTRIES);
+    assert!(last.ends_with(b"]}}"), "the document ends");
+    assert!(bytes > ENTRIES * 512, "{bytes} bytes");
+    assert!(
+        peak < warm + 32 * 1024,
+        "exporting {} MiB grew the proxy from {} to {} MiB",
+        bytes >> 20,
+        warm / 1024,
+        peak / 1024
+    );
+}

@@ -175,6 +175,7 @@ conformance!(
     reopening_keeps_the_data,
     an_empty_batch_writes_nothing,
     a_page_past_the_end_is_empty,
+    keyset_pages_follow_capture_order,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -251,6 +252,59 @@ async fn pages_follow_capture_order(s: &mut Subject) {
     assert!(store.traffic(&rec.id, 0, 0).await.unwrap().is_empty());
     assert_eq!(store.traffic(&rec.id, 0, u64::MAX).await.unwrap().len(), 10);
     s.assert_count(&rec.id, 10).await;
+}
+
+/// Reading after a position gives the same order as by offset, page after page, and a
+/// recording's pages never hold another recording's documents.
+async fn keyset_pages_follow_capture_order(s: &mut Subject) {
+    let store = s.store();
+    let rec = store.create_recording("r", "").await.unwrap();
+    let other = store.create_recording("o", "").await.unwrap();
+    let names: Vec<String> = (0..10).map(|i| format!("t{}", 9 - i)).collect();
+    for (i, n) in names.iter().enumerate() {
+        store
+            .write_traffic(&[doc(&rec.id, n, false, 0)])
+            .await
+            .unwrap();
+        if i % 3 == 0 {
+            let o = format!("o{i}");
+            store
+                .write_traffic(&[doc(&other.id, &o, false, 0)])
+                .await
+                .unwrap();
+        }
+    }
+    // Completing a document keeps its place.
+    store
+        .write_traffic(&[doc(&rec.id, "t5", true, 0)])
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.traffic_after(&rec.id, after, 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        for (pos, d) in &page {
+            assert!(after.is_none_or(|a| *pos > a), "positions go up");
+            assert_eq!(d.recording_id, rec.id);
+            seen.push(d.transaction_id.clone());
+            after = Some(*pos);
+        }
+    }
+    assert_eq!(seen, names);
+    assert!(store
+        .traffic_after(&rec.id, None, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .traffic_after("no-such-recording", None, 5)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn delete_removes_the_traffic_and_counts_follow(s: &mut Subject) {
