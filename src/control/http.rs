@@ -150,20 +150,12 @@ pub fn decode(path_and_query: &str, body: &[u8]) -> Result<(), String> {
     let query = |e: axum::extract::rejection::QueryRejection| e.body_text();
     match uri.path() {
         "/recording" => {
-            let new: NewRecording = parse_json(&body).map_err(|e| e.body.to_string())?;
-            let _ = new.name.trim().is_empty();
+            let _: NewRecording = parse_json(&body).map_err(|e| e.body.to_string())?;
         }
         "/proxy" => {
             let u: ProxyUpdate = parse_json(&body).map_err(|e| e.body.to_string())?;
-            for (op, param) in [
-                ("upstream_host", u.upstream_host),
-                ("upstream_port", u.upstream_port),
-                ("bind_host", u.bind_host),
-                ("bind_port", u.bind_port),
-            ] {
-                if let Some(param) = param {
-                    ControlCommand::parse(op, &param).map_err(|r| r.message.to_string())?;
-                }
+            for (op, param) in u.operations() {
+                ControlCommand::parse(op, &param).map_err(|r| r.message.to_string())?;
             }
         }
         "/traffic" => {
@@ -259,6 +251,20 @@ struct ProxyUpdate {
     bind_port: Option<Value>,
 }
 
+impl ProxyUpdate {
+    /// The given fields as control operations, in the order they are applied.
+    fn operations(self) -> impl Iterator<Item = (&'static str, Value)> {
+        [
+            ("upstream_host", self.upstream_host),
+            ("upstream_port", self.upstream_port),
+            ("bind_host", self.bind_host),
+            ("bind_port", self.bind_port),
+        ]
+        .into_iter()
+        .filter_map(|(op, param)| Some((op, param?)))
+    }
+}
+
 /// Applies each given field as its operation, in a fixed order; stops at the first error.
 /// Answers like `GET /proxy`: the proxy's state, or `{"error"}`.
 async fn proxy_update(
@@ -267,23 +273,16 @@ async fn proxy_update(
 ) -> Result<Response, ApiError> {
     let u: ProxyUpdate = parse_json(&body)?;
     let mut last = Reply::ok(ctl.proxy_status());
-    for (op, param) in [
-        ("upstream_host", u.upstream_host),
-        ("upstream_port", u.upstream_port),
-        ("bind_host", u.bind_host),
-        ("bind_port", u.bind_port),
-    ] {
-        if let Some(param) = param {
-            last = ctl
-                .handle(&ControlRequest {
-                    operation: op.into(),
-                    param,
-                    key: None,
-                })
-                .await;
-            if last.code != 200 {
-                break;
-            }
+    for (op, param) in u.operations() {
+        last = ctl
+            .handle(&ControlRequest {
+                operation: op.into(),
+                param,
+                key: None,
+            })
+            .await;
+        if last.code != 200 {
+            break;
         }
     }
     Ok(resource(last))

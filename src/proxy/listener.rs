@@ -125,13 +125,7 @@ pub fn spawn(
         addr,
         listening: true,
     });
-    let conns = Connections {
-        shutdown: shutdown.clone(),
-        tracker: TaskTracker::new(),
-        permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
-        counters: Arc::default(),
-        limits,
-    };
+    let conns = Connections::new(limits, shutdown.clone());
     let handle = ListenerHandle {
         tx,
         status,
@@ -150,6 +144,18 @@ struct Connections {
     permits: Arc<Semaphore>,
     counters: Arc<ListenerCounters>,
     limits: Limits,
+}
+
+impl Connections {
+    fn new(limits: Limits, shutdown: CancellationToken) -> Self {
+        Self {
+            shutdown,
+            tracker: TaskTracker::new(),
+            permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            counters: Arc::default(),
+            limits,
+        }
+    }
 }
 
 async fn run(
@@ -381,13 +387,7 @@ pub fn serve_bounded<S>(
 where
     S: HttpService + Clone + Sync,
 {
-    let conns = Connections {
-        shutdown: shutdown.clone(),
-        tracker: TaskTracker::new(),
-        permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
-        counters: Arc::default(),
-        limits,
-    };
+    let conns = Connections::new(limits, shutdown.clone());
     tokio::spawn(async move {
         let builder = builder(&conns.limits);
         loop {

@@ -441,6 +441,44 @@ impl MongoStore {
     }
 }
 
+impl MongoStore {
+    /// A recording's traffic whose `seq` matches `seq`, in capture order, `skip` skipped
+    /// and at most `limit`, each with its `seq`.
+    async fn find_traffic(
+        &self,
+        recording_id: &str,
+        seq: Document,
+        skip: u64,
+        limit: u64,
+    ) -> Result<Vec<(i64, TrafficDoc)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // A limit of 0 means "no limit" to MongoDB, and nothing to us.
+        let (Some(id), 1..) = (parse_id(recording_id), limit) else {
+            return Ok(Vec::new());
+        };
+        let fail = self.error(&self.traffic, "find");
+        let mut cursor = self
+            .traffic
+            .find(doc! { "recordingId": id, "seq": seq })
+            // `seq` alone, so that the {recordingId, seq} index gives the order.
+            .sort(doc! { "seq": 1 })
+            // The driver refuses a skip past i64; no recording is that long anyway.
+            .skip(skip.min(i64::MAX as u64))
+            .limit(limit)
+            .await
+            .map_err(&fail)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(&fail)? {
+            let raw = cursor.current();
+            let seq = raw.get_i64("seq").map_err(|e| corrupt("traffic", raw, e))?;
+            let stored: StoredTraffic =
+                bson::from_slice(raw.as_bytes()).map_err(|e| corrupt("traffic", raw, e))?;
+            out.push((seq, stored.into_doc()?));
+        }
+        Ok(out)
+    }
+}
+
 #[async_trait]
 impl Store for MongoStore {
     fn describe(&self) -> String {
@@ -618,27 +656,9 @@ impl Store for MongoStore {
         after: Option<i64>,
         limit: u64,
     ) -> Result<Vec<(i64, TrafficDoc)>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (Some(id), 1..) = (parse_id(recording_id), limit) else {
-            return Ok(Vec::new());
-        };
-        let fail = self.error(&self.traffic, "find");
-        let mut cursor = self
-            .traffic
-            .find(doc! { "recordingId": id, "seq": { "$gt": after.unwrap_or(i64::MIN) } })
-            .sort(doc! { "seq": 1 })
-            .limit(limit)
+        let after = after.unwrap_or(i64::MIN);
+        self.find_traffic(recording_id, doc! { "$gt": after }, 0, limit)
             .await
-            .map_err(&fail)?;
-        let mut out = Vec::new();
-        while cursor.advance().await.map_err(&fail)? {
-            let raw = cursor.current();
-            let seq = raw.get_i64("seq").map_err(|e| corrupt("traffic", raw, e))?;
-            let stored: StoredTraffic =
-                bson::from_slice(raw.as_bytes()).map_err(|e| corrupt("traffic", raw, e))?;
-            out.push((seq, stored.into_doc()?));
-        }
-        Ok(out)
     }
 
     async fn traffic(
@@ -647,30 +667,10 @@ impl Store for MongoStore {
         offset: u64,
         limit: u64,
     ) -> Result<Vec<TrafficDoc>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // A limit of 0 means "no limit" to MongoDB, and nothing to us.
-        let (Some(id), 1..) = (parse_id(recording_id), limit) else {
-            return Ok(Vec::new());
-        };
-        let fail = self.error(&self.traffic, "find");
-        let mut cursor = self
-            .traffic
-            .find(doc! { "recordingId": id })
-            // `seq` alone, so that the {recordingId, seq} index gives the order.
-            .sort(doc! { "seq": 1 })
-            // The driver refuses a skip past i64; no recording is that long anyway.
-            .skip(offset.min(i64::MAX as u64))
-            .limit(limit)
-            .await
-            .map_err(&fail)?;
-        let mut out = Vec::new();
-        while cursor.advance().await.map_err(&fail)? {
-            let raw = cursor.current();
-            let stored: StoredTraffic =
-                bson::from_slice(raw.as_bytes()).map_err(|e| corrupt("traffic", raw, e))?;
-            out.push(stored.into_doc()?);
-        }
-        Ok(out)
+        let found = self
+            .find_traffic(recording_id, doc! { "$gte": i64::MIN }, offset, limit)
+            .await?;
+        Ok(found.into_iter().map(|(_, doc)| doc).collect())
     }
 }
 

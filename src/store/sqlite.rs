@@ -286,6 +286,30 @@ fn create_schema(conn: &mut Connection) -> Blocking<()> {
     Ok(())
 }
 
+/// The documents of `SELECT seq, transaction_id, created_at, request, response`, each
+/// with its position.
+fn traffic_rows(
+    mut rows: rusqlite::Rows<'_>,
+    recording_id: &str,
+) -> Blocking<Vec<(i64, TrafficDoc)>> {
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let response: Option<String> = row.get(4)?;
+        let doc = TrafficDoc {
+            recording_id: recording_id.to_owned(),
+            transaction_id: row.get(1)?,
+            created_at: parse_time(&row.get::<_, String>(2)?)?,
+            request: parse_json::<Arc<RequestInfo>>("request", &row.get::<_, String>(3)?)?,
+            response: response
+                .as_deref()
+                .map(|text| parse_json::<Arc<ResponseInfo>>("response", text))
+                .transpose()?,
+        };
+        out.push((row.get(0)?, doc));
+    }
+    Ok(out)
+}
+
 fn parse_time(text: &str) -> Blocking<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
@@ -533,27 +557,12 @@ impl Store for SqliteStore {
                 "SELECT seq, transaction_id, created_at, request, response FROM traffic
                  WHERE recording_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
-            let mut rows = stmt.query(params![
+            let rows = stmt.query(params![
                 recording_id,
                 after.unwrap_or(i64::MIN),
                 sql_int(limit)
             ])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                let response: Option<String> = row.get(4)?;
-                let doc = TrafficDoc {
-                    recording_id: recording_id.clone(),
-                    transaction_id: row.get(1)?,
-                    created_at: parse_time(&row.get::<_, String>(2)?)?,
-                    request: parse_json::<Arc<RequestInfo>>("request", &row.get::<_, String>(3)?)?,
-                    response: response
-                        .as_deref()
-                        .map(|text| parse_json::<Arc<ResponseInfo>>("response", text))
-                        .transpose()?,
-                };
-                out.push((row.get(0)?, doc));
-            }
-            Ok(out)
+            traffic_rows(rows, &recording_id)
         })
         .await
     }
@@ -568,29 +577,17 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let recording_id = recording_id.to_owned();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT transaction_id, created_at, request, response FROM traffic
-                 WHERE recording_id = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3",
-            )?;
-            let mut rows = stmt.query(params![recording_id, sql_int(limit), sql_int(offset)])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                let response: Option<String> = row.get(3)?;
-                out.push(TrafficDoc {
-                    recording_id: recording_id.clone(),
-                    transaction_id: row.get(0)?,
-                    created_at: parse_time(&row.get::<_, String>(1)?)?,
-                    request: parse_json::<Arc<RequestInfo>>("request", &row.get::<_, String>(2)?)?,
-                    response: response
-                        .as_deref()
-                        .map(|text| parse_json::<Arc<ResponseInfo>>("response", text))
-                        .transpose()?,
-                });
-            }
-            Ok(out)
-        })
-        .await
+        let rows = self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, transaction_id, created_at, request, response FROM traffic
+                     WHERE recording_id = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3",
+                )?;
+                let rows = stmt.query(params![recording_id, sql_int(limit), sql_int(offset)])?;
+                traffic_rows(rows, &recording_id)
+            })
+            .await?;
+        Ok(rows.into_iter().map(|(_, doc)| doc).collect())
     }
 }
 
