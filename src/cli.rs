@@ -116,4 +116,13 @@ pub enum RecordingCommand {
         #[arg(short, long)]
         output: Option<std::path::PathBuf>,
     },
+    /// Create a recording from a HAR file (a browser's export, mitmproxy's, ours),
+    /// streamed to the proxy.
+    Import {
+        /// The HAR file.
+        file: std::path::PathBuf,
+        /// The recording's name [default: the HAR's comment, or the tool that wrote it].
+        #[arg(long)]
+        name: Option<String>,
+    },
 }

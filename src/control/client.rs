@@ -71,6 +71,14 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> R
             RecordingCommand::Export { id, .. } => {
                 (Method::GET, url(&["recording", id, "har"], &[]), None)
             }
+            RecordingCommand::Import { name, .. } => (
+                Method::POST,
+                url(
+                    &["recording", "import"],
+                    &name.iter().map(|n| ("name", n.clone())).collect::<Vec<_>>(),
+                ),
+                None,
+            ),
             RecordingCommand::Traffic { id, start, offset } => (
                 Method::GET,
                 url(
@@ -87,14 +95,22 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> R
         req = req.bearer_auth(t);
     }
     // The API takes state changes only as JSON (a browser cannot send that cross-site).
-    match body {
-        Some(b) => req = req.json(&b),
-        None if changes => {
+    match (body, &cmd) {
+        (_, Command::Recording(RecordingCommand::Import { file, .. })) => {
+            let f = tokio::fs::File::open(file)
+                .await
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(reqwest::Body::from(f));
+        }
+        (Some(b), _) => req = req.json(&b),
+        (None, _) if changes => {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body("{}")
         }
-        None => {}
+        (None, _) => {}
     }
     let resp = req.send().await.with_context(|| {
         format!("cannot reach the management API at {base}: is heliosburn running? (pass --mgmt HOST:PORT)")

@@ -32,6 +32,7 @@ pub fn router(ctl: Arc<Controller>, access: Arc<Access>) -> Router {
         .route("/proxy/{action}", post(proxy_action))
         .route("/test", post(selftest))
         .route("/recording", get(list_recordings).post(create_recording))
+        .route("/recording/import", post(import_recording))
         .route(
             "/recording/{id}",
             get(get_recording)
@@ -320,6 +321,37 @@ async fn create_recording(
         .recordings
         .create(new.name.trim(), &new.description)
         .await?;
+    let location = format!("/recording/{}", rec.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(rec),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ImportQuery {
+    /// The new recording's name (default: the HAR's comment, or its creator's).
+    name: Option<String>,
+}
+
+/// A HAR document (the body, streamed) as a new recording: 201 with it, or 400 naming
+/// the entry and field that are not HAR (nothing is kept then).
+async fn import_recording(
+    State(ctl): State<Arc<Controller>>,
+    JsonQuery(q): JsonQuery<ImportQuery>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let name = q.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    let rec = super::import::import(&ctl.recordings, name, body)
+        .await
+        .map_err(|e| match e {
+            super::import::ImportError::Har(e) => {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("invalid HAR: {e}"))
+            }
+            super::import::ImportError::Recording(e) => e.into(),
+        })?;
     let location = format!("/recording/{}", rec.id);
     Ok((
         StatusCode::CREATED,

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod client;
 pub mod http;
+pub mod import;
 pub mod redis;
 pub mod selftest;
 

@@ -1,7 +1,4 @@
-//! HAR 1.2 (<http://www.softwareishard.com/blog/har-12-spec/>): a recording as the
-//! document browsers' network panels and other tools read.
-//!
-//! Written a piece at a time: [`head`], then each [`entry`] after a comma, then
+//! A recording written as HAR: a piece at a time: [`head`], then each [`entry`] after a comma, then
 //! [`TAIL`], so an export of any size holds one transaction at a time. What HAR has no
 //! field for is kept in fields of our own, named with a leading underscore as the spec
 //! allows: `_transactionId`, `_truncated` (a body recorded only up to `body_limit`; its
@@ -233,8 +230,10 @@ fn request(req: &RequestInfo) -> Request<'_> {
     }
 }
 
+/// The body's whole size; -1 (HAR's "unknown") when it was not captured, so that a
+/// reader tells an empty body from one nobody saw.
 fn body_size(body: Option<&BodyCapture>) -> i64 {
-    body.map_or(0, |b| i64::try_from(b.size).unwrap_or(i64::MAX))
+    body.map_or(-1, |b| i64::try_from(b.size).unwrap_or(i64::MAX))
 }
 
 fn response(resp: &ResponseInfo) -> Response<'_> {
