@@ -323,7 +323,7 @@ impl RawEntry {
             Some(ms) if ms.is_finite() && ms >= 0.0 => {
                 chrono::Duration::microseconds((ms * 1000.0).round() as i64)
             }
-            Some(ms) if ms == -1.0 => chrono::Duration::zero(),
+            Some(-1.0) => chrono::Duration::zero(),
             Some(ms) => {
                 return Err(entry_error(
                     index,
@@ -432,11 +432,14 @@ impl RawRequest {
                 headers.insert("host".into(), vec![host]);
             }
         }
-        let path = url.path().to_owned();
-        let uri = match url.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.clone(),
-        };
+        // The target as the writer wrote it (a URL parser would normalise `/a/../b`).
+        let uri = origin_form(&self.url);
+        let path = uri
+            .split_once('?')
+            .map_or(uri.as_str(), |(p, _)| p)
+            .to_owned();
+        let query = uri.split_once('?').map(|(_, q)| q);
+        let args = query_multimap(query);
         let body = match self.post_data {
             Some(p) => {
                 let text = match (p.text, p.params) {
@@ -479,11 +482,22 @@ impl RawRequest {
             client_protocol: protocol(&self.http_version),
             method: self.method,
             uri,
-            args: query_multimap(url.query()),
+            args,
             path,
             headers,
             body,
         })
+    }
+}
+
+/// `/path?query` of an absolute URL, as written (no fragment); `/` when it has no path.
+fn origin_form(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
+    match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => rest[i..].to_owned(),
+        Some(i) => format!("/{}", &rest[i..]),
+        None => "/".to_owned(),
     }
 }
 
@@ -626,6 +640,13 @@ mod tests {
             err.starts_with("entry 0: request: missing field `method`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_target_is_kept_as_written() {
+        assert_eq!(origin_form("http://a:1/x/../y?q=%20#frag"), "/x/../y?q=%20");
+        assert_eq!(origin_form("https://a"), "/");
+        assert_eq!(origin_form("https://a?x=1"), "/?x=1");
     }
 
     #[test]

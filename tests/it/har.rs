@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::Response;
 use serde_json::Value;
 
-use crate::harness::recordings::{create_recording, start_recording, stop_recording};
-use crate::harness::{body, Http, TestProxy, Upstream};
+use crate::harness::recordings::{all_traffic, create_recording, start_recording, stop_recording};
+use crate::harness::{body, Http, Resp, TestProxy, Upstream};
 
 /// Runs the schema validator on a file; panics with its report when the file is invalid.
 fn assert_valid_har(path: &std::path::Path) {
@@ -144,6 +144,42 @@ async fn an_export_is_valid_har_with_every_body_as_recorded() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("exported"));
     assert_eq!(std::fs::read(&cli_file).unwrap(), r.body);
 
+    // Imported again, the file makes the same recording: every transaction, field by
+    // field (truncated and binary bodies included), in the same order.
+    let out = proxy
+        .cli(&[
+            "recording",
+            "import",
+            cli_file.to_str().unwrap(),
+            "--name",
+            "copy",
+            "--json",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (copy["name"].as_str(), copy["count"].as_u64()),
+        (Some("copy"), Some(4))
+    );
+    let without_recording = |docs: Vec<Value>| {
+        docs.into_iter()
+            .map(|mut d| {
+                d.as_object_mut().unwrap().remove("recordingId");
+                d
+            })
+            .collect::<Vec<_>>()
+    };
+    let copy_id = copy["id"].as_str().unwrap();
+    assert_eq!(
+        without_recording(all_traffic(&proxy, copy_id).await),
+        without_recording(all_traffic(&proxy, &id).await)
+    );
+
     // An id that names nothing is a 404 in the API's shape, not an empty document.
     let r = proxy.mgmt_get("/recording/nothing-here/har").await;
     assert_eq!(r.status, 404, "{}", r.text());
@@ -248,4 +284,143 @@ async fn exporting_100000_entries_keeps_memory_flat() {
         warm / 1024,
         peak / 1024
     );
+}
+
+/// `POST /recording/import[QUERY]` with a HAR document as the body.
+async fn import(proxy: &TestProxy, query: &str, har: Vec<u8>) -> Resp {
+    let req = http::Request::post(format!("{}/recording/import{query}", proxy.mgmt_url()))
+        .header("content-type", "application/json")
+        .body(body(har))
+        .unwrap();
+    Http::new().send(req).await
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A HAR Chrome's DevTools wrote (HTTP/2 pseudo-headers, a base64 body, a request the
+/// browser blocked) becomes a recording of what it holds, which exports as valid HAR.
+#[tokio::test]
+async fn a_chrome_export_imports_as_a_recording() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let r = import(&proxy, "", fixture("chrome.har")).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let rec = r.json();
+    let id = rec["id"].as_str().unwrap();
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/recording/{id}").as_str())
+    );
+    assert_eq!(rec["name"], "imported from WebInspector 537.36");
+    assert_eq!(
+        rec["description"],
+        "imported from WebInspector 537.36: 3 entries"
+    );
+    assert_eq!(rec["count"], 3);
+    assert_eq!(rec["startedAt"], "2026-11-30T09:12:01.402000Z");
+    assert_eq!(rec["stoppedAt"], "2026-11-30T09:12:02.101000Z");
+
+    let docs = all_traffic(&proxy, id).await;
+    let cart = &docs[0];
+    assert_eq!(cart["request"]["method"], "GET");
+    assert_eq!(cart["request"]["uri"], "/cart?items=2&currency=EUR");
+    assert_eq!(cart["request"]["path"], "/cart");
+    assert_eq!(
+        cart["request"]["args"]["currency"],
+        serde_json::json!(["EUR"])
+    );
+    assert_eq!(cart["request"]["clientProtocol"], "HTTP/2.0");
+    let headers = cart["request"]["headers"].as_object().unwrap();
+    assert_eq!(headers["host"], serde_json::json!(["shop.example"]));
+    assert!(headers.keys().all(|k| !k.starts_with(':')), "{headers:?}");
+    assert_eq!(cart["response"]["statusCode"], 200);
+    assert_eq!(cart["response"]["createdAt"], "2026-11-30T09:12:01.440512Z");
+    assert_eq!(
+        cart["response"]["body"]["data"],
+        r#"{"items":2,"total":"19.90"}"#
+    );
+    let checkout = &docs[1];
+    assert_eq!(checkout["request"]["body"]["data"], "cart=42&pay=card+visa");
+    let png = &checkout["response"]["body"];
+    assert_eq!(
+        (
+            png["encoding"].as_str(),
+            png["data"].as_str(),
+            png["size"].as_u64()
+        ),
+        (Some("base64"), Some("iVBORw0KGgo="), Some(8))
+    );
+    assert_eq!(docs[2]["request"]["uri"], "/api/ads");
+    assert_eq!(docs[2]["response"], Value::Null, "blocked: no response");
+
+    let r = proxy.mgmt_get(&format!("/recording/{id}/har")).await;
+    let file = proxy.dir().join("reexport.har");
+    std::fs::write(&file, &r.body).unwrap();
+    assert_valid_har(&file);
+}
+
+/// mitmproxy's export (capitalised header names, times with an offset) imports too.
+#[tokio::test]
+async fn a_mitmproxy_export_imports_with_its_names_and_times() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let r = import(&proxy, "?name=users%20api", fixture("mitmproxy.har")).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let rec = r.json();
+    assert_eq!(rec["name"], "users api");
+    let docs = all_traffic(&proxy, rec["id"].as_str().unwrap()).await;
+    assert_eq!(docs.len(), 1);
+    let d = &docs[0];
+    assert_eq!(d["request"]["createdAt"], "2026-11-30T10:00:00.250000Z");
+    assert_eq!(d["response"]["createdAt"], "2026-11-30T10:00:00.262500Z");
+    assert_eq!(
+        d["request"]["headers"]["content-type"],
+        serde_json::json!(["application/json"])
+    );
+    assert_eq!(d["request"]["body"]["data"], r#"{"name": "Grace"}"#);
+    assert_eq!(d["response"]["statusDescription"], "OK");
+}
+
+/// A document that is not HAR is refused with the entry and the field, and leaves no
+/// recording behind, from the API and from the CLI.
+#[tokio::test]
+async fn invalid_har_names_the_entry_and_field_and_keeps_nothing() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let mut har: Value = serde_json::from_slice(&fixture("mitmproxy.har")).unwrap();
+    let entry = har["log"]["entries"][0].clone();
+    har["log"]["entries"].as_array_mut().unwrap().push(entry);
+    har["log"]["entries"][1]["response"]["status"] = Value::from("OK");
+    let r = import(&proxy, "", serde_json::to_vec(&har).unwrap()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let error = r.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.starts_with("invalid HAR: entry 1: response.status: invalid type: string \"OK\""),
+        "{error}"
+    );
+    let list = proxy.mgmt_get("/recording").await.json();
+    assert_eq!(list["count"], 0, "{list}");
+
+    let file = proxy.dir().join("bad.har");
+    std::fs::write(&file, b"{\"log\": {\"version\": \"1.2\"}}").unwrap();
+    let out = proxy
+        .cli(&["recording", "import", file.to_str().unwrap()])
+        .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "400 Bad Request: invalid HAR: not a HAR document: it has no `log.entries` array"
+        ),
+        "{stderr}"
+    );
+    let out = proxy
+        .cli(&["recording", "import", "/nonexistent.har"])
+        .await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent.har"));
 }
