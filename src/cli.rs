@@ -70,6 +70,17 @@ pub struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// What the management API answers.
+    #[command(flatten)]
+    Api(ApiCommand),
+    /// Send a recording's requests again to a target, paced as recorded, and report how
+    /// each answer differs from the recorded one.
+    Replay(ReplayArgs),
+}
+
+/// The commands that are one request to a running proxy's management API.
+#[derive(Debug, Subcommand)]
+pub enum ApiCommand {
     /// Show the proxy and its modules.
     Status {
         /// Only this module.
@@ -79,6 +90,87 @@ pub enum Command {
     /// Manage recordings.
     #[command(subcommand)]
     Recording(RecordingCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording's id (read from the proxy at --mgmt).
+    #[arg(required_unless_present = "har")]
+    pub id: Option<String>,
+    /// Replay a HAR file instead of a recording (no proxy needed).
+    #[arg(long, value_name = "FILE", conflicts_with = "id")]
+    pub har: Option<PathBuf>,
+    /// Where to send the requests: http://HOST:PORT (a path prefix is kept).
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// Pace as recorded, this many times faster [default: 1].
+    #[arg(long, value_name = "FACTOR", conflicts_with_all = ["rate", "as_fast_as_possible"])]
+    pub speed: Option<f64>,
+    /// Send at a fixed rate instead: N requests per second (`50` or `50/s`).
+    #[arg(long, value_name = "N/s", value_parser = parse_rate, conflicts_with = "as_fast_as_possible")]
+    pub rate: Option<f64>,
+    /// Send each request as soon as there is room (see --concurrency).
+    #[arg(long)]
+    pub as_fast_as_possible: bool,
+    /// Requests in flight at once; 1 keeps each answer before the next request.
+    #[arg(long, value_name = "C", default_value_t = 1)]
+    pub concurrency: usize,
+    /// Exit with 1 when an answer differs or a request fails (for CI).
+    #[arg(long)]
+    pub fail_on_diff: bool,
+    /// A response header not to compare (repeatable; Date, Server, Age, Via and the
+    /// framing headers are ignored already).
+    #[arg(long = "ignore-header", value_name = "NAME")]
+    pub ignore_headers: Vec<String>,
+    /// A JSON path not to compare, e.g. `$.id` or `$.items[*].updatedAt` (repeatable).
+    #[arg(long = "ignore-path", value_name = "PATH")]
+    pub ignore_paths: Vec<String>,
+    /// A regex whose matches are equal whatever they matched, in header and JSON
+    /// values: ids, timestamps (repeatable).
+    #[arg(long = "match", value_name = "REGEX")]
+    pub matches: Vec<String>,
+    /// Compare the headers ignored by default too.
+    #[arg(long)]
+    pub no_default_ignores: bool,
+    /// Send the recorded Host header instead of the target's.
+    #[arg(long)]
+    pub keep_host: bool,
+    /// Seconds a request may take, answer included.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub timeout: f64,
+}
+
+/// `50` or `50/s`: a positive number of requests per second.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let n = text.trim().trim_end_matches("/s");
+    match n.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("`{text}` is not a rate; write e.g. 50 or 50/s")),
+    }
+}
+
+/// Writes text to standard output; a reader that went away (`| head`) is not an error.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Text as a terminal may show it: control characters escaped, so a recorded name or
+/// URL cannot move the cursor or recolour the screen.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[derive(Debug, Subcommand)]

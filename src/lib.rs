@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod recording;
 pub mod redact;
 pub mod redis_link;
+pub mod replay;
 pub mod resources;
 pub mod store;
 pub mod traffic;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use heliosburn::{app, cli, control};
+use heliosburn::{app, cli, control, replay};
 use tracing_subscriber::EnvFilter;
 
 // Per-exchange allocations are small and short-lived; mimalloc serves them faster than
@@ -26,6 +26,20 @@ fn main() -> ExitCode {
     if let Some(cmd) = cli.command {
         let mgmt = cli.mgmt.unwrap_or_else(|| "127.0.0.1:5150".into());
         let token = cli.mgmt_token.as_deref();
+        let cmd = match cmd {
+            cli::Command::Api(cmd) => cmd,
+            cli::Command::Replay(args) => {
+                return match runtime.block_on(replay::run(&mgmt, token, cli.json, args)) {
+                    Ok(false) => ExitCode::SUCCESS,
+                    // --fail-on-diff, and something differed or failed: the report says what.
+                    Ok(true) => ExitCode::from(1),
+                    Err(e) => {
+                        eprintln!("heliosburn: {e:#}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
+        };
         return match runtime.block_on(control::client::run(&mgmt, token, cli.json, cmd)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

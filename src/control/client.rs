@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::cli::{Command, RecordingCommand};
+use crate::cli::{ApiCommand as Command, RecordingCommand};
 
 pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> Result<()> {
     let base = if mgmt.starts_with("http://") {
@@ -159,7 +159,6 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> R
     emit(&out)
 }
 
-/// Writes the output; a reader that went away (`| head`) is not an error.
 /// Streams an export to `output` (or standard output), a chunk at a time.
 async fn export(mut resp: reqwest::Response, output: Option<&std::path::Path>) -> Result<()> {
     use std::io::Write;
@@ -191,12 +190,7 @@ async fn export(mut resp: reqwest::Response, output: Option<&std::path::Path>) -
 }
 
 fn emit(text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("writing to stdout"),
-    }
+    crate::cli::emit(text).context("writing to stdout")
 }
 
 fn s(v: &Value) -> String {
@@ -213,14 +207,7 @@ const MAX_CELL: usize = 60;
 /// A cell as a terminal may show it: control characters escaped (a name cannot move the
 /// cursor or recolour the screen), at most [`MAX_CELL`] characters.
 fn cell(text: &str) -> String {
-    let mut out = String::new();
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
+    let mut out = crate::cli::escape(text);
     if out.chars().count() > MAX_CELL {
         out = out.chars().take(MAX_CELL - 1).collect::<String>() + "…";
     }
