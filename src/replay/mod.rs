@@ -55,6 +55,18 @@ enum Pacing {
     AsFastAsPossible,
 }
 
+impl Pacing {
+    /// When the request of the `index`th transaction, which began at `at` in a recording
+    /// that began at `t0`, is due, from the replay's start.
+    fn offset(self, t0: DateTime<Utc>, at: DateTime<Utc>, index: u64) -> Duration {
+        match self {
+            Pacing::Recorded { speed } => (at - t0).to_std().unwrap_or_default().div_f64(speed),
+            Pacing::Rate(rate) => Duration::from_secs_f64(index as f64 / rate),
+            Pacing::AsFastAsPossible => Duration::ZERO,
+        }
+    }
+}
+
 /// The report: counts, and the exchanges that differed, failed or were skipped.
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -235,16 +247,9 @@ async fn drive(
     let mut index = 0u64;
     while let Some(doc) = rx.recv().await {
         let doc = doc?;
+        let t0 = *first.get_or_insert(doc.created_at);
         // Never earlier than the one before: recorded order is kept.
-        due = due.max(match pacing {
-            Pacing::Recorded { speed } => {
-                let t0 = *first.get_or_insert(doc.created_at);
-                let offset = (doc.created_at - t0).to_std().unwrap_or_default();
-                start + offset.div_f64(speed)
-            }
-            Pacing::Rate(rate) => start + Duration::from_secs_f64(index as f64 / rate),
-            Pacing::AsFastAsPossible => start,
-        });
+        due = due.max(start + pacing.offset(t0, doc.created_at, index));
         tokio::time::sleep_until(due).await;
         let permit = room.clone().acquire_owned().await?;
         while let Some(done) = running.try_join_next() {
@@ -599,5 +604,31 @@ impl Api {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_due_as_recorded_scaled_or_at_a_rate() {
+        let t0 = Utc::now();
+        let at = t0 + chrono::Duration::milliseconds(1500);
+        let ms = |d: Duration| d.as_millis();
+        assert_eq!(ms(Pacing::Recorded { speed: 1.0 }.offset(t0, at, 3)), 1500);
+        assert_eq!(ms(Pacing::Recorded { speed: 3.0 }.offset(t0, at, 3)), 500);
+        // Captured slightly out of order: due at once, never before the start.
+        assert_eq!(ms(Pacing::Recorded { speed: 1.0 }.offset(at, t0, 3)), 0);
+        assert_eq!(ms(Pacing::Rate(4.0).offset(t0, at, 3)), 750);
+        assert_eq!(ms(Pacing::AsFastAsPossible.offset(t0, at, 3)), 0);
+    }
+
+    #[test]
+    fn targets_keep_their_prefix_and_refuse_what_cannot_take_a_path() {
+        assert_eq!(target_base("http://h:8/api/").unwrap(), "http://h:8/api");
+        assert_eq!(target_base("https://h").unwrap(), "https://h");
+        assert!(target_base("h:8").is_err());
+        assert!(target_base("http://h/?q=1").is_err());
     }
 }

@@ -24,6 +24,7 @@ mod protocols;
 mod recording;
 mod redaction;
 mod redis_link;
+mod replay;
 mod seed;
 mod store;
 mod upstream_errors;
