@@ -116,6 +116,16 @@ impl BodyCapture {
         self.truncated = true;
     }
 
+    /// The bytes kept (base64 decoded; none when the base64 is broken).
+    pub fn bytes(&self) -> Vec<u8> {
+        match self.encoding {
+            BodyEncoding::Utf8 => self.data.as_bytes().to_vec(),
+            BodyEncoding::Base64 => base64::engine::general_purpose::STANDARD
+                .decode(&self.data)
+                .unwrap_or_default(),
+        }
+    }
+
     /// The capture of the bytes kept (already cut at the limit) of a body of `size`
     /// bytes in all: truncated when they are fewer; UTF-8 text as it is, else base64.
     pub fn from_bytes(bytes: &[u8], size: u64) -> Self {

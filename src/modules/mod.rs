@@ -15,6 +15,7 @@ pub mod set;
 pub mod slow_consumer;
 pub mod static_response;
 pub mod tag_header;
+pub mod traffic_playback;
 pub mod traffic_reader;
 pub mod traffic_recorder;
 pub mod traffic_streamer;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::factory::{Factory, Kind, ModuleConfig};
 use super::{
-    slow_consumer, static_response, tag_header, traffic_reader, traffic_recorder, traffic_streamer,
+    slow_consumer, static_response, tag_header, traffic_playback, traffic_reader, traffic_recorder,
+    traffic_streamer,
 };
 use crate::config::{ConfigError, ModuleEntry, ModulesConfig, Problem};
 use crate::resources::{Claimant, Claimed, FeedUse};
@@ -17,6 +18,7 @@ pub static REGISTRY: &[&Factory] = &[
     &traffic_reader::FACTORY,
     &tag_header::FACTORY,
     &static_response::FACTORY,
+    &traffic_playback::FACTORY,
     &traffic_recorder::FACTORY,
     &traffic_streamer::FACTORY,
     &slow_consumer::FACTORY,

@@ -272,6 +272,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The request body on its way up: the client's stream, copied on the side if asked,
 /// and given up (as the client's fault) when it stalls.
 pub struct RequestBody {
+    /// Frames read before the request phase ([`read_prefix`]), sent first.
+    prefix: std::collections::VecDeque<Frame<Bytes>>,
     inner: Incoming,
     capture: Option<SharedCapture>,
     watch: Arc<BodyWatch>,
@@ -289,6 +291,7 @@ impl RequestBody {
         stall: Duration,
     ) -> Self {
         Self {
+            prefix: Default::default(),
             inner,
             capture,
             watch,
@@ -297,6 +300,60 @@ impl RequestBody {
             armed: false,
         }
     }
+
+    /// Sends these frames (read from `inner` already) before the rest of `inner`.
+    pub fn with_prefix(self, prefix: std::collections::VecDeque<Frame<Bytes>>) -> Self {
+        Self { prefix, ..self }
+    }
+}
+
+/// Why a request body could not be read before the request phase.
+pub enum PrefixError {
+    Malformed(String),
+    Stalled(Duration),
+}
+
+/// Reads the start of a request body before the request phase: frames until more than
+/// `want` bytes of data came, the body ended, or a trailers frame; each frame must come
+/// within `stall`. Returns the frames read (to be sent first) and what they hold.
+pub async fn read_prefix(
+    body: &mut Incoming,
+    want: usize,
+    stall: Duration,
+) -> Result<
+    (
+        std::collections::VecDeque<Frame<Bytes>>,
+        crate::proxy::BodyPrefix,
+    ),
+    PrefixError,
+> {
+    use http_body_util::BodyExt as _;
+    let mut frames = std::collections::VecDeque::new();
+    let mut data = bytes::BytesMut::new();
+    let mut whole = body.is_end_stream();
+    while !whole && data.len() <= want {
+        match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => return Err(PrefixError::Stalled(stall)),
+            Ok(None) => whole = true,
+            Ok(Some(Err(e))) => return Err(PrefixError::Malformed(e.to_string())),
+            Ok(Some(Ok(frame))) => {
+                let trailers = !frame.is_data();
+                if let Some(d) = frame.data_ref() {
+                    data.extend_from_slice(&d[..d.len().min(want + 1 - data.len())]);
+                }
+                frames.push_back(frame);
+                // Trailers end a body.
+                whole = trailers || body.is_end_stream();
+            }
+        }
+    }
+    let whole = whole && data.len() <= want;
+    data.truncate(want);
+    let prefix = crate::proxy::BodyPrefix {
+        data: data.freeze(),
+        whole,
+    };
+    Ok((frames, prefix))
 }
 
 impl Body for RequestBody {
@@ -308,6 +365,13 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(frame) = this.prefix.pop_front() {
+            if let (Some(data), Some(cap)) = (frame.data_ref(), &this.capture) {
+                cap.lock().unwrap_or_else(|p| p.into_inner()).push(data);
+            }
+            this.watch.progressed();
+            return Poll::Ready(Some(Ok(frame)));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(cap)) = (frame.data_ref(), &this.capture) {
@@ -350,11 +414,22 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.prefix.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let held: u64 = self
+            .prefix
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
     }
 }
 

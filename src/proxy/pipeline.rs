@@ -26,6 +26,9 @@ pub struct Exchange {
     pub extensions: http::Extensions,
     /// The request body as captured beside the stream (when a phase asked for it).
     pub request_body: Option<Capture>,
+    /// The first bytes of the request body, read before the request phase because a
+    /// phase asked for them ([`Phase::request_body_needed`]); they are forwarded first.
+    pub request_prefix: Option<BodyPrefix>,
     /// The response body as captured beside the stream.
     pub response_body: Option<Capture>,
     /// The status sent to the client, once known.
@@ -47,6 +50,7 @@ impl Exchange {
             started: Instant::now(),
             extensions: http::Extensions::new(),
             request_body: None,
+            request_prefix: None,
             response_body: None,
             status: None,
             bytes_sent: 0,
@@ -54,6 +58,15 @@ impl Exchange {
             internal: false,
         }
     }
+}
+
+/// The start of a request body, read before the request phase.
+#[derive(Debug, Clone, Default)]
+pub struct BodyPrefix {
+    /// At most the most bytes a phase asked for.
+    pub data: Bytes,
+    /// Whether `data` is the whole body (else the body goes on past it).
+    pub whole: bool,
 }
 
 /// What the request phase decided.
@@ -89,6 +102,13 @@ pub trait Phase: Send + Sync + 'static {
     fn capture_limit(&self) -> usize {
         0
     }
+    /// Bytes of the request body this phase must see in [`Phase::on_request`] (0: none,
+    /// the default). When a phase asks, the proxy reads that much of the body before the
+    /// request phase, holds it in [`Exchange::request_prefix`], and forwards it first:
+    /// the body streams on after it. Playback matching on bodies asks; nothing else should.
+    fn request_body_needed(&self) -> usize {
+        0
+    }
 }
 
 /// The running phases, in order, as one exchange sees them.
@@ -96,6 +116,7 @@ pub trait Phase: Send + Sync + 'static {
 pub struct Pipeline {
     phases: Vec<Arc<dyn Phase>>,
     capture_limit: usize,
+    request_body_needed: usize,
 }
 
 /// How far the request phase went: the response and completion phases run for the
@@ -111,10 +132,21 @@ impl Reached {
 impl Pipeline {
     pub fn new(phases: Vec<Arc<dyn Phase>>) -> Self {
         let capture_limit = phases.iter().map(|p| p.capture_limit()).max().unwrap_or(0);
+        let request_body_needed = phases
+            .iter()
+            .map(|p| p.request_body_needed())
+            .max()
+            .unwrap_or(0);
         Self {
             phases,
             capture_limit,
+            request_body_needed,
         }
+    }
+
+    /// The most request body bytes a phase must see before deciding (0: none).
+    pub fn request_body_needed(&self) -> usize {
+        self.request_body_needed
     }
 
     /// The most body bytes any phase wants captured (0: capture nothing).

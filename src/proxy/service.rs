@@ -15,7 +15,8 @@ use hyper_util::rt::TokioIo;
 
 use crate::config::Upstream;
 use crate::proxy::body::{
-    BodyWatch, Capture, CaptureBudget, CaptureStats, Completion, RequestBody, ResponseBody,
+    read_prefix, BodyWatch, Capture, CaptureBudget, CaptureStats, Completion, PrefixError,
+    RequestBody, ResponseBody,
 };
 use crate::proxy::error::ProxyError;
 use crate::proxy::framing::WireMarks;
@@ -176,19 +177,52 @@ impl Forwarder {
         ex.internal = self.internal;
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let (mut parts, body) = req.into_parts();
+        let (mut parts, mut body) = req.into_parts();
         let (method, uri) = (parts.method.clone(), parts.uri.clone());
+        let declared = body.size_hint().exact();
 
         // Requests the proxy does not forward never reach the pipeline (nor a recording).
         let ambiguous = client.wire.as_ref().is_some_and(|w| w.next_is_ambiguous());
+        let mut prefix = std::collections::VecDeque::new();
         let (decision, reached) = match refusal(&parts, ambiguous) {
             Some((status, reason)) => (Decision::Fail { status, reason }, Reached::NONE),
-            None => pipeline.request(&mut ex, &mut parts),
+            None => {
+                let needed = pipeline.request_body_needed();
+                let read = match needed {
+                    0 => Ok(()),
+                    _ if upgrade => Ok(()),
+                    _ => read_prefix(&mut body, needed, self.settings.client_body_timeout)
+                        .await
+                        .map(|(frames, data)| {
+                            prefix = frames;
+                            ex.request_prefix = Some(data);
+                        }),
+                };
+                match read {
+                    Ok(()) => pipeline.request(&mut ex, &mut parts),
+                    Err(PrefixError::Malformed(cause)) => (
+                        Decision::Fail {
+                            status: StatusCode::BAD_REQUEST,
+                            reason: format!("the request body is broken: {cause}"),
+                        },
+                        Reached::NONE,
+                    ),
+                    Err(PrefixError::Stalled(after)) => (
+                        Decision::Fail {
+                            status: StatusCode::REQUEST_TIMEOUT,
+                            reason: format!(
+                                "the client sent nothing of its request body for {after:?}"
+                            ),
+                        },
+                        Reached::NONE,
+                    ),
+                }
+            }
         };
         let limit = pipeline.capture_limit();
         let request_capture = (limit > 0).then(|| {
             let mut c = Capture::new(limit, self.captures.clone());
-            c.expect(body.size_hint().exact());
+            c.expect(declared);
             Arc::new(Mutex::new(c))
         });
         let mut done = Box::new(Completion {
@@ -229,7 +263,8 @@ impl Forwarder {
                 request_capture,
                 watch.clone(),
                 self.settings.client_body_timeout,
-            ),
+            )
+            .with_prefix(prefix),
         );
 
         let timeout = self.settings.upstream_timeout;

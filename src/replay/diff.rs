@@ -11,12 +11,11 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use base64::Engine as _;
 use regex::Regex;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::traffic::{BodyCapture, BodyEncoding, MultiMap, ResponseInfo};
+use crate::traffic::{BodyCapture, MultiMap, ResponseInfo};
 
 /// Headers whose values differ between two answers of an unchanged service.
 pub const DEFAULT_IGNORED_HEADERS: &[&str] = &[
@@ -299,16 +298,6 @@ impl std::fmt::Display for Difference {
     }
 }
 
-/// The bytes a capture holds.
-pub fn capture_bytes(body: &BodyCapture) -> Vec<u8> {
-    match body.encoding {
-        BodyEncoding::Utf8 => body.data.as_bytes().to_vec(),
-        BodyEncoding::Base64 => base64::engine::general_purpose::STANDARD
-            .decode(&body.data)
-            .unwrap_or_default(),
-    }
-}
-
 /// Every difference between the recorded response and the replayed one, under `rules`.
 pub fn compare(rules: &Rules, recorded: &ResponseInfo, replayed: &Replayed) -> Vec<Difference> {
     let mut out = Vec::new();
@@ -371,7 +360,7 @@ fn without_expiry(cookie: &str) -> String {
 }
 
 fn compare_body(rules: &Rules, recorded: &BodyCapture, replayed: &[u8]) -> Vec<Difference> {
-    let rec = capture_bytes(recorded);
+    let rec = recorded.bytes();
     if !recorded.truncated {
         let as_json = |b: &[u8]| serde_json::from_slice::<Value>(b).ok();
         if let (Some(a), Some(b)) = (as_json(&rec), as_json(replayed)) {

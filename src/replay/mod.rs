@@ -369,7 +369,7 @@ impl Sender {
                 );
                 return (url, Outcome::Skipped(reason), dropped);
             }
-            Some(b) => diff::capture_bytes(b),
+            Some(b) => b.bytes(),
             None => Vec::new(),
         };
         let mut builder = self.client.request(method, &url).headers(headers);
