@@ -32,6 +32,19 @@ pub fn load(
     mgmt: Option<String>,
     mgmt_token: Option<String>,
 ) -> Result<Loaded, ConfigError> {
+    load_with(args, mgmt, mgmt_token, None)
+}
+
+/// [`load`], with the modules given instead of read from `--modules` (`heliosburn
+/// serve`'s). Given modules may do without an upstream: they answer every request
+/// themselves, so the upstream is then a placeholder nothing reaches.
+pub fn load_with(
+    args: &RunArgs,
+    mgmt: Option<String>,
+    mgmt_token: Option<String>,
+    given: Option<ModulesConfig>,
+) -> Result<Loaded, ConfigError> {
+    let upstream_optional = given.is_some();
     let mut problems = Vec::new();
     let (file_name, file) = match &args.config {
         Some(p) => (p.display().to_string(), SettingsFile::load(p)),
@@ -57,6 +70,13 @@ pub fn load(
         }
     };
     let upstream = settings.as_ref().and_then(|s| s.upstream.clone());
+    let upstream = match upstream {
+        None if upstream_optional => Some(Upstream {
+            host: "127.0.0.1".into(),
+            port: 0,
+        }),
+        other => other,
+    };
     if settings.is_some() && upstream.is_none() {
         problems.push(Problem {
             file: file_name.clone(),
@@ -64,9 +84,10 @@ pub fn load(
             message: "no upstream: pass --upstream http://HOST:PORT or set `upstream:` in the settings file (--config)".into(),
         });
     }
-    let modules = match &args.modules {
-        Some(p) => ModulesConfig::load(p),
-        None => Ok(registry::default_config()),
+    let modules = match (given, &args.modules) {
+        (Some(m), _) => Ok(m),
+        (None, Some(p)) => ModulesConfig::load(p),
+        (None, None) => Ok(registry::default_config()),
     };
     let modules = match modules.and_then(|m| registry::configure(&m)) {
         Ok(m) => Some(m),

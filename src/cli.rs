@@ -76,6 +76,40 @@ pub enum Command {
     /// Send a recording's requests again to a target, paced as recorded, and report how
     /// each answer differs from the recorded one.
     Replay(ReplayArgs),
+    /// Answer requests from a recording, with no upstream: the recorded service as a
+    /// mock (TrafficPlayback in one command).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The recording to answer from (in the store at --data-dir).
+    pub recording: String,
+    /// Address to answer on [default: 127.0.0.1:8880].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub bind: Option<String>,
+    /// Directory of the embedded store that holds the recording [default: ./heliosburn-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Proxy settings file (YAML), as for a run.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What a request the recording has no answer for gets: 404, 502, or forward (to
+    /// --upstream).
+    #[arg(long, value_name = "WHAT", default_value = "404")]
+    pub on_miss: String,
+    /// The service to forward misses to (with --on-miss forward).
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Match request bodies too (JSON as data), not only method, path and query.
+    #[arg(long)]
+    pub match_body: bool,
+    /// A request header whose value must match too (repeatable).
+    #[arg(long = "match-header", value_name = "NAME")]
+    pub match_headers: Vec<String>,
+    /// Log level or filter (error, warn, info, debug, trace); overrides RUST_LOG.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
 }
 
 /// The commands that are one request to a running proxy's management API.

@@ -24,12 +24,14 @@ fn main() -> ExitCode {
         }
     };
     if let Some(cmd) = cli.command {
-        let mgmt = cli.mgmt.unwrap_or_else(|| "127.0.0.1:5150".into());
+        let mgmt = || cli.mgmt.clone().unwrap_or_else(|| "127.0.0.1:5150".into());
         let token = cli.mgmt_token.as_deref();
-        let cmd = match cmd {
-            cli::Command::Api(cmd) => cmd,
+        return match cmd {
+            cli::Command::Serve(args) => {
+                serve(args, cli.mgmt.clone(), cli.mgmt_token.clone(), &runtime)
+            }
             cli::Command::Replay(args) => {
-                return match runtime.block_on(replay::run(&mgmt, token, cli.json, args)) {
+                match runtime.block_on(replay::run(&mgmt(), token, cli.json, args)) {
                     Ok(false) => ExitCode::SUCCESS,
                     // --fail-on-diff, and something differed or failed: the report says what.
                     Ok(true) => ExitCode::from(1),
@@ -37,14 +39,16 @@ fn main() -> ExitCode {
                         eprintln!("heliosburn: {e:#}");
                         ExitCode::from(2)
                     }
-                };
+                }
             }
-        };
-        return match runtime.block_on(control::client::run(&mgmt, token, cli.json, cmd)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("heliosburn: {e:#}");
-                ExitCode::FAILURE
+            cli::Command::Api(cmd) => {
+                match runtime.block_on(control::client::run(&mgmt(), token, cli.json, cmd)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("heliosburn: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
             }
         };
     }
@@ -56,15 +60,59 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cli.run.check_config {
+    run_proxy(loaded, &cli.run, &runtime)
+}
+
+/// `heliosburn serve`: the proxy with TrafficPlayback on a recording as its modules.
+fn serve(
+    args: cli::ServeArgs,
+    mgmt: Option<String>,
+    token: Option<String>,
+    runtime: &tokio::runtime::Runtime,
+) -> ExitCode {
+    if args.on_miss.trim() == "forward" && args.upstream.is_none() {
+        eprintln!("heliosburn: --on-miss forward needs --upstream URL (where misses go)");
+        return ExitCode::from(2);
+    }
+    let modules = heliosburn::modules::registry::playback_config(
+        &args.recording,
+        &args.on_miss,
+        args.match_body,
+        &args.match_headers,
+        args.upstream.is_some(),
+    );
+    let run = cli::RunArgs {
+        upstream: args.upstream,
+        bind: args.bind,
+        config: args.config,
+        data_dir: args.data_dir,
+        log_level: args.log_level,
+        ..cli::RunArgs::default()
+    };
+    match app::load_with(&run, mgmt, token, Some(modules)) {
+        Ok(loaded) => run_proxy(loaded, &run, runtime),
+        Err(e) => {
+            eprint!("heliosburn: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the proxy on a loaded configuration until a signal (or only checks it).
+fn run_proxy(
+    loaded: app::Loaded,
+    run: &cli::RunArgs,
+    runtime: &tokio::runtime::Runtime,
+) -> ExitCode {
+    if run.check_config {
         for w in &loaded.resources.warnings {
             eprintln!("heliosburn: warning: {w}");
         }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
-    init_logging(&loaded.settings.log_level, cli.run.log_level.is_some());
-    match runtime.block_on(app::run(loaded, cli.run.modules.as_deref())) {
+    init_logging(&loaded.settings.log_level, run.log_level.is_some());
+    match runtime.block_on(app::run(loaded, run.modules.as_deref())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Once, on stderr where the log goes too; not also as a log line.

@@ -171,6 +171,56 @@ pub fn default_config() -> ModulesConfig {
     }
 }
 
+/// What `heliosburn serve` runs: TrafficPlayback on the recording (with the live window
+/// fed, so the traffic can be watched), and, when there is no upstream, a last phase that
+/// fails what playback lets through (were it stopped) instead of forwarding it nowhere.
+pub fn playback_config(
+    recording: &str,
+    on_miss: &str,
+    match_body: bool,
+    match_headers: &[String],
+    has_upstream: bool,
+) -> ModulesConfig {
+    use yaml_serde::{Mapping, Value};
+    let entry = |name: &str, key: &str, kwargs: Mapping| ModuleEntry {
+        name: name.into(),
+        kwargs: Value::Mapping(kwargs),
+        key: key.into(),
+    };
+    let mut matching = Mapping::new();
+    matching.insert("body".into(), match_body.into());
+    matching.insert(
+        "headers".into(),
+        Value::Sequence(match_headers.iter().map(|h| h.as_str().into()).collect()),
+    );
+    let mut playback = Mapping::new();
+    playback.insert("recording".into(), recording.into());
+    playback.insert("on_miss".into(), on_miss.into());
+    playback.insert("match".into(), Value::Mapping(matching));
+    let mut pipeline = vec![
+        entry(traffic_reader::FACTORY.name, "pipeline[0]", Mapping::new()),
+        entry(traffic_playback::FACTORY.name, "pipeline[1]", playback),
+    ];
+    if !has_upstream {
+        let mut fail = Mapping::new();
+        fail.insert("status".into(), 502.into());
+        fail.insert(
+            "fail".into(),
+            format!("heliosburn serve has no upstream: only recording {recording} answers (start TrafficPlayback)").into(),
+        );
+        pipeline.push(entry(static_response::FACTORY.name, "pipeline[2]", fail));
+    }
+    ModulesConfig {
+        file: format!("(serve {recording})"),
+        pipeline,
+        support: vec![entry(
+            traffic_streamer::FACTORY.name,
+            "support[0]",
+            Mapping::new(),
+        )],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +228,40 @@ mod tests {
 
     fn plan(text: &str) -> Result<ModulePlan, ConfigError> {
         configure(&ModulesConfig::parse("m.yaml", text).unwrap())
+    }
+
+    #[test]
+    fn serve_configures_playback_and_a_guard_without_upstream() {
+        let p = configure(&playback_config(
+            "r1",
+            "404",
+            true,
+            &["accept".into()],
+            false,
+        ))
+        .unwrap();
+        let names: Vec<&str> = p.all().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "TrafficReader",
+                "TrafficPlayback",
+                "StaticResponse",
+                "TrafficStreamer"
+            ]
+        );
+        assert!(resolve(&p.file, &p.claimants(), None)
+            .unwrap()
+            .warnings
+            .is_empty());
+        let err = configure(&playback_config("r1", "410", false, &[], true))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("on_miss: expected 404, 502 or forward, found `410`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod limits;
 mod live;
 mod pages;
 mod pipeline;
+mod playback;
 mod protocols;
 mod recording;
 mod redaction;

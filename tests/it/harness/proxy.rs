@@ -57,6 +57,8 @@ impl Drop for TempDir {
 /// command against the same data directory.
 #[derive(Clone, Default)]
 pub struct ProxyBuilder {
+    /// A subcommand and its arguments, before the common flags (`serve ID`).
+    command: Vec<String>,
     upstream: Option<String>,
     args: Vec<String>,
     config: Option<String>,
@@ -75,6 +77,13 @@ impl ProxyBuilder {
 
     pub fn upstream_url(mut self, url: impl Into<String>) -> Self {
         self.upstream = Some(url.into());
+        self
+    }
+
+    /// Runs a subcommand (`["serve", ID]`) instead of the plain proxy; the common flags
+    /// (`--bind`, `--mgmt`, `--data-dir`) follow it.
+    pub fn command(mut self, words: &[&str]) -> Self {
+        self.command = words.iter().map(|w| w.to_string()).collect();
         self
     }
 
@@ -134,14 +143,15 @@ impl ProxyBuilder {
             }
             None => Command::new(BIN),
         };
-        cmd.args([
-            "--bind",
-            "127.0.0.1:0",
-            "--mgmt",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"));
+        cmd.args(&self.command)
+            .args([
+                "--bind",
+                "127.0.0.1:0",
+                "--mgmt",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"));
         if let Some(u) = &self.upstream {
             cmd.args(["--upstream", u]);
         }

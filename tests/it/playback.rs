@@ -1,0 +1,249 @@
+//! Playback (issue 9, item 5): a recording answers requests itself, as `heliosburn serve`
+//! with the upstream gone, and as the TrafficPlayback module in a pipeline (bodies
+//! matched, misses forwarded).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Response;
+use serde_json::{json, Value};
+
+use crate::harness::recordings::{create_recording, start_recording, stop_recording};
+use crate::harness::{body, wait_refused, Http, Resp, TempDir, TestProxy, Upstream};
+
+async fn post(http: &Http, url: &str, json: &str) -> Resp {
+    let req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(body(json.to_owned()))
+        .unwrap();
+    http.send(req).await
+}
+
+#[tokio::test]
+async fn serve_answers_a_recorded_sequence_with_the_upstream_gone() {
+    let attempts = Arc::new(AtomicU64::new(0));
+    let seen = attempts.clone();
+    let avatar: Vec<u8> = (0..=255u8).rev().collect();
+    let served = avatar.clone();
+    let up = Upstream::new()
+        .route("/login", move |_| {
+            // The first attempt fails, the next succeed: a sequence to play back.
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                Response::builder()
+                    .status(401)
+                    .header("content-type", "application/json")
+                    .body(Bytes::from_static(br#"{"error":"bad password"}"#))
+                    .unwrap()
+            } else {
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .header("x-session", "s-1")
+                    .body(Bytes::from_static(br#"{"welcome":"ada"}"#))
+                    .unwrap()
+            }
+        })
+        .route("/me", |_| {
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Bytes::from_static(br#"{"name":"Ada"}"#))
+                .unwrap()
+        })
+        .route("/avatar", move |_| {
+            Response::builder()
+                .header("content-type", "image/png")
+                .body(Bytes::from(served.clone()))
+                .unwrap()
+        })
+        .run()
+        .await;
+    let dir = Arc::new(TempDir::new("playback"));
+    let mut proxy = TestProxy::builder()
+        .upstream(&up)
+        .data_dir(dir.clone())
+        .start()
+        .await;
+    let id = create_recording(&proxy, "login", "").await;
+    start_recording(&proxy, &id).await;
+    let http = Http::new();
+    assert_eq!(
+        post(&http, &proxy.url("/login"), r#"{"user":"ada"}"#)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        post(&http, &proxy.url("/login"), r#"{"user":"ada"}"#)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(http.get(&proxy.url("/me?a=1&b=2")).await.status, 200);
+    assert_eq!(http.get(&proxy.url("/avatar")).await.body, avatar);
+    stop_recording(&proxy, &id).await;
+    proxy.sigterm();
+    assert!(proxy.wait().await.success());
+    let gone = up.addr();
+    drop(up);
+    wait_refused(gone).await;
+
+    let mock = TestProxy::builder()
+        .command(&["serve", &id])
+        .data_dir(dir.clone())
+        .start()
+        .await;
+    let login = |n: &str| format!("{}{n}", mock.proxy_url());
+    let r = post(&http, &login("/login"), r#"{"user":"ada"}"#).await;
+    assert_eq!(
+        (r.status.as_u16(), r.text()),
+        (401, r#"{"error":"bad password"}"#.to_owned())
+    );
+    let r = post(&http, &login("/login"), r#"{"user":"ada"}"#).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, r#"{"welcome":"ada"}"#.to_owned()));
+    assert_eq!(r.header("x-session"), Some("s-1"));
+    assert_eq!(r.header("content-length"), Some("17"));
+    // The sequence ran out: its last answer repeats.
+    assert_eq!(post(&http, &login("/login"), "{}").await.status, 200);
+    // The query matches as a set of pairs, in any order.
+    let r = http.get(&login("/me?b=2&a=1")).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, r#"{"name":"Ada"}"#.to_owned()));
+    assert_eq!(http.get(&login("/avatar")).await.body, avatar);
+    let r = http.get(&login("/nope?x=1")).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json()["error"],
+        format!("no recorded answer for GET /nope?x=1 in recording {id}")
+    );
+
+    let status = mock.mgmt_get("/status?module=TrafficPlayback").await.json();
+    let c = &status["message"][0]["counters"];
+    assert_eq!(
+        (
+            c["hits"].as_u64(),
+            c["repeats"].as_u64(),
+            c["misses"].as_u64()
+        ),
+        (Some(5), Some(1), Some(1)),
+        "{status}"
+    );
+    assert_eq!(c["missed"], json!({ "GET /nope?x=1": 1 }));
+    // A reset starts every sequence over.
+    let r = mock
+        .mgmt_post("/modules/TrafficPlayback/reset", Value::Null)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(post(&http, &login("/login"), "{}").await.status, 401);
+    // The live window shows what the mock answered.
+    let live = mock.mgmt_get("/traffic?since=0").await.json();
+    assert!(live["count"].as_u64().unwrap() >= 1, "{live}");
+}
+
+#[tokio::test]
+async fn bodies_select_the_answer_and_misses_go_upstream() {
+    let up = Upstream::new()
+        .route("/search", |seen| {
+            let q: Value = serde_json::from_slice(seen.body.as_deref().unwrap_or(b"{}"))
+                .unwrap_or(Value::Null);
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Bytes::from(json!({ "recorded": q["q"] }).to_string()))
+                .unwrap()
+        })
+        .run()
+        .await;
+    let proxy = TestProxy::start(&up).await;
+    let id = create_recording(&proxy, "search", "").await;
+    start_recording(&proxy, &id).await;
+    let http = Http::new();
+    for q in ["a", "b"] {
+        let r = post(
+            &http,
+            &proxy.url("/search"),
+            &format!(r#"{{"q":"{q}","page":1}}"#),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    stop_recording(&proxy, &id).await;
+
+    let live = Upstream::new()
+        .route("/search", |seen| {
+            Response::builder()
+                .header("x-live", "yes")
+                .body(Bytes::from(format!(
+                    "live saw {} bytes",
+                    seen.body.as_ref().map_or(0, |b| b.len())
+                )))
+                .unwrap()
+        })
+        .run()
+        .await;
+    let modules = format!(
+        "pipeline:\n  - name: TrafficPlayback\n    kwargs: {{recording: '{id}', on_miss: forward, match: {{body: true}}}}\nsupport: []\n"
+    );
+    let mut proxy = proxy;
+    proxy.sigterm();
+    assert!(proxy.wait().await.success());
+    let mock = proxy
+        .again()
+        .upstream(&live)
+        .modules_yaml(&modules)
+        .start()
+        .await;
+
+    // The same data in another order and spacing is the recorded request.
+    let r = post(&http, &mock.url("/search"), r#"{ "page": 1, "q": "b" }"#).await;
+    assert_eq!(
+        (r.status.as_u16(), r.text()),
+        (200, r#"{"recorded":"b"}"#.to_owned())
+    );
+    let r = post(&http, &mock.url("/search"), r#"{"q":"a","page":1}"#).await;
+    assert_eq!(r.text(), r#"{"recorded":"a"}"#);
+    // Another body is a miss, forwarded whole, the bytes read to match it included.
+    let r = post(&http, &mock.url("/search"), r#"{"q":"c","page":1}"#).await;
+    assert_eq!(
+        (r.header("x-live"), r.text()),
+        (Some("yes"), "live saw 18 bytes".to_owned())
+    );
+    let big = format!(r#"{{"q":"{}"}}"#, "x".repeat(300_000));
+    let r = post(&http, &mock.url("/search"), &big).await;
+    assert_eq!(r.text(), format!("live saw {} bytes", big.len()));
+    assert_eq!(live.last_request().body.as_deref(), Some(big.as_bytes()));
+    let c = &mock.mgmt_get("/status?module=TrafficPlayback").await.json()["message"][0]["counters"];
+    assert_eq!(
+        (c["hits"].as_u64(), c["misses"].as_u64()),
+        (Some(2), Some(2)),
+        "{c}"
+    );
+}
+
+#[tokio::test]
+async fn serve_says_what_is_wrong() {
+    let dir = Arc::new(TempDir::new("serve-errors"));
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let out = crate::harness::run_to_end(&[
+        "serve",
+        "no-such",
+        "--data-dir",
+        data,
+        "--bind",
+        "127.0.0.1:0",
+        "--mgmt",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TrafficPlayback: kwarg recording: no recording with id `no-such`"),
+        "{stderr}"
+    );
+    let out =
+        crate::harness::run_to_end(&["serve", "x", "--on-miss", "forward", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--on-miss forward needs --upstream URL"));
+    let out = crate::harness::run_to_end(&["serve", "x", "--on-miss", "418", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("on_miss: expected 404, 502 or forward, found `418`"));
+}
