@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, ServeArgs};
 use crate::config::{
     ConfigError, ModulesConfig, Overrides, Problem, Settings, SettingsFile, Upstream,
 };
@@ -119,6 +119,41 @@ pub fn load_with(
         }
         _ => Err(ConfigError { problems }),
     }
+}
+
+/// `heliosburn serve`'s configuration: the settings from its flags (and `--config`), and
+/// TrafficPlayback on the recording as the modules. Returns the run's arguments with it.
+pub fn load_serve(
+    args: ServeArgs,
+    mgmt: Option<String>,
+    mgmt_token: Option<String>,
+) -> Result<(RunArgs, Loaded), ConfigError> {
+    if args.on_miss.trim() == "forward" && args.upstream.is_none() {
+        return Err(ConfigError {
+            problems: vec![Problem {
+                file: "(flags)".into(),
+                key: "on-miss".into(),
+                message: "--on-miss forward needs --upstream URL (where misses go)".into(),
+            }],
+        });
+    }
+    let modules = registry::playback_config(
+        &args.recording,
+        &args.on_miss,
+        args.match_body,
+        &args.match_headers,
+        args.upstream.is_some(),
+    );
+    let run = RunArgs {
+        upstream: args.upstream,
+        bind: args.bind,
+        config: args.config,
+        data_dir: args.data_dir,
+        log_level: args.log_level,
+        ..RunArgs::default()
+    };
+    let loaded = load_with(&run, mgmt, mgmt_token, Some(modules))?;
+    Ok((run, loaded))
 }
 
 /// Runs the proxy until SIGINT/SIGTERM, then drains and stops.

@@ -70,27 +70,8 @@ fn serve(
     token: Option<String>,
     runtime: &tokio::runtime::Runtime,
 ) -> ExitCode {
-    if args.on_miss.trim() == "forward" && args.upstream.is_none() {
-        eprintln!("heliosburn: --on-miss forward needs --upstream URL (where misses go)");
-        return ExitCode::from(2);
-    }
-    let modules = heliosburn::modules::registry::playback_config(
-        &args.recording,
-        &args.on_miss,
-        args.match_body,
-        &args.match_headers,
-        args.upstream.is_some(),
-    );
-    let run = cli::RunArgs {
-        upstream: args.upstream,
-        bind: args.bind,
-        config: args.config,
-        data_dir: args.data_dir,
-        log_level: args.log_level,
-        ..cli::RunArgs::default()
-    };
-    match app::load_with(&run, mgmt, token, Some(modules)) {
-        Ok(loaded) => run_proxy(loaded, &run, runtime),
+    match app::load_serve(args, mgmt, token) {
+        Ok((run, loaded)) => run_proxy(loaded, &run, runtime),
         Err(e) => {
             eprint!("heliosburn: {e}");
             ExitCode::from(2)

@@ -99,14 +99,20 @@ async fn serve_answers_a_recorded_sequence_with_the_upstream_gone() {
         (401, r#"{"error":"bad password"}"#.to_owned())
     );
     let r = post(&http, &login("/login"), r#"{"user":"ada"}"#).await;
-    assert_eq!((r.status.as_u16(), r.text()), (200, r#"{"welcome":"ada"}"#.to_owned()));
+    assert_eq!(
+        (r.status.as_u16(), r.text()),
+        (200, r#"{"welcome":"ada"}"#.to_owned())
+    );
     assert_eq!(r.header("x-session"), Some("s-1"));
     assert_eq!(r.header("content-length"), Some("17"));
     // The sequence ran out: its last answer repeats.
     assert_eq!(post(&http, &login("/login"), "{}").await.status, 200);
     // The query matches as a set of pairs, in any order.
     let r = http.get(&login("/me?b=2&a=1")).await;
-    assert_eq!((r.status.as_u16(), r.text()), (200, r#"{"name":"Ada"}"#.to_owned()));
+    assert_eq!(
+        (r.status.as_u16(), r.text()),
+        (200, r#"{"name":"Ada"}"#.to_owned())
+    );
     assert_eq!(http.get(&login("/avatar")).await.body, avatar);
     let r = http.get(&login("/nope?x=1")).await;
     assert_eq!(r.status, 404);
