@@ -1,0 +1,15 @@
+//! A HAR document as `recording import` reads it: every entry is parsed and handed on,
+//! or the reading stops with an error naming the entry; it never panics.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = heliosburn::har::read(data, "fuzz", |doc| {
+        // What playback and replay then read of it.
+        if let Some(b) = &doc.request.body {
+            let _ = b.bytes();
+        }
+        Ok(())
+    });
+});
