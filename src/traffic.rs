@@ -146,6 +146,19 @@ impl BodyCapture {
     }
 }
 
+/// Headers that belong to one connection or to a body's framing: a recorded message sent
+/// again (replay, playback) goes without them, and its client or server sets its own.
+pub const FRAMING_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+];
+
 /// RFC 3339 UTC with microseconds, the format of every `createdAt` in a message.
 pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)

@@ -321,13 +321,18 @@ async fn create_recording(
         .recordings
         .create(new.name.trim(), &new.description)
         .await?;
+    Ok(created(rec))
+}
+
+/// 201 with the new recording and its Location.
+fn created(rec: crate::traffic::Recording) -> Response {
     let location = format!("/recording/{}", rec.id);
-    Ok((
+    (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(rec),
     )
-        .into_response())
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -352,13 +357,7 @@ async fn import_recording(
             }
             super::import::ImportError::Recording(e) => e.into(),
         })?;
-    let location = format!("/recording/{}", rec.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(rec),
-    )
-        .into_response())
+    Ok(created(rec))
 }
 
 async fn get_recording(

@@ -28,7 +28,7 @@ use super::kwargs::in_range;
 use super::{Built, ModuleError, PipelineModule};
 use crate::proxy::{BodyPrefix, Decision, Exchange, Phase};
 use crate::resources::Resources;
-use crate::traffic::{BodyCapture, MultiMap, ResponseInfo, TrafficDoc};
+use crate::traffic::{BodyCapture, MultiMap, ResponseInfo, TrafficDoc, FRAMING_HEADERS};
 
 /// Answers requests from a recording.
 pub static FACTORY: Factory =
@@ -382,24 +382,11 @@ fn hash_json(v: &serde_json::Value, h: &mut blake3::Hasher) {
     }
 }
 
-/// Headers a recorded answer is not sent with: they belonged to its connection, or to a
-/// body framing that this answer's body sets again.
-const NOT_REPLAYED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "content-length",
-];
-
 fn answer(resp: &ResponseInfo) -> Answer {
     let headers = resp
         .headers
         .iter()
-        .filter(|(name, _)| !NOT_REPLAYED.contains(&name.as_str()))
+        .filter(|(name, _)| !FRAMING_HEADERS.contains(&name.as_str()))
         .flat_map(|(name, values)| values.iter().map(move |v| (name, v)))
         .filter_map(|(name, v)| {
             Some((

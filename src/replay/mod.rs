@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::cli::ReplayArgs;
-use crate::traffic::{header_multimap, TrafficDoc};
+use crate::traffic::{header_multimap, TrafficDoc, FRAMING_HEADERS};
 use diff::{Difference, Replayed, Rules};
 
 /// Transactions read from the management API per page.
@@ -31,18 +31,6 @@ const PAGE: u64 = 100;
 const MAX_BODY: usize = 16 << 20;
 /// Most exchanges each list of the report names (all are counted).
 const MAX_LISTED: usize = 1000;
-
-/// Headers that belong to one connection, or that the client recomputes.
-const NOT_SENT: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "content-length",
-];
 
 /// How requests are spaced.
 #[derive(Debug, Clone, Copy)]
@@ -342,7 +330,7 @@ impl Sender {
         let mut dropped = 0;
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, values) in &req.headers {
-            if NOT_SENT.contains(&name.as_str()) || (name == "host" && !self.keep_host) {
+            if FRAMING_HEADERS.contains(&name.as_str()) || (name == "host" && !self.keep_host) {
                 continue;
             }
             let Ok(name) = reqwest::header::HeaderName::from_bytes(name.as_bytes()) else {
