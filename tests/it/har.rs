@@ -386,6 +386,39 @@ async fn a_mitmproxy_export_imports_with_its_names_and_times() {
     assert_eq!(d["response"]["statusDescription"], "OK");
 }
 
+/// Firefox's export: a body it left out is recorded as truncated at none of its size
+/// (never as empty), a form given only as its fields is sent as that form, and times with
+/// an offset are read as UTC.
+#[tokio::test]
+async fn a_firefox_export_imports_without_passing_left_out_bodies_as_empty() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let r = import(&proxy, "", fixture("firefox.har")).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let rec = r.json();
+    assert_eq!(rec["startedAt"], "2026-11-30T09:15:12.345000Z");
+    let docs = all_traffic(&proxy, rec["id"].as_str().unwrap()).await;
+    let logo = &docs[0];
+    assert_eq!(logo["request"]["clientProtocol"], "HTTP/2.0");
+    assert_eq!(
+        logo["request"]["headers"]["accept"],
+        serde_json::json!(["image/avif,image/webp,*/*"])
+    );
+    let body = &logo["response"]["body"];
+    assert_eq!(
+        (
+            body["size"].as_u64(),
+            body["truncated"].as_bool(),
+            body["data"].as_str()
+        ),
+        (Some(5120), Some(true), Some(""))
+    );
+    let form = &docs[1];
+    assert_eq!(form["request"]["body"]["data"], "email=ada%40example.org");
+    assert_eq!(form["response"]["statusCode"], 303);
+    assert_eq!(form["response"]["body"]["size"], 0);
+}
+
 /// A document that is not HAR is refused with the entry and the field, and leaves no
 /// recording behind, from the API and from the CLI.
 #[tokio::test]
