@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer};
 use http::header::{HeaderName, HeaderValue};
 
 use crate::redis_link::Endpoint;
-use crate::resources::{Claim, Claimed, FeedEndpoint};
+use crate::resources::{Claim, Claimed, FeedEndpoint, StoreSpec};
 
 /// A port written as a number or, as the seed writes `mongo_port`, a string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +97,35 @@ pub fn header_pairs(
             Ok((name, value))
         })
         .collect()
+}
+
+/// The kwargs that name the store.
+pub const STORE_KEYS: &str = "mongo_uri, mongo_host, mongo_port, mongo_db, mongo_collection";
+
+/// The MongoDB store that `mongo_*` kwargs name, when any of `mongo_uri`, `mongo_host`
+/// and `mongo_port` is given (the URI wins over host and port).
+pub fn mongo_store(
+    uri: &Option<String>,
+    host: &Option<String>,
+    port: Option<Port>,
+    db: &Option<String>,
+    collection: &Option<String>,
+) -> Option<StoreSpec> {
+    if uri.is_none() && host.is_none() && port.is_none() {
+        return None;
+    }
+    let uri = uri.clone().unwrap_or_else(|| {
+        format!(
+            "mongodb://{}:{}/?directConnection=true",
+            host.as_deref().unwrap_or("127.0.0.1"),
+            port.map_or(27017, |p| p.0)
+        )
+    });
+    Some(StoreSpec::Mongo {
+        uri,
+        db: db.clone().unwrap_or_else(|| "proxy".into()),
+        collection: collection.clone().unwrap_or_else(|| "traffic".into()),
+    })
 }
 
 /// Checks an optional number against its range; the text names the kwarg.

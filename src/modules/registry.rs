@@ -265,6 +265,18 @@ mod tests {
     }
 
     #[test]
+    fn playback_reads_the_store_it_names_or_the_one_resolved() {
+        let p = plan("pipeline: [{name: TrafficPlayback, kwargs: {recording: r}}]\nsupport: [{name: TrafficRecorder, kwargs: {mongo_port: 27017}}]\n").unwrap();
+        let resolved = resolve(&p.file, &p.claimants(), None).unwrap();
+        assert!(matches!(resolved.store, StoreSpec::Mongo { .. }));
+        let p = plan("pipeline: [{name: TrafficPlayback, kwargs: {recording: r, mongo_port: 27017, mongo_db: other}}]\nsupport: [{name: TrafficRecorder, kwargs: {mongo_port: 27017}}]\n").unwrap();
+        let err = resolve(&p.file, &p.claimants(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("but TrafficPlayback (pipeline[0]) names MongoDB"), "{err}");
+    }
+
+    #[test]
     fn unknown_and_misplaced_modules_are_named_with_the_known_ones() {
         let err = plan(
             "pipeline: [{name: Nope}, {name: TrafficRecorder}]\nsupport: [{name: TrafficStream, kwargs: {bogus: 1}}]\n",

@@ -24,10 +24,10 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::factory::{Factory, Kind, ModuleConfig};
-use super::kwargs::in_range;
+use super::kwargs::{in_range, mongo_store, Port, STORE_KEYS};
 use super::{Built, ModuleError, PipelineModule};
 use crate::proxy::{BodyPrefix, Decision, Exchange, Phase};
-use crate::resources::Resources;
+use crate::resources::{Claim, Claimed, Resources};
 use crate::traffic::{BodyCapture, MultiMap, ResponseInfo, TrafficDoc, FRAMING_HEADERS};
 
 /// Answers requests from a recording.
@@ -56,6 +56,13 @@ pub struct TrafficPlaybackKwargs {
     pub on_miss: Option<OnMissKwarg>,
     /// Bytes the loaded recording may take in memory (default 256 MiB).
     pub max_bytes: Option<u64>,
+    /// The store the recording is in, when it is MongoDB (as TrafficRecorder's kwargs
+    /// name it); without them, the store the other modules name.
+    pub mongo_host: Option<String>,
+    pub mongo_port: Option<Port>,
+    pub mongo_db: Option<String>,
+    pub mongo_collection: Option<String>,
+    pub mongo_uri: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +182,23 @@ impl TrafficPlaybackKwargs {
 impl ModuleConfig for TrafficPlaybackKwargs {
     fn validate(&self) -> Result<(), String> {
         self.plan().map(drop)
+    }
+
+    /// The store, when the kwargs name one; else it reads where the recordings are.
+    fn claims(&self) -> Vec<Claimed> {
+        mongo_store(
+            &self.mongo_uri,
+            &self.mongo_host,
+            self.mongo_port,
+            &self.mongo_db,
+            &self.mongo_collection,
+        )
+        .map(|spec| Claimed {
+            claim: Claim::Store(spec),
+            keys: STORE_KEYS,
+        })
+        .into_iter()
+        .collect()
     }
 
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {

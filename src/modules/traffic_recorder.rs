@@ -25,7 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::background::Background;
 use super::factory::{Factory, Kind, ModuleConfig};
-use super::kwargs::{control_host_claim, feed_endpoint, in_range, redis_endpoint, Port, RedisUrl};
+use super::kwargs::{
+    control_host_claim, feed_endpoint, in_range, mongo_store, redis_endpoint, Port, RedisUrl,
+    STORE_KEYS,
+};
 use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received, Subscription};
 use crate::recording::{FlushRequest, Recordings, Target};
@@ -33,9 +36,6 @@ use crate::redis_link::Endpoint;
 use crate::resources::{Claim, Claimed, FeedEndpoint, FeedUse, Resources, StoreSpec};
 use crate::store::StoreError;
 use crate::traffic::{TrafficDoc, TrafficMessage};
-
-/// The kwargs that name the store.
-const STORE_KEYS: &str = "mongo_uri, mongo_host, mongo_port, mongo_db, mongo_collection";
 
 /// Stores the feed into recordings.
 pub static FACTORY: Factory = Factory::new::<RecorderKwargs>("TrafficRecorder", Kind::Support);
@@ -82,26 +82,14 @@ impl RecorderKwargs {
     /// The store these kwargs name: MongoDB when any of `mongo_uri`, `mongo_host` and
     /// `mongo_port` is given, else the embedded one.
     pub fn store(&self) -> StoreSpec {
-        let named =
-            self.mongo_uri.is_some() || self.mongo_host.is_some() || self.mongo_port.is_some();
-        if !named {
-            return StoreSpec::Embedded;
-        }
-        let uri = self.mongo_uri.clone().unwrap_or_else(|| {
-            let host = self.mongo_host.as_deref().unwrap_or("127.0.0.1");
-            format!(
-                "mongodb://{host}:{}/?directConnection=true",
-                self.mongo_port.map_or(27017, |p| p.0)
-            )
-        });
-        StoreSpec::Mongo {
-            uri,
-            db: self.mongo_db.clone().unwrap_or_else(|| "proxy".into()),
-            collection: self
-                .mongo_collection
-                .clone()
-                .unwrap_or_else(|| "traffic".into()),
-        }
+        mongo_store(
+            &self.mongo_uri,
+            &self.mongo_host,
+            self.mongo_port,
+            &self.mongo_db,
+            &self.mongo_collection,
+        )
+        .unwrap_or(StoreSpec::Embedded)
     }
 }
 

@@ -253,3 +253,54 @@ async fn serve_says_what_is_wrong() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("on_miss: expected 404, 502 or forward, found `418`"));
 }
+
+/// The seed's store: a recording in MongoDB (imported there) is played back by a
+/// TrafficPlayback whose `mongo_*` kwargs name it, as TrafficRecorder's do.
+#[tokio::test]
+async fn playback_reads_a_recording_from_mongodb() {
+    let mongo = crate::harness::mongo::TestMongo::new().await;
+    let uri = crate::harness::mongo::mongo_uri();
+    let store = format!("{{mongo_uri: '{uri}', mongo_db: {}}}", mongo.name());
+    let up = Upstream::start().await;
+    let recorder = TestProxy::builder()
+        .upstream(&up)
+        .modules_yaml(&format!(
+            "pipeline: []\nsupport: [{{name: TrafficRecorder, kwargs: {store}}}]\n"
+        ))
+        .start()
+        .await;
+    let har = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/mitmproxy.har"),
+    )
+    .unwrap();
+    let req = http::Request::post(format!("{}/recording/import", recorder.mgmt_url()))
+        .header("content-type", "application/json")
+        .body(body(har))
+        .unwrap();
+    let r = Http::new().send(req).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+
+    let kwargs = format!(
+        "{{recording: '{id}', match: {{body: true}}, mongo_uri: '{uri}', mongo_db: {}}}",
+        mongo.name()
+    );
+    let mock = TestProxy::builder()
+        .upstream(&up)
+        .modules_yaml(&format!(
+            "pipeline: [{{name: TrafficPlayback, kwargs: {kwargs}}}]\nsupport: []\n"
+        ))
+        .start()
+        .await;
+    let req = http::Request::put(mock.url("/users/7?notify=false"))
+        .header("content-type", "application/json")
+        .body(body(r#"{"name":"Grace"}"#))
+        .unwrap();
+    let r = Http::new().send(req).await;
+    assert_eq!(
+        (r.status.as_u16(), r.text()),
+        (200, r#"{"id": 7, "name": "Grace"}"#.to_owned())
+    );
+    let r = Http::new().get(&mock.url("/users/7?notify=false")).await;
+    assert_eq!(r.status, 404, "a GET was not recorded");
+}
