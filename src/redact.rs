@@ -102,6 +102,10 @@ pub struct Rules {
 
 pub struct Redactor {
     key: [u8; 32],
+    /// Marks without their length and hash (`[redacted]`), for comparing requests
+    /// whatever their secrets ([`Redactor::blind`]); with the pattern of the keyed
+    /// marks, to blind those too.
+    blind: Option<Regex>,
     headers: BTreeSet<String>,
     fields: BTreeSet<String>,
     /// Bytes of the longest of `fields`.
@@ -139,6 +143,7 @@ impl Redactor {
         }
         Ok(Self {
             key,
+            blind: None,
             headers: lower(&rules.headers, HEADERS),
             longest_field: fields.iter().map(String::len).max().unwrap_or(0),
             fields,
@@ -148,8 +153,43 @@ impl Redactor {
         })
     }
 
+    /// A redactor whose marks are all `[redacted]`: two requests that differ only in
+    /// their secrets come out the same, whoever's key marked a recorded one. Playback
+    /// matches requests this way. [`Redactor::blind_marks`] turns keyed marks already in
+    /// a text into the same.
+    pub fn blind(rules: &Rules) -> Result<Self, String> {
+        let marks = Regex::new(
+            r"\[redacted len=[0-9]+ h=[0-9a-f]+\]|%5Bredacted%20len%3D[0-9]+%20h%3D[0-9a-f]+%5D",
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Self {
+            blind: Some(marks),
+            ..Self::new(rules, [0; 32])?
+        })
+    }
+
+    /// `text` with the keyed marks in it (plain, or encoded in a query) made blind; as it
+    /// is for a redactor that is not blind.
+    pub fn blind_marks<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        match &self.blind {
+            Some(marks) if text.contains("redacted") => {
+                marks.replace_all(text, |c: &regex::Captures<'_>| {
+                    if c[0].starts_with('%') {
+                        "%5Bredacted%5D"
+                    } else {
+                        BLIND_MARK
+                    }
+                })
+            }
+            _ => std::borrow::Cow::Borrowed(text),
+        }
+    }
+
     /// The mark that stands for `secret`.
     pub fn mark(&self, secret: &str) -> String {
+        if self.blind.is_some() {
+            return BLIND_MARK.to_owned();
+        }
         let h = blake3::keyed_hash(&self.key, secret.as_bytes());
         let hex = h.to_hex();
         format!("[redacted len={} h={}]", secret.len(), &hex.as_str()[..8])
@@ -326,6 +366,9 @@ impl Redactor {
     }
 }
 
+/// What a blind redactor puts for every secret.
+pub const BLIND_MARK: &str = "[redacted]";
+
 /// A mark as a query value: brackets, spaces and `=` percent-encoded.
 fn encode_mark(mark: &str) -> String {
     mark.replace('[', "%5B")
@@ -356,6 +399,32 @@ fn luhn(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blind_marks_make_requests_that_differ_in_secrets_alike() {
+        let keyed = Redactor::new(&Rules::default(), [7; 32]).unwrap();
+        let blind = Redactor::blind(&Rules::default()).unwrap();
+        let mut recorded = crate::traffic::query_multimap(Some("token=abc&x=1"));
+        keyed.args(&mut recorded);
+        for v in recorded.values_mut().flatten() {
+            *v = blind.blind_marks(v).into_owned();
+        }
+        let mut incoming = crate::traffic::query_multimap(Some("token=zzz&x=1"));
+        blind.args(&mut incoming);
+        assert_eq!(recorded, incoming);
+        assert_eq!(incoming["token"], ["[redacted]"]);
+        let (form, _) = keyed.query("password=abc&n=2");
+        assert_eq!(blind.blind_marks(&form), "password=%5Bredacted%5D&n=2");
+        assert_eq!(
+            blind.query("password=zz&n=2").0,
+            "password=%5Bredacted%5D&n=2"
+        );
+        assert_eq!(
+            keyed.blind_marks(&form),
+            form,
+            "a keyed redactor leaves marks alone"
+        );
+    }
 
     #[test]
     fn field_names_are_compared_by_words() {

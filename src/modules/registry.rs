@@ -273,7 +273,10 @@ mod tests {
         let err = resolve(&p.file, &p.claimants(), None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("but TrafficPlayback (pipeline[0]) names MongoDB"), "{err}");
+        assert!(
+            err.contains("but TrafficPlayback (pipeline[0]) names MongoDB"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,9 +26,12 @@ use serde::Deserialize;
 use super::factory::{Factory, Kind, ModuleConfig};
 use super::kwargs::{in_range, mongo_store, Port, STORE_KEYS};
 use super::{Built, ModuleError, PipelineModule};
-use crate::proxy::{BodyPrefix, Decision, Exchange, Phase};
+use crate::proxy::{Decision, Exchange, Phase};
+use crate::redact::{Redactor, Rules};
 use crate::resources::{Claim, Claimed, Resources};
-use crate::traffic::{BodyCapture, MultiMap, ResponseInfo, TrafficDoc, FRAMING_HEADERS};
+use crate::traffic::{
+    BodyCapture, BodyEncoding, MultiMap, ResponseInfo, TrafficDoc, FRAMING_HEADERS,
+};
 
 /// Answers requests from a recording.
 pub static FACTORY: Factory =
@@ -138,9 +141,7 @@ struct Plan {
     recording: String,
     on_miss: OnMiss,
     max_bytes: u64,
-    query: bool,
-    body_limit: Option<usize>,
-    headers: Vec<HeaderName>,
+    matcher: Matcher,
 }
 
 impl TrafficPlaybackKwargs {
@@ -168,12 +169,15 @@ impl TrafficPlaybackKwargs {
                 .as_ref()
                 .map_or(Ok(OnMiss::NotFound), OnMissKwarg::parse)?,
             max_bytes: self.max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
-            query: self.matching.query,
-            body_limit: self
-                .matching
-                .body
-                .then(|| self.matching.body_limit.unwrap_or(DEFAULT_BODY_LIMIT)),
-            headers,
+            matcher: Matcher {
+                query: self.matching.query,
+                body_limit: self
+                    .matching
+                    .body
+                    .then(|| self.matching.body_limit.unwrap_or(DEFAULT_BODY_LIMIT)),
+                headers,
+                redactor: Redactor::blind(&Rules::default())?,
+            },
         })
     }
 }
@@ -221,7 +225,7 @@ impl ModuleConfig for TrafficPlaybackKwargs {
                 .map_err(|e| failed(format!("reading recording {}: {e}", rec.id)))?;
             for (pos, doc) in &chunk {
                 after = Some(*pos);
-                book.add(&plan, doc);
+                book.add(&plan.matcher, doc);
                 if book.bytes > plan.max_bytes {
                     return Err(failed(format!(
                         "recording {} takes more than max_bytes ({} MiB) in memory; raise max_bytes",
@@ -245,13 +249,86 @@ impl ModuleConfig for TrafficPlaybackKwargs {
         Ok(Built::Pipeline(Arc::new(TrafficPlayback {
             recording: rec.id,
             on_miss: plan.on_miss,
-            query: plan.query,
-            body_limit: plan.body_limit,
-            headers: plan.headers,
+            matcher: plan.matcher,
             book,
             counters: Counters::default(),
             misses: Mutex::default(),
         })))
+    }
+}
+
+/// How requests are told apart, for the recorded ones and those that arrive alike.
+///
+/// Secrets do not count: a recording holds them redacted (by default), so both sides go
+/// through a blind redactor, whose every mark is `[redacted]`, and keyed marks already in
+/// a recorded request are made blind too. Two requests that differ only in a password
+/// are the same request; their recorded answers come in recorded order.
+struct Matcher {
+    query: bool,
+    body_limit: Option<usize>,
+    headers: Vec<HeaderName>,
+    redactor: Redactor,
+}
+
+impl Matcher {
+    /// The key of a request: its method and path; its query pairs, sorted; the chosen
+    /// headers' values; and, when bodies count, a hash of the body's first `body_limit`
+    /// bytes and whether that was all of it.
+    fn key(
+        &self,
+        method: &str,
+        path: &str,
+        mut args: MultiMap,
+        headers: impl Fn(&str) -> Vec<String>,
+        body: (&[u8], bool),
+        content_type: Option<&str>,
+    ) -> Key {
+        let blind = |v: &String| self.redactor.blind_marks(v).into_owned();
+        let query = if self.query {
+            self.redactor.args(&mut args);
+            let mut out: Vec<(String, String)> = pairs(&args)
+                .into_iter()
+                .map(|(k, v)| (k, blind(&v)))
+                .collect();
+            out.sort();
+            out
+        } else {
+            Vec::new()
+        };
+        let mut chosen: MultiMap = self
+            .headers
+            .iter()
+            .map(|h| (h.as_str().to_owned(), headers(h.as_str())))
+            .collect();
+        self.redactor.headers(&mut chosen);
+        let headers = self
+            .headers
+            .iter()
+            .map(|h| chosen[h.as_str()].iter().map(blind).collect())
+            .collect();
+        let body = self.body_limit.map(|limit| {
+            let (bytes, whole) = body;
+            let cut = &bytes[..bytes.len().min(limit)];
+            let whole = whole && bytes.len() <= limit;
+            let mut capture = BodyCapture::from_bytes(cut, cut.len() as u64);
+            self.redactor.body(&mut capture, content_type);
+            let bytes = match capture.encoding {
+                BodyEncoding::Utf8 => self
+                    .redactor
+                    .blind_marks(&capture.data)
+                    .into_owned()
+                    .into_bytes(),
+                BodyEncoding::Base64 => capture.bytes(),
+            };
+            body_hash(&bytes, whole)
+        });
+        Key {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query,
+            headers,
+            body,
+        }
     }
 }
 
@@ -293,41 +370,30 @@ struct Book {
 }
 
 impl Book {
-    fn add(&mut self, plan: &Plan, doc: &TrafficDoc) {
+    fn add(&mut self, matcher: &Matcher, doc: &TrafficDoc) {
         let Some(resp) = doc.response.as_deref() else {
             self.unanswered += 1;
             return;
         };
         let req = &doc.request;
-        let query = if plan.query {
-            pairs(&req.args)
-        } else {
-            Vec::new()
-        };
-        let headers = plan
-            .headers
-            .iter()
-            .map(|h| req.headers.get(h.as_str()).cloned().unwrap_or_default())
-            .collect();
-        let body = plan.body_limit.map(|limit| {
-            let bytes = req
-                .body
-                .as_ref()
-                .map(BodyCapture::bytes)
-                .unwrap_or_default();
-            let whole = req
-                .body
-                .as_ref()
-                .is_none_or(|b| !b.truncated && b.size as usize <= limit);
-            body_hash(&bytes[..bytes.len().min(limit)], whole)
-        });
-        let key = Key {
-            method: req.method.clone(),
-            path: req.path.clone(),
-            query,
-            headers,
-            body,
-        };
+        let bytes = req
+            .body
+            .as_ref()
+            .map(BodyCapture::bytes)
+            .unwrap_or_default();
+        // Not `size == data.len()`: redaction changes the data's length, not the size.
+        let whole = req.body.as_ref().is_none_or(|b| !b.truncated);
+        let key = matcher.key(
+            &req.method,
+            &req.path,
+            req.args.clone(),
+            |name| req.headers.get(name).cloned().unwrap_or_default(),
+            (&bytes, whole),
+            req.headers
+                .get("content-type")
+                .and_then(|v| v.first())
+                .map(String::as_str),
+        );
         let answer = answer(resp);
         self.bytes += answer.body.len() as u64
             + answer
@@ -439,14 +505,14 @@ struct Counters {
     misses: AtomicU64,
     /// Answers whose body the recording kept only in part.
     truncated: AtomicU64,
+    /// Requests whose body could not be read to match it (the capture budget was spent).
+    unread: AtomicU64,
 }
 
 pub struct TrafficPlayback {
     recording: String,
     on_miss: OnMiss,
-    query: bool,
-    body_limit: Option<usize>,
-    headers: Vec<HeaderName>,
+    matcher: Matcher,
     book: Book,
     counters: Counters,
     /// The latest distinct misses (`GET /path?query`) with how often each came.
@@ -454,43 +520,37 @@ pub struct TrafficPlayback {
 }
 
 impl TrafficPlayback {
-    fn key(&self, ex: &Exchange, req: &http::request::Parts) -> Key {
-        let query = if self.query {
-            pairs(&crate::traffic::query_multimap(req.uri.query()))
-        } else {
-            Vec::new()
+    /// The key of an arriving request; `None` when bodies count and this one's could
+    /// not be read (the capture budget was spent).
+    fn key(&self, ex: &Exchange, req: &http::request::Parts) -> Option<Key> {
+        let body = match (&self.matcher.body_limit, &ex.request_prefix) {
+            (None, _) => (&[][..], true),
+            (Some(_), Some(p)) => (&p.data[..], p.whole),
+            (Some(_), None) => return None,
         };
-        let headers = self
-            .headers
-            .iter()
-            .map(|h| {
+        let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+        Some(
+            self.matcher.key(
+                req.method.as_str(),
+                req.uri.path(),
+                crate::traffic::query_multimap(req.uri.query()),
+                |name| req.headers.get_all(name).iter().map(text).collect(),
+                body,
                 req.headers
-                    .get_all(h)
-                    .iter()
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .collect()
-            })
-            .collect();
-        let body = self.body_limit.map(|limit| {
-            let empty = BodyPrefix {
-                data: Bytes::new(),
-                whole: true,
-            };
-            let prefix = ex.request_prefix.as_ref().unwrap_or(&empty);
-            body_hash(&prefix.data[..prefix.data.len().min(limit)], prefix.whole)
-        });
-        Key {
-            method: req.method.as_str().to_owned(),
-            path: req.uri.path().to_owned(),
-            query,
-            headers,
-            body,
-        }
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+            ),
+        )
     }
 
     fn missed(&self, req: &http::request::Parts) {
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let what = format!("{} {}", req.method, req.uri);
+        // Listed in status: without its secrets.
+        let what = format!(
+            "{} {}",
+            req.method,
+            self.matcher.redactor.uri(&req.uri.to_string()).0
+        );
         let mut misses = self.misses.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = misses.iter().position(|(w, _)| *w == what) {
             if let Some((w, n)) = misses.remove(i) {
@@ -507,12 +567,23 @@ impl TrafficPlayback {
 
 impl Phase for TrafficPlayback {
     fn on_request(&self, ex: &mut Exchange, req: &mut http::request::Parts) -> Decision {
-        let Some(seq) = self.book.entries.get(&self.key(ex, req)) else {
+        let key = self.key(ex, req);
+        let Some(seq) = key.as_ref().and_then(|k| self.book.entries.get(k)) else {
             self.missed(req);
-            let reason = format!(
-                "no recorded answer for {} {} in recording {}",
-                req.method, req.uri, self.recording
-            );
+            let path = self.matcher.redactor.uri(&req.uri.to_string()).0;
+            let reason = match key {
+                Some(_) => format!(
+                    "no recorded answer for {} {path} in recording {}",
+                    req.method, self.recording
+                ),
+                None => {
+                    self.counters.unread.fetch_add(1, Ordering::Relaxed);
+                    format!(
+                        "the body of {} {path} could not be read to match it: the proxy's capture_memory is spent",
+                        req.method
+                    )
+                }
+            };
             return match self.on_miss {
                 OnMiss::Forward => Decision::Forward,
                 OnMiss::BadGateway => Decision::Fail {
@@ -550,7 +621,7 @@ impl Phase for TrafficPlayback {
     }
 
     fn request_body_needed(&self) -> usize {
-        self.body_limit.unwrap_or(0)
+        self.matcher.body_limit.unwrap_or(0)
     }
 }
 
@@ -570,6 +641,7 @@ impl PipelineModule for TrafficPlayback {
             "repeats": self.counters.repeats.load(Ordering::Relaxed),
             "misses": self.counters.misses.load(Ordering::Relaxed),
             "truncated": self.counters.truncated.load(Ordering::Relaxed),
+            "unread": self.counters.unread.load(Ordering::Relaxed),
             "missed": misses,
         })
     }
@@ -584,6 +656,7 @@ impl PipelineModule for TrafficPlayback {
             &self.counters.repeats,
             &self.counters.misses,
             &self.counters.truncated,
+            &self.counters.unread,
         ] {
             c.store(0, Ordering::Relaxed);
         }

@@ -69,6 +69,20 @@ impl CaptureBudget {
         }
     }
 
+    /// Holds `n` bytes of the budget until the reservation is dropped, if they are left
+    /// (else the spent budget is counted and logged, as for a capture cut short).
+    pub fn reserve(self: &Arc<Self>, n: usize) -> Option<Reservation> {
+        if self.take(n) {
+            Some(Reservation {
+                budget: self.clone(),
+                n,
+            })
+        } else {
+            self.count_cut();
+            None
+        }
+    }
+
     fn count_cut(&self) {
         self.cut_short.fetch_add(1, Ordering::Relaxed);
         if !self.spent.swap(true, Ordering::AcqRel) {
@@ -86,6 +100,20 @@ impl CaptureBudget {
             memory_in_use: self.used.load(Ordering::Acquire),
             cut_short: self.cut_short.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Bytes of the [`CaptureBudget`] held for a request body's start read before the
+/// request phase, given back when the reservation is dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<CaptureBudget>,
+    n: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.give_back(self.n);
     }
 }
 
@@ -274,6 +302,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct RequestBody {
     /// Frames read before the request phase ([`read_prefix`]), sent first.
     prefix: std::collections::VecDeque<Frame<Bytes>>,
+    /// The capture budget those frames hold until they are sent.
+    reserved: Option<Reservation>,
     inner: Incoming,
     capture: Option<SharedCapture>,
     watch: Arc<BodyWatch>,
@@ -292,6 +322,7 @@ impl RequestBody {
     ) -> Self {
         Self {
             prefix: Default::default(),
+            reserved: None,
             inner,
             capture,
             watch,
@@ -301,9 +332,18 @@ impl RequestBody {
         }
     }
 
-    /// Sends these frames (read from `inner` already) before the rest of `inner`.
-    pub fn with_prefix(self, prefix: std::collections::VecDeque<Frame<Bytes>>) -> Self {
-        Self { prefix, ..self }
+    /// Sends these frames (read from `inner` already, holding `reserved` of the capture
+    /// budget until they are sent) before the rest of `inner`.
+    pub fn with_prefix(
+        self,
+        prefix: std::collections::VecDeque<Frame<Bytes>>,
+        reserved: Option<Reservation>,
+    ) -> Self {
+        Self {
+            prefix,
+            reserved,
+            ..self
+        }
     }
 }
 
@@ -368,6 +408,9 @@ impl Body for RequestBody {
         if let Some(frame) = this.prefix.pop_front() {
             if let (Some(data), Some(cap)) = (frame.data_ref(), &this.capture) {
                 cap.lock().unwrap_or_else(|p| p.into_inner()).push(data);
+            }
+            if this.prefix.is_empty() {
+                this.reserved = None;
             }
             this.watch.progressed();
             return Poll::Ready(Some(Ok(frame)));

@@ -184,20 +184,38 @@ impl Forwarder {
         // Requests the proxy does not forward never reach the pipeline (nor a recording).
         let ambiguous = client.wire.as_ref().is_some_and(|w| w.next_is_ambiguous());
         let mut prefix = std::collections::VecDeque::new();
+        let mut reserved = None;
         let (decision, reached) = match refusal(&parts, ambiguous) {
             Some((status, reason)) => (Decision::Fail { status, reason }, Reached::NONE),
             None => {
                 let needed = pipeline.request_body_needed();
+                // What is read ahead is held in the capture budget (a frame may pass the
+                // bytes asked for by up to the connection's buffer); when it is spent,
+                // nothing is read, and the phase sees no prefix.
+                let held = needed + self.settings.max_header_size;
                 let read = match needed {
                     0 => Ok(()),
-                    _ if upgrade => Ok(()),
-                    _ => read_prefix(&mut body, needed, self.settings.client_body_timeout)
-                        .await
-                        .map(|(frames, data)| {
-                            prefix = frames;
-                            ex.request_prefix = Some(data);
-                        }),
+                    _ if upgrade || body.is_end_stream() => Ok(()),
+                    _ => match self.captures.reserve(held) {
+                        None => Ok(()),
+                        Some(r) => {
+                            reserved = Some(r);
+                            read_prefix(&mut body, needed, self.settings.client_body_timeout)
+                                .await
+                                .map(|(frames, data)| {
+                                    prefix = frames;
+                                    ex.request_prefix = Some(data);
+                                })
+                        }
+                    },
                 };
+                if needed > 0 && body.is_end_stream() && ex.request_prefix.is_none() {
+                    // No body at all: its whole, empty.
+                    ex.request_prefix = Some(crate::proxy::BodyPrefix {
+                        data: Bytes::new(),
+                        whole: true,
+                    });
+                }
                 match read {
                     Ok(()) => pipeline.request(&mut ex, &mut parts),
                     Err(PrefixError::Malformed(cause)) => (
@@ -211,7 +229,7 @@ impl Forwarder {
                         Decision::Fail {
                             status: StatusCode::REQUEST_TIMEOUT,
                             reason: format!(
-                                "the client sent nothing of its request body for {after:?}"
+                                "the client stopped sending its request body for {after:?}"
                             ),
                         },
                         Reached::NONE,
@@ -237,13 +255,12 @@ impl Forwarder {
         });
         match decision {
             Decision::Forward => {}
-            // The request's body is never read: no capture claims to know it.
             Decision::Respond(resp) => {
-                done.request_capture = None;
+                keep_read_body(&mut done);
                 return answered(resp, done);
             }
             Decision::Fail { status, reason } => {
-                done.request_capture = None;
+                keep_read_body(&mut done);
                 return ProxyError::Refused { status, reason }.into_response(done);
             }
         }
@@ -264,7 +281,7 @@ impl Forwarder {
                 watch.clone(),
                 self.settings.client_body_timeout,
             )
-            .with_prefix(prefix),
+            .with_prefix(prefix, reserved),
         );
 
         let timeout = self.settings.upstream_timeout;
@@ -344,6 +361,18 @@ impl Forwarder {
             ResponseBody::upstream(rbody, Some(done))
         };
         Response::from_parts(rparts, body)
+    }
+}
+
+/// An exchange answered without the upstream: its request body is recorded only if it
+/// was read whole before the request phase (a body nobody read, or read in part, is
+/// unknown, and no capture claims to know it).
+fn keep_read_body(done: &mut Completion) {
+    match (&done.ex.request_prefix, &done.request_capture) {
+        (Some(p), Some(cap)) if p.whole => {
+            cap.lock().unwrap_or_else(|e| e.into_inner()).push(&p.data);
+        }
+        _ => done.request_capture = None,
     }
 }
 
