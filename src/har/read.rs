@@ -74,6 +74,7 @@ pub fn read<R: Read>(
         info: HarInfo::default(),
         failed: None,
         saw_entries: false,
+        raw_bodies: false,
     };
     let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(input));
     let parsed = Document(&mut state)
@@ -96,6 +97,10 @@ struct State<'a> {
     /// Why the reading stopped, when it was not the JSON's fault.
     failed: Option<HarError>,
     saw_entries: bool,
+    /// The document is heliosburn's: its bodies are the bytes that passed, encoded as
+    /// their `Content-Encoding` says. Other writers decode bodies into `text` (as HAR
+    /// asks) and keep the header, which then no longer describes the text.
+    raw_bodies: bool,
 }
 
 /// The top level: `{"log": {...}}`.
@@ -162,6 +167,7 @@ impl<'de> Visitor<'de> for Log<'_, '_> {
                 }
                 "creator" => {
                     let c: Creator = map.next_value()?;
+                    self.0.raw_bodies = c.name == "heliosburn";
                     self.0.info.creator = format!("{} {}", c.name, c.version).trim().to_owned();
                 }
                 "comment" => self.0.info.comment = map.next_value()?,
@@ -201,7 +207,7 @@ impl<'de> Visitor<'de> for Entries<'_, '_> {
                     field: e.path().to_string(),
                     message: e.inner().to_string(),
                 })
-                .and_then(|raw| raw.into_doc(state.recording_id, index));
+                .and_then(|raw| raw.into_doc(state.recording_id, index, state.raw_bodies));
             let handed = doc.and_then(|doc| (state.each)(doc).map_err(HarError::Stopped));
             if let Err(e) = handed {
                 let text = e.to_string();
@@ -309,7 +315,12 @@ fn entry_error(index: usize, field: &str, message: impl Into<String>) -> HarErro
 }
 
 impl RawEntry {
-    fn into_doc(self, recording_id: &str, index: usize) -> Result<TrafficDoc, HarError> {
+    fn into_doc(
+        self,
+        recording_id: &str,
+        index: usize,
+        raw_bodies: bool,
+    ) -> Result<TrafficDoc, HarError> {
         let started = DateTime::parse_from_rfc3339(&self.started_date_time)
             .map_err(|e| {
                 entry_error(
@@ -333,11 +344,22 @@ impl RawEntry {
             }
             None => chrono::Duration::zero(),
         };
-        let request = self.request.into_info(started, index)?;
-        let response = self
-            .response
-            .into_info(started + elapsed, index)?
-            .map(Arc::new);
+        let answered = started.checked_add_signed(elapsed).ok_or_else(|| {
+            entry_error(
+                index,
+                "time",
+                "the response would come after the year 262143",
+            )
+        })?;
+        let mut request = self.request.into_info(started, index)?;
+        let mut response = self.response.into_info(answered, index)?;
+        if !raw_bodies {
+            decoded(&mut request.headers, request.body.as_ref());
+            if let Some(r) = response.as_mut() {
+                decoded(&mut r.headers, r.body.as_ref());
+            }
+        }
+        let response = response.map(Arc::new);
         Ok(TrafficDoc {
             recording_id: recording_id.to_owned(),
             transaction_id: self
@@ -348,6 +370,15 @@ impl RawEntry {
             request: Arc::new(request),
             response,
         })
+    }
+}
+
+/// A body other writers give decoded (gzip, br… undone, as HAR asks): the headers that
+/// described it on the wire, `Content-Encoding` and the length that went with it, no
+/// longer do, so they go (a replay or playback of it would say the text is compressed).
+fn decoded(headers: &mut MultiMap, body: Option<&BodyCapture>) {
+    if body.is_some_and(|b| !b.data.is_empty()) && headers.remove("content-encoding").is_some() {
+        headers.remove("content-length");
     }
 }
 
@@ -664,6 +695,31 @@ mod tests {
             let err = read_all(text).unwrap_err().to_string();
             assert!(err.starts_with(want), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_time_past_any_calendar_is_an_error_not_a_panic() {
+        let text = r#"{"log": {"entries": [{"startedDateTime": "2026-12-01T10:00:00Z", "time": 1e16, "request": {"method": "GET", "url": "http://a/", "headers": []}, "response": {"status": 200, "content": {}}}]}}"#;
+        let err = read_all(text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("entry 0: time: the response would come after"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn decoded_bodies_lose_the_encoding_they_no_longer_have_unless_they_are_ours() {
+        let doc = |creator: &str| {
+            format!(
+                r#"{{"log": {{"creator": {{"name": "{creator}", "version": "1"}}, "entries": [{{"startedDateTime": "2026-12-01T10:00:00Z", "request": {{"method": "GET", "url": "http://a/", "headers": []}},
+                "response": {{"status": 200, "headers": [{{"name": "Content-Encoding", "value": "br"}}, {{"name": "Content-Length", "value": "9"}}, {{"name": "Vary", "value": "Accept-Encoding"}}], "content": {{"size": 12, "text": "decoded text"}}}}}}]}}}}"#
+            )
+        };
+        let (_, docs) = read_all(&doc("WebInspector")).unwrap();
+        let headers = &docs[0].response.as_ref().unwrap().headers;
+        assert_eq!(headers.keys().collect::<Vec<_>>(), ["vary"]);
+        let (_, docs) = read_all(&doc("heliosburn")).unwrap();
+        assert_eq!(docs[0].response.as_ref().unwrap().headers.len(), 3);
     }
 
     #[test]

@@ -339,6 +339,10 @@ async fn a_chrome_export_imports_as_a_recording() {
     assert_eq!(headers["host"], serde_json::json!(["shop.example"]));
     assert!(headers.keys().all(|k| !k.starts_with(':')), "{headers:?}");
     assert_eq!(cart["response"]["statusCode"], 200);
+    // Chrome wrote the body decoded: the brotli it came in is no longer said of it.
+    assert!(cart["response"]["headers"]
+        .get("content-encoding")
+        .is_none());
     assert_eq!(cart["response"]["createdAt"], "2026-11-30T09:12:01.440512Z");
     assert_eq!(
         cart["response"]["body"]["data"],
