@@ -35,16 +35,16 @@ pub fn load(
     load_with(args, mgmt, mgmt_token, None)
 }
 
-/// [`load`], with the modules given instead of read from `--modules` (`heliosburn
-/// serve`'s). Given modules may do without an upstream: they answer every request
-/// themselves, so the upstream is then a placeholder nothing reaches.
-pub fn load_with(
+/// [`load`], or with `heliosburn serve`'s playback as the modules instead of those of
+/// `--modules`. Playback may do without an upstream: it answers every request itself,
+/// so the upstream is then a placeholder nothing reaches.
+fn load_with(
     args: &RunArgs,
     mgmt: Option<String>,
     mgmt_token: Option<String>,
-    given: Option<ModulesConfig>,
+    serve: Option<&ServeArgs>,
 ) -> Result<Loaded, ConfigError> {
-    let upstream_optional = given.is_some();
+    let upstream_optional = serve.is_some();
     let mut problems = Vec::new();
     let (file_name, file) = match &args.config {
         Some(p) => (p.display().to_string(), SettingsFile::load(p)),
@@ -70,6 +70,8 @@ pub fn load_with(
         }
     };
     let upstream = settings.as_ref().and_then(|s| s.upstream.clone());
+    // From the flags or the settings file, for serve's misses.
+    let has_upstream = upstream.is_some();
     let upstream = match upstream {
         None if upstream_optional => Some(Upstream {
             host: "127.0.0.1".into(),
@@ -84,8 +86,23 @@ pub fn load_with(
             message: "no upstream: pass --upstream http://HOST:PORT or set `upstream:` in the settings file (--config)".into(),
         });
     }
-    let modules = match (given, &args.modules) {
-        (Some(m), _) => Ok(m),
+    let modules = match (serve, &args.modules) {
+        (Some(serve), _) if serve.on_miss.trim() == "forward" && !has_upstream => {
+            Err(ConfigError {
+                problems: vec![Problem {
+                    file: file_name.clone(),
+                    key: "upstream".into(),
+                    message: "--on-miss forward needs an upstream to forward misses to: pass --upstream URL or set `upstream:` in the settings file".into(),
+                }],
+            })
+        }
+        (Some(serve), _) => Ok(registry::playback_config(
+            &serve.recording,
+            &serve.on_miss,
+            serve.match_body,
+            &serve.match_headers,
+            has_upstream,
+        )),
         (None, Some(p)) => ModulesConfig::load(p),
         (None, None) => Ok(registry::default_config()),
     };
@@ -128,31 +145,15 @@ pub fn load_serve(
     mgmt: Option<String>,
     mgmt_token: Option<String>,
 ) -> Result<(RunArgs, Loaded), ConfigError> {
-    if args.on_miss.trim() == "forward" && args.upstream.is_none() {
-        return Err(ConfigError {
-            problems: vec![Problem {
-                file: "(flags)".into(),
-                key: "on-miss".into(),
-                message: "--on-miss forward needs --upstream URL (where misses go)".into(),
-            }],
-        });
-    }
-    let modules = registry::playback_config(
-        &args.recording,
-        &args.on_miss,
-        args.match_body,
-        &args.match_headers,
-        args.upstream.is_some(),
-    );
     let run = RunArgs {
-        upstream: args.upstream,
-        bind: args.bind,
-        config: args.config,
-        data_dir: args.data_dir,
-        log_level: args.log_level,
+        upstream: args.upstream.clone(),
+        bind: args.bind.clone(),
+        config: args.config.clone(),
+        data_dir: args.data_dir.clone(),
+        log_level: args.log_level.clone(),
         ..RunArgs::default()
     };
-    let loaded = load_with(&run, mgmt, mgmt_token, Some(modules))?;
+    let loaded = load_with(&run, mgmt, mgmt_token, Some(&args))?;
     Ok((run, loaded))
 }
 

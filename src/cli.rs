@@ -178,8 +178,10 @@ pub struct ReplayArgs {
 fn parse_rate(text: &str) -> Result<f64, String> {
     let n = text.trim().trim_end_matches("/s");
     match n.parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        _ => Err(format!("`{text}` is not a rate; write e.g. 50 or 50/s")),
+        Ok(r) if (0.001..=1e6).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "`{text}` is not a rate from 0.001 to 1000000 per second; write e.g. 50 or 50/s"
+        )),
     }
 }
 

@@ -220,6 +220,8 @@ pub struct Replayed {
     /// Names in lower case.
     pub headers: MultiMap,
     pub body: Vec<u8>,
+    /// `body` is the start of a longer one.
+    pub cut: bool,
 }
 
 /// One way the replayed response differs from the recorded one.
@@ -308,7 +310,7 @@ pub fn compare(rules: &Rules, recorded: &ResponseInfo, replayed: &Replayed) -> V
         });
     }
     let body_out = match &recorded.body {
-        Some(body) => compare_body(rules, body, &replayed.body),
+        Some(body) => compare_body(rules, body, &replayed.body, replayed.cut),
         None => Vec::new(),
     };
     // The body's comparison covers its length (a JSON body may also be written shorter).
@@ -359,9 +361,14 @@ fn without_expiry(cookie: &str) -> String {
         .join(";")
 }
 
-fn compare_body(rules: &Rules, recorded: &BodyCapture, replayed: &[u8]) -> Vec<Difference> {
+fn compare_body(
+    rules: &Rules,
+    recorded: &BodyCapture,
+    replayed: &[u8],
+    replayed_cut: bool,
+) -> Vec<Difference> {
     let rec = recorded.bytes();
-    if !recorded.truncated {
+    if !recorded.truncated && !replayed_cut {
         let as_json = |b: &[u8]| serde_json::from_slice::<Value>(b).ok();
         if let (Some(a), Some(b)) = (as_json(&rec), as_json(replayed)) {
             let mut out = Vec::new();
@@ -373,14 +380,18 @@ fn compare_body(rules: &Rules, recorded: &BodyCapture, replayed: &[u8]) -> Vec<D
             return out;
         }
     }
-    // Bytes: a truncated recording is compared on what it kept, and on the size.
-    let compared = if recorded.truncated {
-        &replayed[..rec.len().min(replayed.len())]
-    } else {
-        replayed
+    // Bytes: a truncated recording is compared on what it kept, and on the size; a
+    // replayed body read only in part on that part (its size is not known).
+    let (rec_part, rep_part) = match (recorded.truncated, replayed_cut) {
+        (false, false) => (&rec[..], replayed),
+        _ => {
+            let n = rec.len().min(replayed.len());
+            (&rec[..n], &replayed[..n])
+        }
     };
-    let size_differs = replayed.len() as u64 != recorded.size;
-    if compared == rec.as_slice() && !size_differs {
+    let size_differs = !replayed_cut && replayed.len() as u64 != recorded.size;
+    let short = replayed_cut && replayed.len() < rec.len();
+    if rec_part == rep_part && !size_differs && !short {
         return Vec::new();
     }
     let first = rec
@@ -484,6 +495,7 @@ mod tests {
             status,
             headers: r.headers,
             body: body.to_vec(),
+            cut: false,
         }
     }
 

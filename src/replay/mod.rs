@@ -32,6 +32,10 @@ const MAX_BODY: usize = 16 << 20;
 /// Most exchanges each list of the report names (all are counted).
 const MAX_LISTED: usize = 1000;
 
+/// The latest a request is due after the replay's start: a year (a recording that
+/// spans more is replayed with its later requests at that).
+const MAX_OFFSET: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How requests are spaced.
 #[derive(Debug, Clone, Copy)]
 enum Pacing {
@@ -46,12 +50,18 @@ enum Pacing {
 impl Pacing {
     /// When the request of the `index`th transaction, which began at `at` in a recording
     /// that began at `t0`, is due, from the replay's start.
+    /// At most [`MAX_OFFSET`].
     fn offset(self, t0: DateTime<Utc>, at: DateTime<Utc>, index: u64) -> Duration {
-        match self {
-            Pacing::Recorded { speed } => (at - t0).to_std().unwrap_or_default().div_f64(speed),
-            Pacing::Rate(rate) => Duration::from_secs_f64(index as f64 / rate),
-            Pacing::AsFastAsPossible => Duration::ZERO,
-        }
+        let secs = match self {
+            Pacing::Recorded { speed } => {
+                (at - t0).to_std().unwrap_or_default().as_secs_f64() / speed
+            }
+            Pacing::Rate(rate) => index as f64 / rate,
+            Pacing::AsFastAsPossible => 0.0,
+        };
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(MAX_OFFSET)
+            .min(MAX_OFFSET)
     }
 }
 
@@ -75,6 +85,9 @@ pub struct Report {
     pub not_compared: u64,
     /// Header values the recording holds redacted, not sent.
     pub redacted_headers_dropped: u64,
+    /// Requests sent with a redacted value in their query or body (sent as the mark: the
+    /// secret is not known).
+    pub sent_with_redacted_values: u64,
     pub duration_ms: f64,
     /// Requests per second over the whole replay.
     pub rate: f64,
@@ -142,8 +155,10 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, args: ReplayArgs) 
         },
     };
     if let Pacing::Recorded { speed } = pacing {
-        if !(speed.is_finite() && speed > 0.0) {
-            bail!("--speed must be a positive factor (2 is twice as fast), not {speed}");
+        if !(0.001..=1e6).contains(&speed) {
+            bail!(
+                "--speed must be a factor from 0.001 to 1000000 (2 is twice as fast), not {speed}"
+            );
         }
     }
     if args.concurrency == 0 {
@@ -245,9 +260,9 @@ async fn drive(
         }
         let sender = sender.clone();
         running.spawn(async move {
-            let (url, outcome, dropped) = sender.replay(&doc).await;
+            let (url, outcome, redacted) = sender.replay(&doc).await;
             drop(permit);
-            (index, doc, url, outcome, dropped)
+            (index, doc, url, outcome, redacted)
         });
         index += 1;
     }
@@ -257,10 +272,22 @@ async fn drive(
     Ok(())
 }
 
-type Done = (u64, TrafficDoc, String, Outcome, u64);
+type Done = (u64, TrafficDoc, String, Outcome, Redacted);
 
-fn file((index, doc, url, outcome, dropped): Done, report: &mut Report, progress: &ProgressBar) {
-    report.redacted_headers_dropped += dropped;
+/// What of a request's secrets the recording held redacted.
+#[derive(Debug, Default, Clone, Copy)]
+struct Redacted {
+    /// Header values left out.
+    headers_dropped: u64,
+    /// A mark went out in the query or the body.
+    marks_sent: bool,
+}
+
+fn file((index, doc, url, outcome, redacted): Done, report: &mut Report, progress: &ProgressBar) {
+    report.redacted_headers_dropped += redacted.headers_dropped;
+    if redacted.marks_sent && !matches!(outcome, Outcome::Skipped(_)) {
+        report.sent_with_redacted_values += 1;
+    }
     let listed = |reason: String| Listed {
         index,
         transaction_id: doc.transaction_id.clone(),
@@ -316,18 +343,19 @@ fn file((index, doc, url, outcome, dropped): Done, report: &mut Report, progress
 
 impl Sender {
     /// Sends one recorded request and compares the answer: the URL sent to, what came
-    /// of it, and how many redacted header values were left out.
-    async fn replay(&self, doc: &TrafficDoc) -> (String, Outcome, u64) {
+    /// of it, and what of its secrets the recording held redacted.
+    async fn replay(&self, doc: &TrafficDoc) -> (String, Outcome, Redacted) {
         let req = &doc.request;
         let url = format!("{}{}", self.target, req.uri);
-        let Ok(method) = reqwest::Method::from_bytes(req.method.as_bytes()) else {
-            return (
-                url,
-                Outcome::Skipped(format!("`{}` is not a method", req.method)),
-                0,
-            );
+        let mut redacted = Redacted {
+            headers_dropped: 0,
+            marks_sent: is_marked(&req.uri)
+                || req.body.as_ref().is_some_and(|b| is_marked(&b.data)),
         };
-        let mut dropped = 0;
+        let Ok(method) = reqwest::Method::from_bytes(req.method.as_bytes()) else {
+            let reason = format!("`{}` is not a method", req.method);
+            return (url, Outcome::Skipped(reason), redacted);
+        };
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, values) in &req.headers {
             if FRAMING_HEADERS.contains(&name.as_str()) || (name == "host" && !self.keep_host) {
@@ -340,7 +368,7 @@ impl Sender {
                 // A secret the recording redacted is not known: sending the mark would
                 // only be a wrong credential.
                 if value.starts_with("[redacted len=") {
-                    dropped += 1;
+                    redacted.headers_dropped += 1;
                     continue;
                 }
                 if let Ok(v) = reqwest::header::HeaderValue::from_str(value) {
@@ -355,9 +383,16 @@ impl Sender {
                     b.data.len(),
                     b.size
                 );
-                return (url, Outcome::Skipped(reason), dropped);
+                return (url, Outcome::Skipped(reason), redacted);
             }
             Some(b) => b.bytes(),
+            // Not captured: sent empty only when the request said it had none.
+            None if has_body(&req.headers) => {
+                let reason =
+                    "its request body was not recorded (body_limit 0, or left out of the HAR)"
+                        .to_owned();
+                return (url, Outcome::Skipped(reason), redacted);
+            }
             None => Vec::new(),
         };
         let mut builder = self.client.request(method, &url).headers(headers);
@@ -381,8 +416,22 @@ impl Sender {
                 },
             },
         };
-        (url, outcome, dropped)
+        (url, outcome, redacted)
     }
+}
+
+/// A redaction mark, as text or encoded in a query.
+fn is_marked(text: &str) -> bool {
+    text.contains("[redacted len=") || text.contains("%5Bredacted%20len%3D")
+}
+
+/// Whether recorded request headers announce a body.
+fn has_body(headers: &crate::traffic::MultiMap) -> bool {
+    let length = headers
+        .get("content-length")
+        .and_then(|v| v.first())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    length.is_some_and(|n| n > 0) || headers.contains_key("transfer-encoding")
 }
 
 /// The answer's status, headers and body (at most [`MAX_BODY`] bytes of it).
@@ -390,18 +439,25 @@ async fn read_answer(mut resp: reqwest::Response) -> Result<Replayed, String> {
     let status = resp.status().as_u16();
     let headers = header_multimap(resp.headers());
     let mut body = Vec::new();
-    while body.len() < MAX_BODY {
+    let mut cut = false;
+    loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => break,
             Err(e) => return Err(format!("the answer broke off: {}", error_chain(&e))),
         }
+        if body.len() > MAX_BODY {
+            // Compared on its start; the rest is not read (the connection goes).
+            body.truncate(MAX_BODY);
+            cut = true;
+            break;
+        }
     }
-    body.truncate(MAX_BODY);
     Ok(Replayed {
         status,
         headers,
         body,
+        cut,
     })
 }
 
@@ -455,6 +511,12 @@ fn summary(r: &Report) -> String {
         out += &format!("  not compared (no recorded response): {}", r.not_compared);
     }
     out.push('\n');
+    if r.sent_with_redacted_values > 0 {
+        out += &format!(
+            "  {} requests went out with redacted values in their query or body, as recorded\n",
+            r.sent_with_redacted_values
+        );
+    }
     if r.redacted_headers_dropped > 0 {
         out += &format!(
             "  {} redacted header values were not sent (record with `redact: false` to replay credentials)\n",
@@ -490,13 +552,23 @@ fn summary(r: &Report) -> String {
 fn read_har(file: PathBuf, tx: mpsc::Sender<Result<TrafficDoc>>) -> Result<Option<u64>> {
     let f =
         std::fs::File::open(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    tokio::task::spawn_blocking(move || {
+    let name = file.display().to_string();
+    let watcher = tx.clone();
+    let reader = tokio::task::spawn_blocking(move || {
         let read = crate::har::read(f, "har", |doc| {
             tx.blocking_send(Ok(doc))
                 .map_err(|_| "the replay stopped".to_owned())
         });
         if let Err(e) = read {
             let _ = tx.blocking_send(Err(anyhow::anyhow!("{}: {e}", file.display())));
+        }
+    });
+    // A reader that failed without a word must not pass for the file's end.
+    tokio::spawn(async move {
+        if let Err(e) = reader.await {
+            let _ = watcher
+                .send(Err(anyhow::anyhow!("{name}: the HAR reader failed: {e}")))
+                .await;
         }
     });
     Ok(None)

@@ -461,3 +461,27 @@ async fn invalid_har_names_the_entry_and_field_and_keeps_nothing() {
         .await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent.har"));
 }
+
+/// A document that turns invalid after batches of it were stored leaves nothing either:
+/// the recording it was going into is deleted.
+#[tokio::test]
+async fn an_import_that_fails_late_keeps_none_of_what_it_stored() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let entry = |status: &str| {
+        format!(
+            r#"{{"startedDateTime": "2026-12-01T10:00:00Z", "request": {{"method": "GET", "url": "http://a/x", "headers": []}}, "response": {{"status": {status}, "content": {{}}}}}}"#
+        )
+    };
+    let mut entries: Vec<String> = (0..600).map(|_| entry("200")).collect();
+    entries.push(entry("\"OK\""));
+    let har = format!(r#"{{"log": {{"entries": [{}]}}}}"#, entries.join(","));
+    let r = import(&proxy, "?name=late", har.into_bytes()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("entry 600: response.status"));
+    let list = proxy.mgmt_get("/recording").await.json();
+    assert_eq!(list["count"], 0, "{list}");
+}

@@ -258,7 +258,8 @@ async fn serve_says_what_is_wrong() {
     let out =
         crate::harness::run_to_end(&["serve", "x", "--on-miss", "forward", "--data-dir", data]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--on-miss forward needs --upstream URL"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--on-miss forward needs an upstream to forward misses to"));
     let out = crate::harness::run_to_end(&["serve", "x", "--on-miss", "418", "--data-dir", data]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)

@@ -271,3 +271,60 @@ async fn a_har_file_replays_and_a_dead_target_is_counted() {
         String::from_utf8_lossy(&out.stderr).contains("--ignore-path `id`: a path starts with `$`")
     );
 }
+
+/// Pacing: the recorded gaps are kept (scaled by --speed), or a fixed --rate; in recorded
+/// order either way. Lower bounds only: a replay may be late, never early.
+#[tokio::test]
+async fn requests_keep_their_recorded_order_and_pace() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let entry = |i: usize, at: &str| {
+        format!(
+            r#"{{"startedDateTime": "{at}", "time": 1, "request": {{"method": "GET", "url": "http://svc/echo/{i}", "headers": []}}, "response": {{"status": 200, "content": {{"size": 0, "text": ""}}}}}}"#
+        )
+    };
+    // Written out of order: the recording's order is the file's, not the times'.
+    let har = format!(
+        r#"{{"log": {{"version": "1.2", "creator": {{"name": "t", "version": "1"}}, "entries": [{}, {}, {}]}}}}"#,
+        entry(0, "2026-12-01T10:00:00.000Z"),
+        entry(1, "2026-12-01T10:00:00.400Z"),
+        entry(2, "2026-12-01T10:00:00.800Z"),
+    );
+    let file = proxy.dir().join("paced.har");
+    std::fs::write(&file, har).unwrap();
+    let file = file.to_str().unwrap();
+    let target = up.url();
+    for (pace, at_least_ms) in [
+        (vec![], 800.0),
+        (vec!["--speed", "4"], 200.0),
+        (vec!["--rate", "10/s"], 200.0),
+    ] {
+        let before = up.requests().len();
+        let mut args = vec!["replay", "--har", file, "--target", &target, "--json"];
+        args.extend_from_slice(&pace);
+        let out = proxy.cli(&args).await;
+        let r = report(&out);
+        assert_eq!(r["sent"], 3, "{pace:?}: {r:#}");
+        let took = r["durationMs"].as_f64().unwrap();
+        assert!(
+            took >= at_least_ms,
+            "{pace:?}: done in {took} ms, due at {at_least_ms}"
+        );
+        let paths: Vec<String> = up.requests()[before..]
+            .iter()
+            .map(|s| s.path.clone())
+            .collect();
+        assert_eq!(paths, ["/echo/0", "/echo/1", "/echo/2"], "{pace:?}");
+    }
+    let out = proxy
+        .cli(&["replay", "--har", file, "--target", &target, "--speed", "0"])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--speed must be a factor from 0.001"));
+    let out = proxy
+        .cli(&[
+            "replay", "--har", file, "--target", &target, "--rate", "1e-300",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+}
