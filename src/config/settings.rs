@@ -56,6 +56,10 @@ impl Upstream {
 
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Port 0 is `heliosburn serve`'s placeholder: no upstream at all.
+        if self.port == 0 {
+            return f.write_str("none");
+        }
         write!(f, "http://{}:{}", self.host, self.port)
     }
 }
