@@ -165,6 +165,10 @@ pub fn decode(path_and_query: &str, body: &[u8]) -> Result<(), String> {
         "/status" => {
             axum::extract::Query::<ModuleQuery>::try_from_uri(&uri).map_err(query)?;
         }
+        // The body is a HAR document, which the `har` fuzz target reads.
+        "/recording/import" => {
+            axum::extract::Query::<ImportQuery>::try_from_uri(&uri).map_err(query)?;
+        }
         _ => {
             let _: RecordingPatch = parse_json(&body).map_err(|e| e.body.to_string())?;
             axum::extract::Query::<Page>::try_from_uri(&uri).map_err(query)?;
