@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
 """Reproducible proxy benchmark: direct to nginx, nginx as reverse proxy, heliosburn.
 
+Targets: `direct` (wrk to the nginx upstream), `nginx` (nginx as reverse proxy to it),
+`hb-empty` (heliosburn, empty pipeline), `hb-record` (the default modules: recording into
+the embedded store), `hb-redis` (TrafficReader to Redis, recorder to MongoDB; needs both),
+`hb-playback` (TrafficPlayback answering from a recording, no upstream).
+
 Every target fronts the same nginx upstream and gets the same wrk load; runs are
 interleaved (round-robin over targets, several rounds) and medians reported, each as a
 ratio to direct. The proxy under test is pinned to CPU 0, wrk and the upstream to CPU 1,
 and the proxy's CPU time per request is read from /proc/PID/stat: the figure that noise
-on a shared host moves least.
+on a shared host moves least. The upstream nginx worker's CPU per request is read the same
+way for every target (for direct: nginx serving the file itself).
 
 Several heliosburn binaries can be compared in one run (`--bin LABEL=PATH`, repeatable;
 the first is the baseline): every heliosburn target runs once per binary, in the same
@@ -14,6 +20,12 @@ heliosburn run the script waits until that proxy is idle (a recorder that fell b
 finishes on CPU 0 before the next target starts); each recording target records each
 round into a recording of its own, whose stored count is compared with the requests wrk
 completed and which is then deleted (64 KiB bodies would otherwise fill the disk).
+
+hb-playback: before the rounds, a heliosburn with the default modules records one GET of
+each body the run uses into its data directory, through the upstream; it is stopped (one
+process per store) and the playback instance starts on that directory with
+`pipeline: [TrafficPlayback {recording: ID}]`, checked to answer each body byte for byte.
+wrk then gets from its recording what the others get from nginx.
 
 Usage: bench/run.py [--rounds 5] [--duration 10] [--connections 32] [--targets a,b]
                     [--bin old=/path/heliosburn --bin new=/other/heliosburn]
@@ -39,7 +51,7 @@ BIN = os.path.join(ROOT, "target", "release", "heliosburn")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 UPSTREAM_PORT, NGINX_PROXY_PORT = 19000, 19001
 # heliosburn binary i, target kind k: proxy port 19010 + 10 i + k, management port + 100.
-HB_KINDS = ["hb-empty", "hb-record", "hb-redis"]
+HB_KINDS = ["hb-empty", "hb-record", "hb-redis", "hb-playback"]
 HB_BASE_PORT, MGMT_OFFSET = 19010, 100
 SMALL = b"x" * 100
 BIG = b"y" * 65536
@@ -181,7 +193,7 @@ http {{
 
 
 class Heliosburn:
-    def __init__(self, workdir, name, binary, port, mgmt, modules_yaml, cpu, settings_yaml=""):
+    def __init__(self, workdir, name, binary, port, mgmt, modules_yaml, cpu, settings_yaml="", log="stderr.log"):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         for p in (port, mgmt):
@@ -200,7 +212,7 @@ class Heliosburn:
             with open(path, "w") as f:
                 f.write(settings_yaml)
             args += ["--config", path]
-        self.log = open(os.path.join(self.dir, "stderr.log"), "w")
+        self.log = open(os.path.join(self.dir, log), "w")
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
         self.mgmt = f"http://127.0.0.1:{mgmt}"
         self.url = f"http://127.0.0.1:{port}"
@@ -223,6 +235,37 @@ class Heliosburn:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+
+
+def playback(workdir, name, binary, port, mgmt, bodies, cpu):
+    """A heliosburn answering from a recording of one GET of each body (`bodies`: name ->
+    bytes). The recording is made through the upstream by a heliosburn with the default
+    modules on the same data directory, on the same ports, stopped before the playback
+    one starts: only one process may use a store."""
+    rec = Heliosburn(workdir, name, binary, port, mgmt, None, cpu, log="record.log")
+    try:
+        rid = http("POST", f"{rec.mgmt}/recording", {"name": f"bench playback {name}", "description": "bench/run.py"})["id"]
+        http("POST", f"{rec.mgmt}/recording/{rid}/start", {})
+        for body in bodies:
+            with urllib.request.urlopen(f"{rec.url}/{body}", timeout=30) as r:
+                r.read()
+        http("POST", f"{rec.mgmt}/recording/{rid}/stop", {}, timeout=120)
+        count = http("GET", f"{rec.mgmt}/recording/{rid}")["count"]
+    finally:
+        rec.stop()
+    if count != len(bodies) or rec.proc.returncode != 0:
+        raise SystemExit(f"{name}: recording {rid} holds {count} exchanges, not {len(bodies)}; "
+                         f"the recorder exited with {rec.proc.returncode}; see {rec.dir}")
+    pb = Heliosburn(workdir, name, binary, port, mgmt,
+                    f"pipeline: [{{name: TrafficPlayback, kwargs: {{recording: '{rid}'}}}}]\nsupport: []\n", cpu)
+    for body, want in bodies.items():
+        with urllib.request.urlopen(f"{pb.url}/{body}", timeout=30) as r:
+            got = r.read()
+        if got != want:
+            pb.stop()
+            raise SystemExit(f"{name}: playback answered /{body} with {len(got)} bytes, not the {len(want)} recorded")
+    return pb
 
 
 def wrk(url, duration, connections, cpu):
@@ -243,8 +286,10 @@ def wrk(url, duration, connections, cpu):
 
 
 KIND_TITLE = {"hb-empty": "empty pipeline", "hb-record": "recording (embedded)",
-              "hb-redis": "TrafficReader to Redis, recorder to MongoDB"}
+              "hb-redis": "TrafficReader to Redis, recorder to MongoDB",
+              "hb-playback": "playback (TrafficPlayback)"}
 RECORDING_KINDS = ("hb-record", "hb-redis")
+COUNTED_KINDS = (*RECORDING_KINDS, "hb-playback")  # module counters reported per body
 
 
 def parse_bins(specs):
@@ -331,7 +376,12 @@ support:
             for kind in kinds:
                 t = f"{label}/{kind}"
                 port = HB_BASE_PORT + 10 * i + HB_KINDS.index(kind)
-                hb[t] = Heliosburn(work, f"{label}-{kind}", path, port, port + MGMT_OFFSET, modules_of[kind], cpu=0)
+                if kind == "hb-playback":
+                    served = {"small": SMALL, "64k": BIG}
+                    hb[t] = playback(work, f"{label}-{kind}", path, port, port + MGMT_OFFSET,
+                                     {b: served[b] for b in bodies}, cpu=0)
+                else:
+                    hb[t] = Heliosburn(work, f"{label}-{kind}", path, port, port + MGMT_OFFSET, modules_of[kind], cpu=0)
                 procs.append(hb[t])
                 urls[t], pids[t], kind_of[t], label_of[t] = hb[t].url, hb[t].pid, kind, label
         # This script (whose children time holds wrk's) and what it started.
@@ -353,7 +403,7 @@ support:
             for t in order:
                 if pids[t]:
                     reset_peak_rss(pids[t])
-            before_counters = {t: hb[t].modules() for t in hb if kind_of[t] in RECORDING_KINDS}
+            before_counters = {t: hb[t].modules() for t in hb if kind_of[t] in COUNTED_KINDS}
             for r in range(args.rounds):
                 for t in order_for(r):
                     pid = pids[t]
@@ -363,11 +413,15 @@ support:
                                    {"name": f"bench {t} {body} {r + 1}", "description": "bench/run.py"})["id"]
                         http("POST", f"{hb[t].mgmt}/recording/{rid}/start")
                     before, t0 = cpu_seconds(pid) if pid else 0, time.time()
+                    up_before = cpu_seconds(upstream.pid)
                     others0, steal0 = others_cpu(ours), steal_seconds()
                     res = wrk(f"{urls[t]}/{body}", args.duration, args.connections, cpu=1)
                     after, elapsed = cpu_seconds(pid) if pid else 0, time.time() - t0
                     others1, steal1 = others_cpu(ours), steal_seconds()
                     res["cpu_us_per_req"] = ((after - before) / res["total"] * 1e6) if pid else None
+                    # The upstream nginx worker's: serving the file (direct), or its share
+                    # behind a proxy (none for playback, which answers without it).
+                    res["upstream_cpu_us_per_req"] = (cpu_seconds(upstream.pid) - up_before) / res["total"] * 1e6
                     # CPU the machine's other processes took meanwhile, % of one core (of 2).
                     res["other_cpu_pct"] = 100 * others_delta(others0, others1) / elapsed
                     res["steal_pct"] = 100 * (steal1 - steal0) / elapsed
@@ -384,6 +438,7 @@ support:
                     results[(t, body)].append(res)
                     print(f"round {r + 1} {body:5} {t:16} {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.3f} ms  "
                           f"p99 {res['p99_ms']:.3f} ms  cpu/req {res['cpu_us_per_req'] or 0:.1f} us  "
+                          f"upstream {res['upstream_cpu_us_per_req']:.1f} us  "
                           f"other {res['other_cpu_pct']:.0f}%"
                           f"{'  stored ' + str(res['stored']) + ' of ' + str(res['total']) if rid else ''}"
                           f"{'  errors ' + str(res['errors']) if res['errors'] else ''}", file=sys.stderr, flush=True)
@@ -436,20 +491,22 @@ def print_report(order, args, bins, kind_of, label_of, results, counters, load):
         m = lambda t, k: med([r[k] for r in rs_of(t)]) if (t, body) in results else None
         direct, nginx = m("direct", "rps"), m("nginx", "rps")
         print(f"### {body} body\n")
-        print("| target | req/s | vs direct | vs nginx | vs empty | p50 ms | p99 ms | proxy CPU us/req | peak RSS MiB "
+        print("| target | req/s | vs direct | vs nginx | vs empty | p50 ms | p99 ms | proxy CPU us/req | upstream CPU us/req | peak RSS MiB "
               "| other load % |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for t in order:
             rs = rs_of(t)
             rps = m(t, "rps")
             empty = m(f"{label_of[t]}/hb-empty", "rps") if t in kind_of else None
             cpu = [r["cpu_us_per_req"] for r in rs if r["cpu_us_per_req"] is not None]
+            up = [r["upstream_cpu_us_per_req"] for r in rs if r.get("upstream_cpu_us_per_req") is not None]
             rss = rs[0].get("peak_rss_kib")
             print(f"| {title(t)} | {spread([r['rps'] for r in rs], lambda v: f'{v:.0f}')} | {rps / direct:.2f}x | "
                   f"{'-' if nginx is None or t == 'direct' else f'{rps / nginx:.2f}x'} | "
                   f"{'-' if empty is None else f'{rps / empty:.2f}x'} | {m(t, 'p50_ms'):.3f} | "
                   f"{spread([r['p99_ms'] for r in rs], lambda v: f'{v:.3f}')} | "
                   f"{spread(cpu, lambda v: f'{v:.1f}') if cpu else '-'} | "
+                  f"{spread(up, lambda v: f'{v:.1f}') if up else '-'} | "
                   f"{'-' if rss is None else f'{rss / 1024:.1f}'} | "
                   f"{spread([r['other_cpu_pct'] for r in rs], lambda v: f'{v:.0f}')} |")
         print()
@@ -470,6 +527,13 @@ def print_report(order, args, bins, kind_of, label_of, results, counters, load):
                               f"{spread(paired, lambda v: f'{v:+.1f}', ' to ')} |")
             print()
         for t in order:
+            if kind_of.get(t) == "hb-playback":
+                rs = rs_of(t)
+                print(f"- {title(t)}: wrk completed {sum(r['total'] for r in rs)} requests over the rounds; "
+                      f"the module's counters moved by:")
+                for name, c in counters.get((t, body), {}).items():
+                    # `answers` is how many the recording holds, not a counter.
+                    print(f"  {name}: {json.dumps({k: v for k, v in c.items() if k != 'answers'})}")
             if kind_of.get(t) not in RECORDING_KINDS:
                 continue
             rs = rs_of(t)
