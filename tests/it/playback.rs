@@ -85,7 +85,11 @@ async fn serve_answers_a_recorded_sequence_with_the_upstream_gone() {
         .data_dir(dir.clone())
         .start()
         .await;
-    assert!(mock.ready_line().contains(" -> none,"), "{}", mock.ready_line());
+    assert!(
+        mock.ready_line().contains(" -> none,"),
+        "{}",
+        mock.ready_line()
+    );
     assert_eq!(mock.mgmt_get("/proxy").await.json()["upstream"], "none");
     let login = |n: &str| format!("{}{n}", mock.proxy_url());
     let ada = r#"{"password":"whatever","user":"ada"}"#;
