@@ -59,6 +59,15 @@ pub struct TrafficPlaybackKwargs {
     pub on_miss: Option<OnMissKwarg>,
     /// Bytes the loaded recording may take in memory (default 256 MiB).
     pub max_bytes: Option<u64>,
+    /// What TrafficReader redacted beyond the defaults (its `redact_headers`,
+    /// `redact_fields`, `redact_patterns`): secrets that must not tell requests apart,
+    /// nor show in a miss.
+    #[serde(default)]
+    pub redact_headers: Vec<String>,
+    #[serde(default)]
+    pub redact_fields: Vec<String>,
+    #[serde(default)]
+    pub redact_patterns: Vec<String>,
     /// The store the recording is in, when it is MongoDB (as TrafficRecorder's kwargs
     /// name it); without them, the store the other modules name.
     pub mongo_host: Option<String>,
@@ -176,7 +185,12 @@ impl TrafficPlaybackKwargs {
                     .body
                     .then(|| self.matching.body_limit.unwrap_or(DEFAULT_BODY_LIMIT)),
                 headers,
-                redactor: Redactor::blind(&Rules::default())?,
+                redactor: Redactor::blind(&Rules {
+                    headers: self.redact_headers.clone(),
+                    fields: self.redact_fields.clone(),
+                    patterns: self.redact_patterns.clone(),
+                })
+                .map_err(|e| format!("redact_*: {e}"))?,
             },
         })
     }
@@ -307,9 +321,13 @@ impl Matcher {
             .map(|h| chosen[h.as_str()].iter().map(blind).collect())
             .collect();
         let body = self.body_limit.map(|limit| {
+            // Whole (the caller knows it fit the limit): as it is; else its first bytes.
             let (bytes, whole) = body;
-            let cut = &bytes[..bytes.len().min(limit)];
-            let whole = whole && bytes.len() <= limit;
+            let cut = if whole {
+                bytes
+            } else {
+                &bytes[..bytes.len().min(limit)]
+            };
             let mut capture = BodyCapture::from_bytes(cut, cut.len() as u64);
             self.redactor.body(&mut capture, content_type);
             let bytes = match capture.encoding {
@@ -381,8 +399,12 @@ impl Book {
             .as_ref()
             .map(BodyCapture::bytes)
             .unwrap_or_default();
-        // Not `size == data.len()`: redaction changes the data's length, not the size.
-        let whole = req.body.as_ref().is_none_or(|b| !b.truncated);
+        // By the size as it passed: redaction changes the data's length, not the size.
+        let limit = matcher.body_limit.unwrap_or(0) as u64;
+        let whole = req
+            .body
+            .as_ref()
+            .is_none_or(|b| !b.truncated && b.size <= limit);
         let key = matcher.key(
             &req.method,
             &req.path,
@@ -525,7 +547,7 @@ impl TrafficPlayback {
     fn key(&self, ex: &Exchange, req: &http::request::Parts) -> Option<Key> {
         let body = match (&self.matcher.body_limit, &ex.request_prefix) {
             (None, _) => (&[][..], true),
-            (Some(_), Some(p)) => (&p.data[..], p.whole),
+            (Some(limit), Some(p)) => (&p.data[..], p.whole && p.data.len() <= *limit),
             (Some(_), None) => return None,
         };
         let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
@@ -689,6 +711,11 @@ mod tests {
         assert!(parse("{recording: a, match: {headers: ['bad name']}}")
             .unwrap_err()
             .contains("`bad name` is not a header name"));
+        assert!(
+            parse("{recording: a, redact_fields: [otp], redact_patterns: ['(']}")
+                .unwrap_err()
+                .contains("redact_*: `(` is not a regex")
+        );
         assert!(parse("{recording: a, match: {body_limit: 0}}")
             .unwrap_err()
             .contains("match.body_limit"));

@@ -70,17 +70,12 @@ impl CaptureBudget {
     }
 
     /// Holds `n` bytes of the budget until the reservation is dropped, if they are left
-    /// (else the spent budget is counted and logged, as for a capture cut short).
-    pub fn reserve(self: &Arc<Self>, n: usize) -> Option<Reservation> {
-        if self.take(n) {
-            Some(Reservation {
-                budget: self.clone(),
-                n,
-            })
-        } else {
-            self.count_cut();
-            None
-        }
+    /// (the phase that asked for them counts what it could not have).
+    pub fn try_reserve(self: &Arc<Self>, n: usize) -> Option<Reservation> {
+        self.take(n).then(|| Reservation {
+            budget: self.clone(),
+            n,
+        })
     }
 
     fn count_cut(&self) {

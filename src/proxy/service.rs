@@ -192,11 +192,12 @@ impl Forwarder {
                 // What is read ahead is held in the capture budget (a frame may pass the
                 // bytes asked for by up to the connection's buffer); when it is spent,
                 // nothing is read, and the phase sees no prefix.
-                let held = needed + self.settings.max_header_size;
+                let wanted = declared.map_or(needed, |d| needed.min(d as usize));
+                let held = wanted + self.settings.max_header_size;
                 let read = match needed {
                     0 => Ok(()),
                     _ if upgrade || body.is_end_stream() => Ok(()),
-                    _ => match self.captures.reserve(held) {
+                    _ => match self.captures.try_reserve(held) {
                         None => Ok(()),
                         Some(r) => {
                             reserved = Some(r);
@@ -254,7 +255,8 @@ impl Forwarder {
             upstream: None,
         });
         match decision {
-            Decision::Forward => {}
+            // What was read ahead goes upstream in the body's frames; no copy is kept.
+            Decision::Forward => done.ex.request_prefix = None,
             Decision::Respond(resp) => {
                 keep_read_body(&mut done);
                 return answered(resp, done);
@@ -368,7 +370,7 @@ impl Forwarder {
 /// was read whole before the request phase (a body nobody read, or read in part, is
 /// unknown, and no capture claims to know it).
 fn keep_read_body(done: &mut Completion) {
-    match (&done.ex.request_prefix, &done.request_capture) {
+    match (done.ex.request_prefix.take(), &done.request_capture) {
         (Some(p), Some(cap)) if p.whole => {
             cap.lock().unwrap_or_else(|e| e.into_inner()).push(&p.data);
         }

@@ -161,8 +161,8 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, args: ReplayArgs) 
             );
         }
     }
-    if args.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
+    if !(1..=10_000).contains(&args.concurrency) {
+        bail!("--concurrency must be from 1 to 10000");
     }
     let timeout = Duration::try_from_secs_f64(args.timeout)
         .ok()

@@ -283,11 +283,12 @@ async fn requests_keep_their_recorded_order_and_pace() {
             r#"{{"startedDateTime": "{at}", "time": 1, "request": {{"method": "GET", "url": "http://svc/echo/{i}", "headers": []}}, "response": {{"status": 200, "content": {{"size": 0, "text": ""}}}}}}"#
         )
     };
-    // Written out of order: the recording's order is the file's, not the times'.
+    // The second entry began before the first (captured out of order): the file's order
+    // is kept, and it is due at once, never before the one ahead of it.
     let har = format!(
         r#"{{"log": {{"version": "1.2", "creator": {{"name": "t", "version": "1"}}, "entries": [{}, {}, {}]}}}}"#,
         entry(0, "2026-12-01T10:00:00.000Z"),
-        entry(1, "2026-12-01T10:00:00.400Z"),
+        entry(1, "2026-12-01T09:59:59.600Z"),
         entry(2, "2026-12-01T10:00:00.800Z"),
     );
     let file = proxy.dir().join("paced.har");
