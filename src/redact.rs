@@ -366,6 +366,17 @@ impl Redactor {
     }
 }
 
+/// Whether a value is a mark the redactor put for a secret (`[redacted len=N h=…]`, or a
+/// blind redactor's `[redacted]`).
+pub fn is_mark(value: &str) -> bool {
+    value.starts_with("[redacted len=") || value == BLIND_MARK
+}
+
+/// Whether a text holds a keyed mark, as it is or encoded in a query or form.
+pub fn contains_mark(text: &str) -> bool {
+    text.contains("[redacted len=") || text.contains("%5Bredacted%20len%3D")
+}
+
 /// What a blind redactor puts for every secret.
 pub const BLIND_MARK: &str = "[redacted]";
 

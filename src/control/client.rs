@@ -5,18 +5,34 @@ use serde_json::Value;
 
 use crate::cli::{ApiCommand as Command, RecordingCommand};
 
-pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> Result<()> {
-    let base = if mgmt.starts_with("http://") {
-        mgmt.trim_end_matches('/').to_owned()
-    } else {
-        format!("http://{mgmt}")
-    };
-    let base_url = reqwest::Url::parse(&base)
-        .with_context(|| format!("`{mgmt}` is not a management address (pass --mgmt HOST:PORT)"))?;
-    // Path segments and query values are encoded: a module named `AddHeader#2` or an id
-    // with a `/` stays one segment or value.
-    let url = |segments: &[&str], query: &[(&str, String)]| {
-        let mut u = base_url.clone();
+/// A running proxy's management API, as its clients (the CLI, `replay`) reach it.
+pub struct Api {
+    base: reqwest::Url,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// `HOST:PORT` or `http://HOST:PORT`; the token, if the API wants one.
+    pub fn new(mgmt: &str, token: Option<&str>) -> Result<Self> {
+        let base = if mgmt.starts_with("http://") {
+            mgmt.trim_end_matches('/').to_owned()
+        } else {
+            format!("http://{mgmt}")
+        };
+        Ok(Self {
+            base: reqwest::Url::parse(&base).with_context(|| {
+                format!("`{mgmt}` is not a management address (pass --mgmt HOST:PORT)")
+            })?,
+            token: token.map(str::to_owned),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// The URL of a route. Path segments and query values are encoded: a module named
+    /// `AddHeader#2` or an id with a `/` stays one segment or value.
+    pub fn url(&self, segments: &[&str], query: &[(&str, String)]) -> reqwest::Url {
+        let mut u = self.base.clone();
         if let Ok(mut path) = u.path_segments_mut() {
             path.pop_if_empty().extend(segments);
         }
@@ -25,7 +41,64 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> R
                 .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
         u
+    }
+
+    /// Sends a request (with the token); an unreachable API says what to check.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        req.send().await.with_context(|| {
+            format!(
+                "cannot reach the management API at {}: is heliosburn running? (pass --mgmt HOST:PORT)",
+                self.base
+            )
+        })
+    }
+
+    /// A request to a route.
+    pub fn request(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
+        self.http.request(method, url)
+    }
+
+    /// `GET` a route; its JSON, or the API's error as `STATUS: message`.
+    pub async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value> {
+        let resp = self
+            .send(self.request(reqwest::Method::GET, self.url(segments, query)))
+            .await?;
+        answer(resp).await
+    }
+}
+
+/// An answer's JSON (a text that is not JSON as a string), or its error as an error.
+async fn answer(resp: reqwest::Response) -> Result<Value> {
+    let status = resp.status();
+    let text = resp
+        .text()
+        .await
+        .context("reading the management API's answer")?;
+    let value: Value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
+    if !status.is_success() {
+        let msg = value
+            .get("error")
+            .or_else(|| value.get("message"))
+            .map_or_else(
+                || value.to_string(),
+                |m| m.as_str().map_or_else(|| m.to_string(), str::to_owned),
+            );
+        bail!("{status}: {msg}");
+    }
+    Ok(value)
+}
+
+pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> Result<()> {
+    let api = Api::new(mgmt, token)?;
+    let url = |segments: &[&str], query: &[(&str, String)]| api.url(segments, query);
     // `.` and `..` would be dropped from the path (`recording delete ..` would hit the
     // collection): no id or name is either.
     let ids = match &cmd {
@@ -90,10 +163,7 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> R
         },
     };
     let changes = method != Method::GET;
-    let mut req = reqwest::Client::new().request(method, target);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
+    let mut req = api.request(method, target);
     // The API takes state changes only as JSON (a browser cannot send that cross-site).
     match (body, &cmd) {
         (_, Command::Recording(RecordingCommand::Import { file, .. })) => {
@@ -112,34 +182,13 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> R
         }
         (None, _) => {}
     }
-    let resp = req.send().await.with_context(|| {
-        format!("cannot reach the management API at {base}: is heliosburn running? (pass --mgmt HOST:PORT)")
-    })?;
-    let status = resp.status();
+    let resp = api.send(req).await?;
     if let (true, Command::Recording(RecordingCommand::Export { output, .. })) =
-        (status.is_success(), &cmd)
+        (resp.status().is_success(), &cmd)
     {
         return export(resp, output.as_deref()).await;
     }
-    let text = resp
-        .text()
-        .await
-        .context("reading the management API's answer")?;
-    let value: Value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    if !status.is_success() {
-        let msg = value
-            .get("error")
-            .or_else(|| value.get("message"))
-            .map_or_else(
-                || value.to_string(),
-                |m| m.as_str().map_or_else(|| m.to_string(), str::to_owned),
-            );
-        bail!("{status}: {msg}");
-    }
+    let value = answer(resp).await?;
     let out = if json {
         serde_json::to_string_pretty(&value)? + "\n"
     } else {

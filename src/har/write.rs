@@ -166,18 +166,13 @@ fn first<'a>(map: &'a MultiMap, name: &str) -> Option<&'a str> {
     map.get(name).and_then(|v| v.first()).map(String::as_str)
 }
 
-/// A header value the redactor replaced: no cookies to read from it.
-fn redacted(value: &str) -> bool {
-    value.starts_with("[redacted ")
-}
-
 /// `Cookie: a=1; b=2` as HAR's cookie list (none when the header was redacted).
 fn request_cookies(headers: &MultiMap) -> Vec<NameValue<'_>> {
     headers
         .get("cookie")
         .into_iter()
         .flatten()
-        .filter(|line| !redacted(line))
+        .filter(|line| !crate::redact::is_mark(line))
         .flat_map(|line| line.split(';'))
         .filter_map(|pair| {
             let (name, value) = pair.split_once('=')?;
@@ -196,7 +191,7 @@ fn response_cookies(headers: &MultiMap) -> Vec<NameValue<'_>> {
         .get("set-cookie")
         .into_iter()
         .flatten()
-        .filter(|line| !redacted(line))
+        .filter(|line| !crate::redact::is_mark(line))
         .filter_map(|line| {
             let pair = line.split(';').next()?;
             let (name, value) = pair.split_once('=')?;

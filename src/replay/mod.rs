@@ -22,6 +22,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::cli::ReplayArgs;
+use crate::control::client::Api;
+use crate::redact::contains_mark;
 use crate::traffic::{header_multimap, TrafficDoc, FRAMING_HEADERS};
 use diff::{Difference, Replayed, Rules};
 
@@ -178,9 +180,12 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, args: ReplayArgs) 
     let (source, total) = match (&args.id, &args.har) {
         (_, Some(file)) => (format!("{}", file.display()), read_har(file.clone(), tx)?),
         (Some(id), None) => {
-            let api = Api::new(mgmt, token)?;
-            let total = api.count(id).await?;
-            tokio::spawn(api.pages(id.clone(), tx));
+            let source = Source {
+                api: Api::new(mgmt, token)?,
+                id: id.clone(),
+            };
+            let total = source.count().await?;
+            tokio::spawn(source.pages(tx));
             (format!("recording {id}"), Some(total))
         }
         (None, None) => bail!("name a recording ID, or a HAR file with --har FILE"),
@@ -349,8 +354,8 @@ impl Sender {
         let url = format!("{}{}", self.target, req.uri);
         let mut redacted = Redacted {
             headers_dropped: 0,
-            marks_sent: is_marked(&req.uri)
-                || req.body.as_ref().is_some_and(|b| is_marked(&b.data)),
+            marks_sent: contains_mark(&req.uri)
+                || req.body.as_ref().is_some_and(|b| contains_mark(&b.data)),
         };
         let Ok(method) = reqwest::Method::from_bytes(req.method.as_bytes()) else {
             let reason = format!("`{}` is not a method", req.method);
@@ -367,7 +372,7 @@ impl Sender {
             for value in values {
                 // A secret the recording redacted is not known: sending the mark would
                 // only be a wrong credential.
-                if value.starts_with("[redacted len=") {
+                if crate::redact::is_mark(value) {
                     redacted.headers_dropped += 1;
                     continue;
                 }
@@ -418,11 +423,6 @@ impl Sender {
         };
         (url, outcome, redacted)
     }
-}
-
-/// A redaction mark, as text or encoded in a query.
-fn is_marked(text: &str) -> bool {
-    text.contains("[redacted len=") || text.contains("%5Bredacted%20len%3D")
 }
 
 /// Whether recorded request headers announce a body.
@@ -574,67 +574,29 @@ fn read_har(file: PathBuf, tx: mpsc::Sender<Result<TrafficDoc>>) -> Result<Optio
     Ok(None)
 }
 
-/// The management API, as the replay reads a recording from it.
-struct Api {
-    client: reqwest::Client,
-    base: reqwest::Url,
-    token: Option<String>,
+/// A recording as the replay reads it from the management API.
+struct Source {
+    api: Api,
+    id: String,
 }
 
-impl Api {
-    fn new(mgmt: &str, token: Option<&str>) -> Result<Self> {
-        let base = if mgmt.starts_with("http://") {
-            mgmt.trim_end_matches('/').to_owned()
-        } else {
-            format!("http://{mgmt}")
-        };
-        Ok(Self {
-            client: reqwest::Client::new(),
-            base: reqwest::Url::parse(&base).with_context(|| {
-                format!("`{mgmt}` is not a management address (pass --mgmt HOST:PORT)")
-            })?,
-            token: token.map(str::to_owned),
-        })
-    }
-
-    async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<serde_json::Value> {
-        let mut url = self.base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url.query_pairs_mut().extend_pairs(query);
-        let mut req = self.client.get(url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.with_context(|| {
-            format!("cannot reach the management API at {}: is heliosburn running? (pass --mgmt HOST:PORT)", self.base)
-        })?;
-        let status = resp.status();
-        let value: serde_json::Value = resp.json().await.unwrap_or_default();
-        if !status.is_success() {
-            let msg = value["error"]
-                .as_str()
-                .map_or_else(|| value.to_string(), str::to_owned);
-            bail!("{status}: {msg}");
-        }
-        Ok(value)
-    }
-
+impl Source {
     /// How many transactions the recording holds.
-    async fn count(&self, id: &str) -> Result<u64> {
+    async fn count(&self) -> Result<u64> {
+        let id = self.id.as_str();
         if id == "." || id == ".." {
             bail!("`{id}` is not an id");
         }
-        let rec = self.get(&["recording", id], &[]).await?;
+        let rec = self.api.get(&["recording", id], &[]).await?;
         Ok(rec["count"].as_u64().unwrap_or(0))
     }
 
     /// Every transaction of the recording into the channel, a page at a time.
-    async fn pages(self, id: String, tx: mpsc::Sender<Result<TrafficDoc>>) {
+    async fn pages(self, tx: mpsc::Sender<Result<TrafficDoc>>) {
+        let Source { api, id } = self;
         let mut start = 0u64;
         loop {
-            let page = self
+            let page = api
                 .get(
                     &["recording", &id, "traffic"],
                     &[("start", start.to_string()), ("offset", PAGE.to_string())],

@@ -1,4 +1,4 @@
-//! HAR export (issue 9, item 1): a recording as a HAR 1.2 document, validated by the
+//! HAR export and import (issue 9, items 1 and 2): a recording as a HAR 1.2 document, validated by the
 //! HAR schema itself (npm `har-schema` with `ajv`, installed by scripts/test.sh into
 //! tests/har/node_modules), with binary bodies in base64 and truncated ones marked.
 
@@ -8,8 +8,10 @@ use bytes::Bytes;
 use http::Response;
 use serde_json::Value;
 
-use crate::harness::recordings::{all_traffic, create_recording, start_recording, stop_recording};
-use crate::harness::{body, Http, Resp, TestProxy, Upstream};
+use crate::harness::recordings::{
+    all_traffic, create_recording, import, start_recording, stop_recording,
+};
+use crate::harness::{body, Http, TestProxy, Upstream};
 
 /// Runs the schema validator on a file; panics with its report when the file is invalid.
 fn assert_valid_har(path: &std::path::Path) {
@@ -284,15 +286,6 @@ async fn exporting_100000_entries_keeps_memory_flat() {
         warm / 1024,
         peak / 1024
     );
-}
-
-/// `POST /recording/import[QUERY]` with a HAR document as the body.
-async fn import(proxy: &TestProxy, query: &str, har: Vec<u8>) -> Resp {
-    let req = http::Request::post(format!("{}/recording/import{query}", proxy.mgmt_url()))
-        .header("content-type", "application/json")
-        .body(body(har))
-        .unwrap();
-    Http::new().send(req).await
 }
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -291,11 +291,7 @@ async fn playback_reads_a_recording_from_mongodb() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/mitmproxy.har"),
     )
     .unwrap();
-    let req = http::Request::post(format!("{}/recording/import", recorder.mgmt_url()))
-        .header("content-type", "application/json")
-        .body(body(har))
-        .unwrap();
-    let r = Http::new().send(req).await;
+    let r = crate::harness::recordings::import(&recorder, "", har).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_owned();
 

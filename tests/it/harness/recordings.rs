@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use super::client::{body, Http, Resp};
 use super::proxy::TestProxy;
 
 /// `POST /recording`; asserts 201 and a Location naming the new id; returns the id.
@@ -106,4 +107,13 @@ pub async fn wait_counter(proxy: &TestProxy, module: &str, name: &str, at_least:
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+/// `POST /recording/import[QUERY]` with a HAR document as the body.
+pub async fn import(proxy: &TestProxy, query: &str, har: Vec<u8>) -> Resp {
+    let req = http::Request::post(format!("{}/recording/import{query}", proxy.mgmt_url()))
+        .header("content-type", "application/json")
+        .body(body(har))
+        .unwrap();
+    Http::new().send(req).await
 }
