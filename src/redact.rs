@@ -12,11 +12,12 @@
 //! pattern in a text body (bearer tokens, card numbers that pass the Luhn check, and
 //! configured regexes).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use regex::Regex;
 
-use crate::traffic::{BodyCapture, BodyEncoding, MultiMap};
+use crate::traffic::{BodyCapture, MultiMap};
 
 /// Headers whose values are always redacted.
 pub const HEADERS: &[&str] = &[
@@ -291,29 +292,36 @@ impl Redactor {
             || ct.contains("json")
             || ct.contains("xml")
             || ct.starts_with("application/x-www-form-urlencoded");
-        if body.encoding != BodyEncoding::Utf8 || body.data.is_empty() || !textual {
+        let Some(text) = body.text().filter(|t| !t.is_empty() && textual) else {
             return 0;
-        }
+        };
         let mut n = 0;
+        let mut text = Cow::Borrowed(text);
         if ct.contains("json") {
-            if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&body.data) {
+            if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text) {
                 // Patterns inside string values only, so the document stays JSON (a
                 // number that looks like a card is a number, not text to replace).
                 let k = self.json(&mut v);
                 if k > 0 {
                     if let Ok(text) = serde_json::to_string(&v) {
-                        body.data = text;
+                        body.set_text(text);
                         n += k;
                     }
                 }
                 return n;
             }
         } else if ct.starts_with("application/x-www-form-urlencoded") {
-            let (text, k) = self.query(&body.data);
-            body.data = text;
-            n += k;
+            let (form, k) = self.query(&text);
+            if k > 0 {
+                text = Cow::Owned(form);
+                n += k;
+            }
         }
-        n + self.patterns_in(&mut body.data)
+        n += self.patterns_in(&mut text);
+        if let Cow::Owned(text) = text {
+            body.set_text(text);
+        }
+        n
     }
 
     fn json(&self, v: &mut serde_json::Value) -> usize {
@@ -335,14 +343,22 @@ impl Redactor {
                 n
             }
             serde_json::Value::Array(items) => items.iter_mut().map(|i| self.json(i)).sum(),
-            serde_json::Value::String(text) => self.patterns_in(text),
+            serde_json::Value::String(text) => {
+                let mut out = Cow::Borrowed(text.as_str());
+                let n = self.patterns_in(&mut out);
+                if let Cow::Owned(out) = out {
+                    *text = out;
+                }
+                n
+            }
             _ => 0,
         }
     }
 
-    fn patterns_in(&self, text: &mut String) -> usize {
+    /// Replaces what the patterns match; the text is copied only when one does.
+    fn patterns_in(&self, text: &mut Cow<'_, str>) -> usize {
         let mut n = 0;
-        let mut replace = |re: &Regex, text: &mut String, check: &dyn Fn(&str) -> bool| {
+        let mut replace = |re: &Regex, text: &mut Cow<'_, str>, check: &dyn Fn(&str) -> bool| {
             if !re.is_match(text) {
                 return;
             }
@@ -355,7 +371,7 @@ impl Redactor {
                     m.to_owned()
                 }
             });
-            *text = out.into_owned();
+            *text = Cow::Owned(out.into_owned());
         };
         replace(&self.bearer, text, &|_| true);
         replace(&self.card, text, &luhn);
@@ -515,26 +531,26 @@ mod tests {
         assert!(!uri.contains("hunter2") && !uri.contains("1234"), "{uri}");
     }
 
+    fn text_body(text: &str) -> BodyCapture {
+        BodyCapture::from_bytes(text.as_bytes(), text.len() as u64)
+    }
+
     #[test]
     fn bodies_json_form_and_patterns() {
         let r = r();
-        let mut json = BodyCapture {
-            size: 0,
-            truncated: false,
-            encoding: BodyEncoding::Utf8,
-            data: r#"{"user":"ada","auth":{"password":"hunter2","token":123},"note":"card 4111 1111 1111 1111, key sk_live_abc"}"#.into(),
-        };
+        let mut json = text_body(
+            r#"{"user":"ada","auth":{"password":"hunter2","token":123},"note":"card 4111 1111 1111 1111, key sk_live_abc"}"#,
+        );
         assert_eq!(r.body(&mut json, Some("application/json")), 4);
         for secret in ["hunter2", "123", "4111", "sk_live_abc"] {
-            assert!(!json.data.contains(secret), "{secret}: {}", json.data);
+            assert!(
+                !json.text().unwrap().contains(secret),
+                "{secret}: {}",
+                json.text().unwrap()
+            );
         }
-        assert!(json.data.contains(r#""user":"ada""#));
-        let mut form = BodyCapture {
-            size: 0,
-            truncated: false,
-            encoding: BodyEncoding::Utf8,
-            data: "user=ada&password=hunter2".into(),
-        };
+        assert!(json.text().unwrap().contains(r#""user":"ada""#));
+        let mut form = text_body("user=ada&password=hunter2");
         assert_eq!(
             r.body(
                 &mut form,
@@ -542,17 +558,12 @@ mod tests {
             ),
             1
         );
-        assert!(!form.data.contains("hunter2"));
+        assert!(!form.text().unwrap().contains("hunter2"));
         // Digits that fail the Luhn check are not a card.
-        let mut text = BodyCapture {
-            size: 0,
-            truncated: false,
-            encoding: BodyEncoding::Utf8,
-            data: "order 1234 5678 9012 3456 and Bearer abc.def".into(),
-        };
+        let mut text = text_body("order 1234 5678 9012 3456 and Bearer abc.def");
         assert_eq!(r.body(&mut text, Some("text/plain")), 1);
-        assert!(text.data.contains("1234 5678 9012 3456"));
-        assert!(!text.data.contains("abc.def"));
+        assert!(text.text().unwrap().contains("1234 5678 9012 3456"));
+        assert!(!text.text().unwrap().contains("abc.def"));
     }
 
     #[test]
@@ -565,16 +576,15 @@ mod tests {
         );
         assert_eq!(r.headers(&mut h), 1);
         assert!(!h["location"][0].contains("abc") && h["location"][0].contains("state=1"));
-        let mut json = BodyCapture {
-            size: 0,
-            truncated: false,
-            encoding: BodyEncoding::Utf8,
-            data: r#"{"at":4111111111111111,"note":"Bearer abc.def"}"#.into(),
-        };
+        let mut json = text_body(r#"{"at":4111111111111111,"note":"Bearer abc.def"}"#);
         r.body(&mut json, Some("application/json"));
-        let v: serde_json::Value = serde_json::from_str(&json.data).unwrap();
+        let v: serde_json::Value = serde_json::from_str(json.text().unwrap()).unwrap();
         assert_eq!(v["at"], 4111111111111111u64);
-        assert!(!json.data.contains("abc.def"), "{}", json.data);
+        assert!(
+            !json.text().unwrap().contains("abc.def"),
+            "{}",
+            json.text().unwrap()
+        );
     }
 
     #[test]

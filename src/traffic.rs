@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +31,7 @@ impl TrafficMessage {
     /// A copy whose captured bodies keep at most `limit` bytes of data, or `None` when
     /// none is longer (nothing to copy).
     pub fn with_bodies_cut(&self, limit: usize) -> Option<TrafficMessage> {
-        let long = |b: &Option<BodyCapture>| b.as_ref().is_some_and(|b| b.data.len() > limit);
+        let long = |b: &Option<BodyCapture>| b.as_ref().is_some_and(|b| b.bytes.len() > limit);
         let response_long = self.response.as_ref().is_some_and(|r| long(&r.body));
         if !long(&self.request.body) && !response_long {
             return None;
@@ -83,13 +84,18 @@ pub struct ResponseInfo {
 }
 
 /// A body as captured beside the stream: its full size, whether the capture stopped at
-/// the limit, and the captured bytes (UTF-8 text as is, anything else in base64).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// the limit, and the bytes kept, as they passed.
+///
+/// Held as raw bytes (shared, never copied to be passed on); the seed's wire shape, UTF-8
+/// text as is or anything else in base64 (`{size, truncated, encoding, data}`), is made
+/// when it is serialized and read back when it is deserialized. A stored document whose
+/// body lives elsewhere (the SQLite store keeps bodies apart) has no `data`: it reads
+/// back empty, to be filled by its store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BodyCapture {
     pub size: u64,
     pub truncated: bool,
-    pub encoding: BodyEncoding,
-    pub data: String,
+    pub bytes: Bytes,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -100,49 +106,110 @@ pub enum BodyEncoding {
 }
 
 impl BodyCapture {
-    /// Keeps at most `limit` bytes of data (on a character boundary for text).
+    /// The capture of the bytes kept (already cut at the limit) of a body of `size`
+    /// bytes in all: truncated when they are fewer.
+    pub fn new(bytes: Bytes, size: u64) -> Self {
+        Self {
+            truncated: (bytes.len() as u64) < size,
+            size,
+            bytes,
+        }
+    }
+
+    /// [`BodyCapture::new`] of a copy of `bytes`.
+    pub fn from_bytes(bytes: &[u8], size: u64) -> Self {
+        Self::new(Bytes::copy_from_slice(bytes), size)
+    }
+
+    /// The bytes kept, when they are UTF-8 text.
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.bytes).ok()
+    }
+
+    /// How the wire carries the bytes (as text when they are UTF-8, else in base64),
+    /// and its `data`.
+    pub fn wire(&self) -> (BodyEncoding, std::borrow::Cow<'_, str>) {
+        match self.text() {
+            Some(text) => (BodyEncoding::Utf8, text.into()),
+            None => (
+                BodyEncoding::Base64,
+                base64::engine::general_purpose::STANDARD
+                    .encode(&self.bytes)
+                    .into(),
+            ),
+        }
+    }
+
+    /// Keeps at most `limit` bytes (text stays text: the cut falls on a character
+    /// boundary) in a buffer of their own: the longer one is let go.
     pub fn cut(&mut self, limit: usize) {
-        if self.data.len() <= limit {
+        if self.bytes.len() <= limit {
             return;
         }
         let mut end = limit;
-        while !self.data.is_char_boundary(end) {
-            end -= 1;
+        if let Some(text) = self.text() {
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
         }
-        if self.encoding == BodyEncoding::Base64 {
-            end -= end % 4; // whole base64 quanta stay decodable
-        }
-        self.data.truncate(end);
+        self.bytes = Bytes::copy_from_slice(&self.bytes[..end]);
         self.truncated = true;
     }
 
-    /// The bytes kept (base64 decoded; none when the base64 is broken).
-    pub fn bytes(&self) -> Vec<u8> {
-        match self.encoding {
-            BodyEncoding::Utf8 => self.data.as_bytes().to_vec(),
-            BodyEncoding::Base64 => base64::engine::general_purpose::STANDARD
-                .decode(&self.data)
-                .unwrap_or_default(),
-        }
+    /// Replaces the bytes kept (redaction), keeping the size the body had as it passed.
+    pub fn set_text(&mut self, text: String) {
+        self.bytes = Bytes::from(text);
     }
+}
 
-    /// The capture of the bytes kept (already cut at the limit) of a body of `size`
-    /// bytes in all: truncated when they are fewer; UTF-8 text as it is, else base64.
-    pub fn from_bytes(bytes: &[u8], size: u64) -> Self {
-        let truncated = (bytes.len() as u64) < size;
-        let (encoding, data) = match std::str::from_utf8(bytes) {
-            Ok(text) => (BodyEncoding::Utf8, text.to_owned()),
-            Err(_) => (
-                BodyEncoding::Base64,
-                base64::engine::general_purpose::STANDARD.encode(bytes),
-            ),
-        };
-        Self {
-            size,
-            truncated,
+/// The seed's wire shape of a body.
+#[derive(Serialize)]
+struct BodyWire<'a> {
+    size: u64,
+    truncated: bool,
+    encoding: BodyEncoding,
+    data: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct BodyWireOwned {
+    size: u64,
+    truncated: bool,
+    #[serde(default)]
+    encoding: Option<BodyEncoding>,
+    #[serde(default)]
+    data: Option<String>,
+}
+
+impl Serialize for BodyCapture {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (encoding, data) = self.wire();
+        BodyWire {
+            size: self.size,
+            truncated: self.truncated,
             encoding,
             data,
         }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for BodyCapture {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = BodyWireOwned::deserialize(d)?;
+        let data = wire.data.unwrap_or_default();
+        let bytes = match wire.encoding.unwrap_or(BodyEncoding::Utf8) {
+            BodyEncoding::Utf8 => Bytes::from(data),
+            BodyEncoding::Base64 => base64::engine::general_purpose::STANDARD
+                .decode(&data)
+                .map(Bytes::from)
+                .map_err(|e| serde::de::Error::custom(format!("body data: bad base64: {e}")))?,
+        };
+        Ok(Self {
+            size: wire.size,
+            truncated: wire.truncated,
+            bytes,
+        })
     }
 }
 
@@ -361,23 +428,38 @@ mod tests {
         assert!(msg.with_bodies_cut(10).is_none());
         let cut = msg.with_bodies_cut(4).unwrap();
         let b = cut.request.body.as_ref().unwrap();
-        assert_eq!((b.data.as_str(), b.size, b.truncated), ("aaaa", 10, true));
+        assert_eq!((b.text(), b.size, b.truncated), (Some("aaaa"), 10, true));
         msg.request = Arc::new(RequestInfo::clone(&cut.request));
-        assert_eq!(msg.request.body.as_ref().unwrap().data, "aaaa");
+        assert_eq!(msg.request.body.as_ref().unwrap().text(), Some("aaaa"));
+    }
+
+    #[test]
+    fn a_cut_keeps_text_whole_characters() {
+        let mut b = BodyCapture::from_bytes("aé".as_bytes(), 3);
+        b.cut(2);
+        assert_eq!((b.text(), b.size, b.truncated), (Some("a"), 3, true));
     }
 
     #[test]
     fn body_capture_marks_truncation_and_binary() {
         let text = BodyCapture::from_bytes(b"hello", 5);
+        assert!(!text.truncated);
         assert_eq!(
-            (text.encoding, text.truncated, text.data.as_str()),
-            (BodyEncoding::Utf8, false, "hello")
+            serde_json::to_value(&text).unwrap(),
+            serde_json::json!({"size": 5, "truncated": false, "encoding": "utf8", "data": "hello"})
         );
         let bin = BodyCapture::from_bytes(&[0xff, 0x00], 10);
+        let wire = serde_json::to_value(&bin).unwrap();
         assert_eq!(
-            (bin.encoding, bin.truncated, bin.data.as_str()),
-            (BodyEncoding::Base64, true, "/wA=")
+            wire,
+            serde_json::json!({"size": 10, "truncated": true, "encoding": "base64", "data": "/wA="})
         );
+        let back: BodyCapture = serde_json::from_value(wire).unwrap();
+        assert_eq!(back, bin);
+        let broken =
+            serde_json::json!({"size": 1, "truncated": false, "encoding": "base64", "data": "%"});
+        let err = serde_json::from_value::<BodyCapture>(broken).unwrap_err();
+        assert!(err.to_string().contains("base64"), "{err}");
     }
 
     #[test]

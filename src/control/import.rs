@@ -149,7 +149,7 @@ async fn fill(
 
 /// About what a transaction holds, for bounding a batch by bytes.
 fn doc_bytes(doc: &TrafficDoc) -> usize {
-    let body = |b: Option<&crate::traffic::BodyCapture>| b.map_or(0, |b| b.data.len());
+    let body = |b: Option<&crate::traffic::BodyCapture>| b.map_or(0, |b| b.bytes.len());
     512 + body(doc.request.body.as_ref())
         + body(doc.response.as_ref().and_then(|r| r.body.as_ref()))
 }

@@ -30,7 +30,7 @@ impl Drop for Envelope {
 }
 
 fn weight(msg: &TrafficMessage) -> usize {
-    let body = |b: &Option<crate::traffic::BodyCapture>| b.as_ref().map_or(0, |b| b.data.len());
+    let body = |b: &Option<crate::traffic::BodyCapture>| b.as_ref().map_or(0, |b| b.bytes.len());
     1024 + body(&msg.request.body) + msg.response.as_ref().map_or(0, |r| body(&r.body))
 }
 

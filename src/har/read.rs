@@ -377,7 +377,7 @@ impl RawEntry {
 /// described it on the wire, `Content-Encoding` and the length that went with it, no
 /// longer do, so they go (a replay or playback of it would say the text is compressed).
 fn decoded(headers: &mut MultiMap, body: Option<&BodyCapture>) {
-    if body.is_some_and(|b| !b.data.is_empty()) && headers.remove("content-encoding").is_some() {
+    if body.is_some_and(|b| !b.bytes.is_empty()) && headers.remove("content-encoding").is_some() {
         headers.remove("content-length");
     }
 }

@@ -4,6 +4,8 @@
 //! allows: `_transactionId`, `_truncated` (a body recorded only up to `body_limit`; its
 //! `size` is still the whole body's), `_encoding` (a request body in base64).
 
+use std::borrow::Cow;
+
 use chrono::DateTime;
 use serde::Serialize;
 
@@ -66,7 +68,7 @@ struct Request<'a> {
 #[serde(rename_all = "camelCase")]
 struct PostData<'a> {
     mime_type: &'a str,
-    text: &'a str,
+    text: Cow<'a, str>,
     #[serde(rename = "_encoding", skip_serializing_if = "Option::is_none")]
     encoding: Option<&'static str>,
     #[serde(rename = "_truncated", skip_serializing_if = "std::ops::Not::not")]
@@ -96,7 +98,7 @@ struct Content<'a> {
     size: u64,
     mime_type: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<&'a str>,
+    text: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     encoding: Option<&'static str>,
     #[serde(rename = "_truncated", skip_serializing_if = "std::ops::Not::not")]
@@ -205,12 +207,15 @@ fn response_cookies(headers: &MultiMap) -> Vec<NameValue<'_>> {
 
 fn request(req: &RequestInfo) -> Request<'_> {
     let host = first(&req.headers, "host").unwrap_or("localhost");
-    let post_data = req.body.as_ref().filter(|b| b.size > 0).map(|b| PostData {
-        mime_type: first(&req.headers, "content-type").unwrap_or(""),
-        text: &b.data,
-        encoding: (b.encoding == BodyEncoding::Base64).then_some("base64"),
-        truncated: b.truncated,
-        size: b.size,
+    let post_data = req.body.as_ref().filter(|b| b.size > 0).map(|b| {
+        let (encoding, text) = b.wire();
+        PostData {
+            mime_type: first(&req.headers, "content-type").unwrap_or(""),
+            text,
+            encoding: (encoding == BodyEncoding::Base64).then_some("base64"),
+            truncated: b.truncated,
+            size: b.size,
+        }
     });
     Request {
         method: &req.method,
@@ -233,6 +238,7 @@ fn body_size(body: Option<&BodyCapture>) -> i64 {
 
 fn response(resp: &ResponseInfo) -> Response<'_> {
     let body = resp.body.as_ref();
+    let (encoding, text) = body.map(BodyCapture::wire).unzip();
     Response {
         status: resp.status_code,
         status_text: &resp.status_description,
@@ -242,9 +248,9 @@ fn response(resp: &ResponseInfo) -> Response<'_> {
         content: Content {
             size: body.map_or(0, |b| b.size),
             mime_type: first(&resp.headers, "content-type").unwrap_or(""),
-            text: body.map(|b| b.data.as_str()),
-            encoding: body
-                .filter(|b| b.encoding == BodyEncoding::Base64)
+            text,
+            encoding: encoding
+                .filter(|e| *e == BodyEncoding::Base64)
                 .map(|_| "base64"),
             truncated: body.is_some_and(|b| b.truncated),
         },

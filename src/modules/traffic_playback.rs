@@ -29,9 +29,7 @@ use super::{Built, ModuleError, PipelineModule};
 use crate::proxy::{Decision, Exchange, Phase};
 use crate::redact::{Redactor, Rules};
 use crate::resources::{Claim, Claimed, Resources};
-use crate::traffic::{
-    BodyCapture, BodyEncoding, MultiMap, ResponseInfo, TrafficDoc, FRAMING_HEADERS,
-};
+use crate::traffic::{BodyCapture, MultiMap, ResponseInfo, TrafficDoc, FRAMING_HEADERS};
 
 /// Answers requests from a recording.
 pub static FACTORY: Factory =
@@ -330,15 +328,10 @@ impl Matcher {
             };
             let mut capture = BodyCapture::from_bytes(cut, cut.len() as u64);
             self.redactor.body(&mut capture, content_type);
-            let bytes = match capture.encoding {
-                BodyEncoding::Utf8 => self
-                    .redactor
-                    .blind_marks(&capture.data)
-                    .into_owned()
-                    .into_bytes(),
-                BodyEncoding::Base64 => capture.bytes(),
-            };
-            body_hash(&bytes, whole)
+            match capture.text() {
+                Some(text) => body_hash(self.redactor.blind_marks(text).as_bytes(), whole),
+                None => body_hash(&capture.bytes, whole),
+            }
         });
         Key {
             method: method.to_owned(),
@@ -397,7 +390,7 @@ impl Book {
         let bytes = req
             .body
             .as_ref()
-            .map(BodyCapture::bytes)
+            .map(|b| b.bytes.clone())
             .unwrap_or_default();
         // By the size as it passed: redaction changes the data's length, not the size.
         let limit = matcher.body_limit.unwrap_or(0) as u64;
@@ -508,7 +501,7 @@ fn answer(resp: &ResponseInfo) -> Answer {
         })
         .collect();
     let (body, truncated) = match &resp.body {
-        Some(b) => (Bytes::from(b.bytes()), b.truncated),
+        Some(b) => (b.bytes.clone(), b.truncated),
         None => (Bytes::new(), false),
     };
     Answer {

@@ -246,7 +246,7 @@ impl Phase for TrafficReader {
         // that had not arrived when the request event went out.
         let mut msg = TrafficMessage::clone(&pending.request);
         if self.body_limit > 0 {
-            if let Some(mut body) = ex.request_body.as_ref().map(|c| c.to_body()) {
+            if let Some(mut body) = ex.request_body.as_mut().map(|c| c.to_body()) {
                 let mut request = RequestInfo::clone(&msg.request);
                 if let Some(r) = &self.redactor {
                     self.count(r.body(&mut body, content_type(&request.headers)));
@@ -254,7 +254,7 @@ impl Phase for TrafficReader {
                 request.body = Some(body);
                 msg.request = Arc::new(request);
             }
-            response.body = ex.response_body.as_ref().map(|c| {
+            response.body = ex.response_body.as_mut().map(|c| {
                 let mut body = c.to_body();
                 if let Some(r) = &self.redactor {
                     self.count(r.body(&mut body, content_type(&response.headers)));

@@ -114,11 +114,14 @@ impl Drop for Reservation {
 
 /// The first `limit` bytes of a body and its total size, copied into one buffer charged
 /// to the [`CaptureBudget`] (a copy, so a capture never pins the connection's read
-/// buffers; the bytes are copied once at the end either way).
+/// buffers); when the body is whole that buffer is handed on as it is.
 #[derive(Debug, Default)]
 pub struct Capture {
     limit: usize,
     data: Vec<u8>,
+    /// The kept bytes once the body is whole and handed on ([`Capture::to_body`]):
+    /// shared from then on, never copied again.
+    done: Option<Bytes>,
     pub size: u64,
     /// The body's announced length, when it has one: the buffer is sized once.
     expected: Option<u64>,
@@ -143,6 +146,7 @@ impl Capture {
         Self {
             limit,
             data: Vec::new(),
+            done: None,
             size: 0,
             expected: None,
             budget,
@@ -159,7 +163,7 @@ impl Capture {
     pub fn push(&mut self, data: &[u8]) {
         self.size += data.len() as u64;
         let take = data.len().min(self.limit - self.data.len());
-        if take == 0 || self.starved {
+        if take == 0 || self.starved || self.done.is_some() {
             return;
         }
         let need = self.data.len() + take;
@@ -199,8 +203,19 @@ impl Capture {
         true
     }
 
-    pub fn to_body(&self) -> BodyCapture {
-        BodyCapture::from_bytes(&self.data, self.size)
+    /// What was captured, for a body that has passed whole: the buffer itself becomes
+    /// the capture's bytes (a copy only when it is mostly empty room, so that a small
+    /// body does not carry a large allocation along), and every later call shares them.
+    pub fn to_body(&mut self) -> BodyCapture {
+        let bytes = self.done.get_or_insert_with(|| {
+            let data = std::mem::take(&mut self.data);
+            if data.capacity() > 2 * data.len() {
+                Bytes::copy_from_slice(&data)
+            } else {
+                Bytes::from(data)
+            }
+        });
+        BodyCapture::new(bytes.clone(), self.size)
     }
 }
 
@@ -621,8 +636,8 @@ mod tests {
         c.push(b"defg");
         let body = c.to_body();
         assert_eq!(
-            (body.size, body.truncated, body.data.as_str()),
-            (7, true, "abcd")
+            (body.size, body.truncated, body.text()),
+            (7, true, Some("abcd"))
         );
     }
 }

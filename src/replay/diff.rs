@@ -363,10 +363,10 @@ fn compare_body(
     replayed: &[u8],
     replayed_cut: bool,
 ) -> Vec<Difference> {
-    let rec = recorded.bytes();
+    let rec = &recorded.bytes;
     if !recorded.truncated && !replayed_cut {
         let as_json = |b: &[u8]| serde_json::from_slice::<Value>(b).ok();
-        if let (Some(a), Some(b)) = (as_json(&rec), as_json(replayed)) {
+        if let (Some(a), Some(b)) = (as_json(rec), as_json(replayed)) {
             let mut out = Vec::new();
             let mut more = 0;
             json_diff(rules, &mut Vec::new(), &a, &b, &mut out, &mut more);

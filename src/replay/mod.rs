@@ -355,7 +355,10 @@ impl Sender {
         let mut redacted = Redacted {
             headers_dropped: 0,
             marks_sent: contains_mark(&req.uri)
-                || req.body.as_ref().is_some_and(|b| contains_mark(&b.data)),
+                || req
+                    .body
+                    .as_ref()
+                    .is_some_and(|b| b.text().is_some_and(contains_mark)),
         };
         let Ok(method) = reqwest::Method::from_bytes(req.method.as_bytes()) else {
             let reason = format!("`{}` is not a method", req.method);
@@ -385,12 +388,12 @@ impl Sender {
             Some(b) if b.truncated => {
                 let reason = format!(
                     "its request body was recorded only in part ({} of {} bytes; raise body_limit to replay it)",
-                    b.data.len(),
+                    b.bytes.len(),
                     b.size
                 );
                 return (url, Outcome::Skipped(reason), redacted);
             }
-            Some(b) => b.bytes(),
+            Some(b) => b.bytes.clone(),
             // Not captured: sent empty only when the request said it had none.
             None if has_body(&req.headers) => {
                 let reason =
@@ -398,7 +401,7 @@ impl Sender {
                         .to_owned();
                 return (url, Outcome::Skipped(reason), redacted);
             }
-            None => Vec::new(),
+            None => bytes::Bytes::new(),
         };
         let mut builder = self.client.request(method, &url).headers(headers);
         if !body.is_empty() {

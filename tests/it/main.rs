@@ -27,5 +27,6 @@ mod redaction;
 mod redis_link;
 mod replay;
 mod seed;
+mod storage;
 mod store;
 mod upstream_errors;

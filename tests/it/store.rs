@@ -16,8 +16,8 @@ use heliosburn::store::mongo::{MongoStore, RECORDINGS};
 use heliosburn::store::sqlite::SqliteStore;
 use heliosburn::store::{RecordingPatch, Store};
 use heliosburn::traffic::{
-    query_multimap, timestamp, BodyCapture, BodyEncoding, MultiMap, Recording, RequestInfo,
-    ResponseInfo, TrafficDoc,
+    query_multimap, timestamp, BodyCapture, MultiMap, Recording, RequestInfo, ResponseInfo,
+    TrafficDoc,
 };
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 
@@ -110,12 +110,8 @@ fn doc(recording_id: &str, txn: &str, with_response: bool, body_len: usize) -> T
     let mut headers = MultiMap::new();
     headers.insert("host".into(), vec!["example.test".into()]);
     headers.insert("accept".into(), vec!["*/*".into()]);
-    let body = (body_len > 0).then(|| BodyCapture {
-        size: body_len as u64,
-        truncated: false,
-        encoding: BodyEncoding::Utf8,
-        data: "x".repeat(body_len),
-    });
+    let body =
+        (body_len > 0).then(|| BodyCapture::from_bytes(&vec![b'x'; body_len], body_len as u64));
     TrafficDoc {
         recording_id: recording_id.to_owned(),
         transaction_id: txn.to_owned(),

@@ -277,6 +277,7 @@ async fn handle(
             || path == "/truncated"
             || path == "/count"
             || path.starts_with("/stream/")
+            || path.starts_with("/cycle/")
             || path.starts_with("/bytes/")
             || path.starts_with("/status/"));
     if streaming {
@@ -309,6 +310,11 @@ async fn handle(
     } else if let Some(n) = path.strip_prefix("/stream/") {
         let n: usize = n.parse().expect("/stream/N takes a number");
         let mut r = Response::new(BodyExt::boxed(StreamBody::new(big_body(n))));
+        r.headers_mut().insert(header::CONTENT_LENGTH, n.into());
+        r
+    } else if let Some(n) = path.strip_prefix("/cycle/") {
+        let n: usize = n.parse().expect("/cycle/N takes a number");
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(cycle_body(n))));
         r.headers_mut().insert(header::CONTENT_LENGTH, n.into());
         r
     } else if let Some(n) = path.strip_prefix("/bytes/") {
@@ -425,6 +431,30 @@ pub fn big_body(
             })
         }
     })
+}
+
+/// `n` bytes counting up and wrapping (0, 1, … 255, 0, …: not UTF-8), made as they are
+/// sent: byte `i` is `cycle(i + 1)[i]`, so what a recording kept of them can be checked
+/// byte for byte.
+pub fn cycle_body(
+    n: usize,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + 'static {
+    const CHUNK: usize = 64 * 1024; // a multiple of 256: every chunk starts at 0
+    let block = Bytes::from(cycle(CHUNK));
+    futures_util::stream::unfold(0usize, move |sent| {
+        let block = block.clone();
+        async move {
+            (sent < n).then(|| {
+                let len = CHUNK.min(n - sent);
+                (Ok(Frame::data(block.slice(..len))), sent + len)
+            })
+        }
+    })
+}
+
+/// The first `n` bytes of [`cycle_body`].
+pub fn cycle(n: usize) -> Vec<u8> {
+    (0..n).map(|i| i as u8).collect()
 }
 
 fn slow_body() -> Body {

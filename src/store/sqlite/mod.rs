@@ -6,7 +6,8 @@
 //! mode, a page of traffic can be read while a batch is being written.
 //!
 //! Traffic rows are upserted by (recording, transaction); `seq`, the rowid, is assigned by
-//! the first insert and is the capture order that pagination follows.
+//! the first insert and is the capture order that pagination follows. Bodies are kept
+//! apart, raw and once per distinct content ([`bodies`], [`rows`]).
 //!
 //! One store per data directory: `open` takes an exclusive lock on `heliosburn.lock` there
 //! for the life of the store, so a second heliosburn on the same directory fails at
@@ -24,7 +25,12 @@ use mongodb::bson::oid::ObjectId;
 use rusqlite::{params, Connection, Row};
 
 use super::{RecordingPatch, Store, StoreError};
-use crate::traffic::{timestamp, Recording, RequestInfo, ResponseInfo, TrafficDoc};
+use crate::traffic::{timestamp, Recording, TrafficDoc};
+
+mod bodies;
+mod rows;
+
+use bodies::BodyIds;
 
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "heliosburn.sqlite3";
@@ -33,7 +39,8 @@ pub const FILE_NAME: &str = "heliosburn.sqlite3";
 pub const LOCK_FILE_NAME: &str = "heliosburn.lock";
 
 /// Kept in `PRAGMA user_version`, so that a newer layout is refused instead of misread.
-const SCHEMA_VERSION: i64 = 1;
+/// 2: bodies apart (the `bodies` table, `request_body` and `response_body`).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS recordings (
@@ -52,21 +59,25 @@ CREATE TABLE IF NOT EXISTS traffic (
     created_at     TEXT NOT NULL,
     request        TEXT NOT NULL,
     response       TEXT,
+    request_body   INTEGER, -- bodies.id
+    response_body  INTEGER, -- bodies.id
     UNIQUE (recording_id, transaction_id)
 );
 -- An index entry carries the rowid (seq), so this index alone serves
 -- `WHERE recording_id = ? ORDER BY seq` and the per-recording count.
 CREATE INDEX IF NOT EXISTS traffic_recording ON traffic (recording_id);
+-- Which rows point at a body: a body no row points at is garbage.
+CREATE INDEX IF NOT EXISTS traffic_request_body ON traffic (request_body)
+    WHERE request_body IS NOT NULL;
+CREATE INDEX IF NOT EXISTS traffic_response_body ON traffic (response_body)
+    WHERE response_body IS NOT NULL;
 ";
 
-/// The first insert fixes `seq` and `created_at`; the response event completes the row
-/// (its request copy carries the captured body), and a repeat of the request changes nothing.
-const UPSERT_TRAFFIC: &str = "
-INSERT INTO traffic (recording_id, transaction_id, created_at, request, response)
-VALUES (?1, ?2, ?3, ?4, ?5)
-ON CONFLICT (recording_id, transaction_id) DO UPDATE
-SET request = excluded.request, response = excluded.response
-WHERE excluded.response IS NOT NULL";
+/// From schema 1: the columns that point at bodies (its rows keep theirs in the JSON).
+const FROM_SCHEMA_1: &str = "
+ALTER TABLE traffic ADD COLUMN request_body INTEGER;
+ALTER TABLE traffic ADD COLUMN response_body INTEGER;
+";
 
 const SELECT_RECORDING: &str = "
 SELECT r.id, r.name, r.description, r.created_at, r.updated_at, r.started_at, r.stopped_at,
@@ -83,10 +94,16 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     reader: Mutex<Connection>,
     /// Holds the data directory's lock; released when the last handle goes.
     _lock: Option<File>,
+}
+
+/// The write connection, and what it remembers of the bodies it wrote.
+struct Writer {
+    conn: Connection,
+    bodies: BodyIds,
 }
 
 /// What can go wrong on the blocking side; the path is added when it becomes a
@@ -141,7 +158,10 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(writer),
+                writer: Mutex::new(Writer {
+                    conn: writer,
+                    bodies: BodyIds::default(),
+                }),
                 reader: Mutex::new(reader),
                 _lock: lock,
             }),
@@ -154,7 +174,8 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Blocking<T> + Send + 'static,
     {
-        self.run(f, |inner| &inner.writer).await
+        self.run(move |w: &mut Writer| f(&mut w.conn), |inner| &inner.writer)
+            .await
     }
 
     /// Runs `f` on the blocking pool with the read connection.
@@ -166,14 +187,14 @@ impl SqliteStore {
         self.run(f, |inner| &inner.reader).await
     }
 
-    async fn run<T, F>(
+    async fn run<C: 'static, T, F>(
         &self,
         f: F,
-        which: fn(&Inner) -> &Mutex<Connection>,
+        which: fn(&Inner) -> &Mutex<C>,
     ) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Blocking<T> + Send + 'static,
+        F: FnOnce(&mut C) -> Blocking<T> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
         let joined = tokio::task::spawn_blocking(move || {
@@ -280,34 +301,14 @@ fn create_schema(conn: &mut Connection) -> Blocking<()> {
             "schema version {version} is newer than this binary's ({SCHEMA_VERSION})"
         )));
     }
+    if version == 1 {
+        tx.execute_batch(FROM_SCHEMA_1)?;
+    }
     tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(bodies::SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
-}
-
-/// The documents of `SELECT seq, transaction_id, created_at, request, response`, each
-/// with its position.
-fn traffic_rows(
-    mut rows: rusqlite::Rows<'_>,
-    recording_id: &str,
-) -> Blocking<Vec<(i64, TrafficDoc)>> {
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        let response: Option<String> = row.get(4)?;
-        let doc = TrafficDoc {
-            recording_id: recording_id.to_owned(),
-            transaction_id: row.get(1)?,
-            created_at: parse_time(&row.get::<_, String>(2)?)?,
-            request: parse_json::<Arc<RequestInfo>>("request", &row.get::<_, String>(3)?)?,
-            response: response
-                .as_deref()
-                .map(|text| parse_json::<Arc<ResponseInfo>>("response", text))
-                .transpose()?,
-        };
-        out.push((row.get(0)?, doc));
-    }
-    Ok(out)
 }
 
 fn parse_time(text: &str) -> Blocking<DateTime<Utc>> {
@@ -318,10 +319,6 @@ fn parse_time(text: &str) -> Blocking<DateTime<Utc>> {
 
 fn parse_opt_time(text: Option<String>) -> Blocking<Option<DateTime<Utc>>> {
     text.as_deref().map(parse_time).transpose()
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Blocking<T> {
-    serde_json::from_str(text).map_err(|e| Failure::Corrupt(format!("bad {what} JSON: {e}")))
 }
 
 /// Reads a row of `SELECT_RECORDING`.
@@ -346,40 +343,6 @@ fn select_recording(conn: &Connection, id: &str) -> Blocking<Option<Recording>> 
     match rows.next()? {
         Some(row) => recording_from_row(row).map(Some),
         None => Ok(None),
-    }
-}
-
-/// A traffic document flattened into the columns it is stored in; serialized on the
-/// caller's side so that the blocking closure owns plain strings.
-struct TrafficRow {
-    recording_id: String,
-    transaction_id: String,
-    created_at: String,
-    request: String,
-    response: Option<String>,
-}
-
-impl TrafficRow {
-    fn new(doc: &TrafficDoc) -> Result<Self, StoreError> {
-        let json = |what: &str, e: serde_json::Error| {
-            // Only a bug in the serde types can get here: they hold strings and numbers.
-            StoreError::Corrupt(format!(
-                "{what} of {} not serializable: {e}",
-                doc.transaction_id
-            ))
-        };
-        Ok(Self {
-            recording_id: doc.recording_id.clone(),
-            transaction_id: doc.transaction_id.clone(),
-            created_at: timestamp(doc.created_at),
-            request: serde_json::to_string(&doc.request).map_err(|e| json("request", e))?,
-            response: doc
-                .response
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| json("response", e))?,
-        })
     }
 }
 
@@ -498,18 +461,20 @@ impl Store for SqliteStore {
 
     async fn delete_recording(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.write(move |conn| {
-            // One transaction: the recording never disappears while its traffic stays.
-            let tx = conn.transaction()?;
+        let writer = move |w: &mut Writer| {
+            // One transaction: the recording never disappears while its traffic stays,
+            // nor its traffic while bodies only it pointed at stay.
+            let tx = w.conn.transaction()?;
             tx.prepare_cached("DELETE FROM traffic WHERE recording_id = ?1")?
                 .execute([&id])?;
             let deleted = tx
                 .prepare_cached("DELETE FROM recordings WHERE id = ?1")?
                 .execute([&id])?;
+            w.bodies.collect_garbage(&tx)?;
             tx.commit()?;
             Ok(deleted > 0)
-        })
-        .await
+        };
+        self.run(writer, |inner| &inner.writer).await
     }
 
     /// Writes the whole slice in one transaction (one commit, one WAL sync point), so a
@@ -518,28 +483,18 @@ impl Store for SqliteStore {
         if docs.is_empty() {
             return Ok(0);
         }
-        let rows = docs
-            .iter()
-            .map(TrafficRow::new)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.write(move |conn| {
-            let tx = conn.transaction()?;
-            {
-                let mut stmt = tx.prepare_cached(UPSERT_TRAFFIC)?;
-                for row in &rows {
-                    stmt.execute(params![
-                        row.recording_id,
-                        row.transaction_id,
-                        row.created_at,
-                        row.request,
-                        row.response
-                    ])?;
-                }
+        // Serialized and hashed on the blocking pool too: off the runtime's threads.
+        let docs = docs.to_vec();
+        let writer = move |w: &mut Writer| {
+            let tx = w.conn.transaction()?;
+            let written = rows::write(&tx, &mut w.bodies, &docs).and_then(|()| Ok(tx.commit()?));
+            if written.is_err() {
+                // Rolled back: ids it learned may name rows that are not there.
+                w.bodies.forget();
             }
-            tx.commit()?;
-            Ok(rows.len() as u64)
-        })
-        .await
+            written.map(|()| docs.len() as u64)
+        };
+        self.run(writer, |inner| &inner.writer).await
     }
 
     async fn traffic_after(
@@ -553,16 +508,16 @@ impl Store for SqliteStore {
         }
         let recording_id = recording_id.to_owned();
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, transaction_id, created_at, request, response FROM traffic
-                 WHERE recording_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "{} WHERE t.recording_id = ?1 AND t.seq > ?2 ORDER BY t.seq LIMIT ?3",
+                rows::SELECT
+            ))?;
             let rows = stmt.query(params![
                 recording_id,
                 after.unwrap_or(i64::MIN),
                 sql_int(limit)
             ])?;
-            traffic_rows(rows, &recording_id)
+            rows::read(rows, &recording_id)
         })
         .await
     }
@@ -579,12 +534,12 @@ impl Store for SqliteStore {
         let recording_id = recording_id.to_owned();
         let rows = self
             .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT seq, transaction_id, created_at, request, response FROM traffic
-                     WHERE recording_id = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3",
-                )?;
+                let mut stmt = conn.prepare_cached(&format!(
+                    "{} WHERE t.recording_id = ?1 ORDER BY t.seq LIMIT ?2 OFFSET ?3",
+                    rows::SELECT
+                ))?;
                 let rows = stmt.query(params![recording_id, sql_int(limit), sql_int(offset)])?;
-                traffic_rows(rows, &recording_id)
+                rows::read(rows, &recording_id)
             })
             .await?;
         Ok(rows.into_iter().map(|(_, doc)| doc).collect())
@@ -624,6 +579,55 @@ mod tests {
         drop(conn);
         let err = SqliteStore::open(&dir.0).err().unwrap();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    }
+
+    /// A file of schema 1 (bodies inside the JSON) opens as schema 2: its rows read back
+    /// as they were written, and new rows keep their bodies apart.
+    #[tokio::test]
+    async fn a_schema_1_file_is_brought_forward() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let conn = Connection::open(dir.0.join(FILE_NAME)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE recordings (id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL,
+                description TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+                started_at TEXT, stopped_at TEXT);
+             CREATE TABLE traffic (seq INTEGER PRIMARY KEY, recording_id TEXT NOT NULL,
+                transaction_id TEXT NOT NULL, created_at TEXT NOT NULL, request TEXT NOT NULL,
+                response TEXT, UNIQUE (recording_id, transaction_id));
+             CREATE INDEX traffic_recording ON traffic (recording_id);
+             INSERT INTO recordings VALUES ('r', 'old', '', '2026-12-01T00:00:00.000000Z',
+                '2026-12-01T00:00:00.000000Z', NULL, NULL);
+             INSERT INTO traffic VALUES (1, 'r', 't1', '2026-12-01T00:00:00.000000Z',
+                '{\"createdAt\":\"x\",\"clientProtocol\":\"HTTP/1.1\",\"method\":\"POST\",\"uri\":\"/\",\"path\":\"/\",\"args\":{},\"headers\":{},\"body\":{\"size\":2,\"truncated\":false,\"encoding\":\"base64\",\"data\":\"/wA=\"}}',
+                NULL);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+
+        let store = SqliteStore::open(&dir.0).unwrap();
+        let mut old = store.traffic("r", 0, 10).await.unwrap();
+        assert_eq!(old.len(), 1);
+        let body = old[0].request.body.clone().unwrap();
+        assert_eq!((&body.bytes[..], body.size), (&[0xff, 0][..], 2));
+        old[0].transaction_id = "t2".into();
+        store.write_traffic(&old).await.unwrap();
+        let both = store.traffic("r", 0, 10).await.unwrap();
+        assert_eq!(both[1].request, both[0].request);
+        drop(store);
+        let conn = Connection::open(dir.0.join(FILE_NAME)).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        let kept_apart: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM traffic t JOIN bodies b ON b.id = t.request_body",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!((version, kept_apart), (SCHEMA_VERSION, 1));
     }
 
     #[tokio::test]
