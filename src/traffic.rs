@@ -140,17 +140,18 @@ impl BodyCapture {
         }
     }
 
-    /// Keeps at most `limit` bytes (text stays text: the cut falls on a character
-    /// boundary) in a buffer of their own: the longer one is let go.
+    /// Keeps at most `limit` bytes in a buffer of their own (the longer one is let go).
+    /// The cut never falls inside a UTF-8 character, so text stays text; it is found
+    /// from the bytes at the cut, without reading the rest.
     pub fn cut(&mut self, limit: usize) {
         if self.bytes.len() <= limit {
             return;
         }
+        let is_continuation = |b: u8| b & 0b1100_0000 == 0b1000_0000;
         let mut end = limit;
-        if let Some(text) = self.text() {
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
+        // A character is at most 4 bytes: at most 3 continuation bytes to step back over.
+        while end > limit.saturating_sub(3) && end > 0 && is_continuation(self.bytes[end]) {
+            end -= 1;
         }
         self.bytes = Bytes::copy_from_slice(&self.bytes[..end]);
         self.truncated = true;
@@ -438,6 +439,12 @@ mod tests {
         let mut b = BodyCapture::from_bytes("aé".as_bytes(), 3);
         b.cut(2);
         assert_eq!((b.text(), b.size, b.truncated), (Some("a"), 3, true));
+        for limit in 1..=4 {
+            let mut b = BodyCapture::from_bytes("a😀b".as_bytes(), 6);
+            b.cut(limit);
+            let kept = if limit < 5 { "a" } else { "a😀" };
+            assert_eq!(b.text(), Some(kept), "cut at {limit}");
+        }
     }
 
     #[test]

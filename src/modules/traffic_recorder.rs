@@ -1,10 +1,11 @@
 //! TrafficRecorder: subscribes to the feed and, while a recording runs, stores one
 //! traffic document per transaction, written in batches.
 //!
-//! A batch is written when it holds `batch_size` documents or `flush_ms` after its first
-//! message, whichever comes first; a kill -9 loses at most that batch. A failed write is
-//! kept and retried, up to `max_pending` documents, beyond which documents are dropped
-//! and counted as failed. A full disk takes nothing more: the recordings of the batch are
+//! A batch is written when it holds `batch_size` documents or `batch_bytes` of bodies, or
+//! `flush_ms` after its first message, whichever comes first; a kill -9 loses at most
+//! that batch. A failed write is kept and retried, up to `max_pending` documents and
+//! `max_pending_bytes`, beyond which the oldest documents are dropped and counted as
+//! failed. A full disk takes nothing more: the recordings of the batch are
 //! stopped and marked failed with the reason (`Recordings::fail`), and its messages are
 //! counted as failed. What the store would still not take when the recorder stops is
 //! counted as failed too, and logged.
@@ -62,6 +63,10 @@ pub struct RecorderKwargs {
     pub flush_ms: Option<u64>,
     /// Documents kept for retry while the store is failing (default 100000).
     pub max_pending: Option<usize>,
+    /// Bytes of bodies per write (default 8 MiB): large bodies make smaller batches.
+    pub batch_bytes: Option<usize>,
+    /// Bytes of bodies kept for retry while the store is failing (default 64 MiB).
+    pub max_pending_bytes: Option<usize>,
 }
 
 impl RecorderKwargs {
@@ -98,7 +103,9 @@ impl ModuleConfig for RecorderKwargs {
     fn validate(&self) -> Result<(), String> {
         in_range("batch_size", self.batch_size, 1..=100_000)?;
         in_range("flush_ms", self.flush_ms, 1..=60_000)?;
-        in_range("max_pending", self.max_pending, 1..=10_000_000)
+        in_range("max_pending", self.max_pending, 1..=10_000_000)?;
+        in_range("batch_bytes", self.batch_bytes, 1..=1 << 30)?;
+        in_range("max_pending_bytes", self.max_pending_bytes, 1..=1 << 34)
     }
 
     fn claims(&self) -> Vec<Claimed> {
@@ -151,8 +158,10 @@ struct CountersView {
 #[derive(Clone, Copy)]
 struct Tuning {
     batch_size: usize,
+    batch_bytes: usize,
     flush: Duration,
     max_pending: usize,
+    max_pending_bytes: usize,
 }
 
 pub struct TrafficRecorder {
@@ -170,8 +179,10 @@ impl TrafficRecorder {
             recordings,
             tuning: Tuning {
                 batch_size: kwargs.batch_size.unwrap_or(1000).max(1),
+                batch_bytes: kwargs.batch_bytes.unwrap_or(8 << 20).max(1),
                 flush: Duration::from_millis(kwargs.flush_ms.unwrap_or(20).max(1)),
                 max_pending: kwargs.max_pending.unwrap_or(100_000).max(1),
+                max_pending_bytes: kwargs.max_pending_bytes.unwrap_or(64 << 20).max(1),
             },
             counters: Arc::default(),
             background: Background::default(),
@@ -245,6 +256,15 @@ struct Batch {
     /// the counters count messages, so that received = recorded + ignored + failed + pending.
     messages: Vec<u64>,
     index: HashMap<(String, String), usize>,
+    /// Bytes of the bodies the documents hold (a completed document counts both of
+    /// its versions: an upper bound).
+    bytes: usize,
+}
+
+/// Bytes of a document's bodies.
+fn body_bytes(doc: &TrafficDoc) -> usize {
+    let len = |b: &Option<crate::traffic::BodyCapture>| b.as_ref().map_or(0, |b| b.bytes.len());
+    len(&doc.request.body) + doc.response.as_ref().map_or(0, |r| len(&r.body))
 }
 
 impl Batch {
@@ -255,6 +275,7 @@ impl Batch {
     /// Adds a document, or completes the one of the same transaction: the document with
     /// a response (and the request body that comes with it) wins.
     fn add_doc(&mut self, doc: TrafficDoc, messages: u64) {
+        self.bytes += body_bytes(&doc);
         let key = (doc.recording_id.clone(), doc.transaction_id.clone());
         match self.index.get(&key) {
             Some(&i) => {
@@ -274,6 +295,34 @@ impl Batch {
 
     fn len(&self) -> usize {
         self.docs.len()
+    }
+
+    /// Lets the oldest documents go until at most `max_docs` documents and `max_bytes`
+    /// of bodies are left; returns the messages they held.
+    fn shed(&mut self, max_docs: usize, max_bytes: usize) -> u64 {
+        if self.len() <= max_docs && self.bytes <= max_bytes {
+            return 0;
+        }
+        let (mut kept, mut bytes) = (0, 0);
+        let keep_from = self
+            .docs
+            .iter()
+            .rposition(|doc| {
+                kept += 1;
+                bytes += body_bytes(doc);
+                kept > max_docs || bytes > max_bytes
+            })
+            .map_or(0, |i| i + 1);
+        let old = std::mem::take(self);
+        let mut lost = 0;
+        for (i, (doc, n)) in old.docs.into_iter().zip(old.messages).enumerate() {
+            if i < keep_from {
+                lost += n;
+            } else {
+                self.add_doc(doc, n);
+            }
+        }
+        lost
     }
 
     fn message_count(&self) -> u64 {
@@ -321,7 +370,9 @@ impl Worker {
                 received = sub.recv() => match received {
                     Ok(r) => {
                         self.take(r, &target.borrow());
-                        if self.batch.len() >= self.tuning.batch_size {
+                        if self.batch.len() >= self.tuning.batch_size
+                            || self.batch.bytes >= self.tuning.batch_bytes
+                        {
                             self.flush().await;
                         }
                     }
@@ -483,23 +534,55 @@ impl Worker {
         for (doc, n) in newer.docs.into_iter().zip(newer.messages) {
             self.batch.add_doc(doc, n);
         }
-        let excess = self.batch.len().saturating_sub(self.tuning.max_pending);
-        if excess > 0 {
-            let old = std::mem::take(&mut self.batch);
-            let mut lost = 0;
-            for (i, (doc, n)) in old.docs.into_iter().zip(old.messages).enumerate() {
-                if i < excess {
-                    lost += n;
-                } else {
-                    self.batch.add_doc(doc, n);
-                }
-            }
-            self.counters.failed.fetch_add(lost, Ordering::Relaxed);
-        }
+        let lost = self
+            .batch
+            .shed(self.tuning.max_pending, self.tuning.max_pending_bytes);
+        self.counters.failed.fetch_add(lost, Ordering::Relaxed);
         self.counters
             .pending
             .store(self.batch.message_count(), Ordering::Relaxed);
         // Don't hammer a store that is down.
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::{BodyCapture, RequestInfo};
+
+    fn doc(txn: &str, body: usize) -> TrafficDoc {
+        TrafficDoc {
+            recording_id: "r".into(),
+            transaction_id: txn.into(),
+            created_at: chrono::Utc::now(),
+            request: Arc::new(RequestInfo {
+                created_at: String::new(),
+                client_protocol: String::new(),
+                method: "POST".into(),
+                uri: "/".into(),
+                path: "/".into(),
+                args: Default::default(),
+                headers: Default::default(),
+                body: Some(BodyCapture::from_bytes(&vec![b'x'; body], body as u64)),
+            }),
+            response: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_kept_for_retry_sheds_its_oldest_by_count_and_by_bytes() {
+        let mut batch = Batch::default();
+        for i in 0..10 {
+            batch.add_doc(doc(&i.to_string(), 100), 2);
+        }
+        assert_eq!(batch.shed(10, 1000), 0, "within both bounds");
+        assert_eq!(batch.shed(8, 10_000), 4, "two documents of two messages");
+        assert_eq!((batch.len(), batch.bytes), (8, 800));
+        assert_eq!(batch.docs[0].transaction_id, "2", "the oldest went");
+        assert_eq!(batch.shed(100, 350), 10);
+        assert_eq!((batch.len(), batch.bytes), (3, 300));
+        assert_eq!(batch.docs[0].transaction_id, "7");
+        assert_eq!(batch.message_count(), 6);
     }
 }
