@@ -27,6 +27,10 @@ process per store) and the playback instance starts on that directory with
 `pipeline: [TrafficPlayback {recording: ID}]`, checked to answer each body byte for byte.
 wrk then gets from its recording what the others get from nginx.
 
+PROXY_CPUS (default 0) sets the CPUs the proxy under test (nginx as proxy, every
+heliosburn) may run on: `PROXY_CPUS=0,1` gives it both cores (wrk and the upstream stay
+on CPU 1), so that work off the request path (the recorder, the store) can leave it.
+
 Usage: bench/run.py [--rounds 5] [--duration 10] [--connections 32] [--targets a,b]
                     [--bin old=/path/heliosburn --bin new=/other/heliosburn]
 Needs: wrk, nginx (Debian packages), a release build (cargo build --release).
@@ -39,6 +43,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -49,6 +54,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "heliosburn")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROXY_CPUS = os.environ.get("PROXY_CPUS", "0")
 UPSTREAM_PORT, NGINX_PROXY_PORT = 19000, 19001
 # heliosburn binary i, target kind k: proxy port 19010 + 10 i + k, management port + 100.
 HB_KINDS = ["hb-empty", "hb-record", "hb-redis", "hb-playback"]
@@ -137,6 +143,22 @@ def settle(pid, timeout=60, window=0.5):
             break
         last = now
     return time.time() - start, cpu_seconds(pid) - first
+
+
+def store_bytes(hb):
+    """Bytes the embedded store's file holds in use (its pages less the free ones, the
+    WAL's committed pages included): what a recording added, even where it reused space
+    a deleted one left. None without an embedded store."""
+    path = os.path.join(hb.dir, "data", "heliosburn.sqlite3")
+    if not os.path.exists(path):
+        return None
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        size, pages, free = (con.execute(f"PRAGMA {p}").fetchone()[0]
+                             for p in ("page_size", "page_count", "freelist_count"))
+        return (pages - free) * size
+    finally:
+        con.close()
 
 
 def http(method, url, body=None, timeout=30):
@@ -357,7 +379,7 @@ def main():
     server {{ listen 127.0.0.1:{NGINX_PROXY_PORT} backlog=4096;
               location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
                             proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-                            proxy_set_header X-Forwarded-Proto $scheme; proxy_buffering on; }} }}""", cpu=0)
+                            proxy_set_header X-Forwarded-Proto $scheme; proxy_buffering on; }} }}""", cpu=PROXY_CPUS)
             procs.append(ng)
             wait_port(NGINX_PROXY_PORT)
             urls["nginx"], pids["nginx"] = f"http://127.0.0.1:{NGINX_PROXY_PORT}", ng.pid
@@ -379,9 +401,9 @@ support:
                 if kind == "hb-playback":
                     served = {"small": SMALL, "64k": BIG}
                     hb[t] = playback(work, f"{label}-{kind}", path, port, port + MGMT_OFFSET,
-                                     {b: served[b] for b in bodies}, cpu=0)
+                                     {b: served[b] for b in bodies}, cpu=PROXY_CPUS)
                 else:
-                    hb[t] = Heliosburn(work, f"{label}-{kind}", path, port, port + MGMT_OFFSET, modules_of[kind], cpu=0)
+                    hb[t] = Heliosburn(work, f"{label}-{kind}", path, port, port + MGMT_OFFSET, modules_of[kind], cpu=PROXY_CPUS)
                 procs.append(hb[t])
                 urls[t], pids[t], kind_of[t], label_of[t] = hb[t].url, hb[t].pid, kind, label
         # This script (whose children time holds wrk's) and what it started.
@@ -412,6 +434,7 @@ support:
                         rid = http("POST", f"{hb[t].mgmt}/recording",
                                    {"name": f"bench {t} {body} {r + 1}", "description": "bench/run.py"})["id"]
                         http("POST", f"{hb[t].mgmt}/recording/{rid}/start")
+                        disk0 = store_bytes(hb[t])
                     before, t0 = cpu_seconds(pid) if pid else 0, time.time()
                     up_before = cpu_seconds(upstream.pid)
                     others0, steal0 = others_cpu(ours), steal_seconds()
@@ -431,6 +454,9 @@ support:
                     if rid:
                         http("POST", f"{hb[t].mgmt}/recording/{rid}/stop", timeout=120)
                         res["stored"] = http("GET", f"{hb[t].mgmt}/recording/{rid}")["count"]
+                        disk1 = store_bytes(hb[t])
+                        if disk0 is not None and disk1 is not None and res["stored"]:
+                            res["disk_bytes_per_exchange"] = (disk1 - disk0) / res["stored"]
                         http("DELETE", f"{hb[t].mgmt}/recording/{rid}", timeout=300)
                         settle(pid)
                     if res["errors"]:
@@ -481,7 +507,7 @@ def print_report(order, args, bins, kind_of, label_of, results, counters, load):
 
     title = lambda t: f"{label_of[t]}, {KIND_TITLE[kind_of[t]]}" if t in kind_of else t
     print(f"\n{args.rounds} interleaved rounds of {args.duration}s, {args.connections} connections, wrk -t1; "
-          f"proxy on CPU 0, wrk + upstream nginx on CPU 1. Medians, (min-max) over the rounds. "
+          f"proxy on CPU {PROXY_CPUS}, wrk + upstream nginx on CPU 1. Medians, (min-max) over the rounds. "
           f"Load average {load['start']} at the start, {load['end']} at the end.\n")
     for label, path in bins:
         print(f"- {label}: {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
@@ -542,7 +568,9 @@ def print_report(order, args, bins, kind_of, label_of, results, counters, load):
             print(f"- {title(t)}: wrk completed {served} requests, the recordings hold {stored} exchanges "
                   f"({stored / served:.1%}; stored - completed per round {min(diffs)} to {max(diffs)}); "
                   f"idle again {med([r['settle_s'] for r in rs]):.1f} s after wrk (median), "
-                  f"{med([r['settle_cpu_us_per_req'] for r in rs]):.1f} us/req more CPU meanwhile.")
+                  f"{med([r['settle_cpu_us_per_req'] for r in rs]):.1f} us/req more CPU meanwhile."
+                  + (f" On disk: {med([r['disk_bytes_per_exchange'] for r in rs]):.0f} bytes per stored exchange "
+                     f"(median; the store file's pages in use)." if all('disk_bytes_per_exchange' in r for r in rs) else ""))
             for name, c in counters.get((t, body), {}).items():
                 moved = {k: v for k, v in c.items() if v}
                 print(f"  {name}: {json.dumps(moved)}")

@@ -93,8 +93,8 @@ impl ControlChannel {
 /// Default ring size of the in-process feed: messages a subscriber may fall behind before
 /// it loses some. A message holds its captured bodies, so the ring is also what bounds the
 /// memory a slow subscriber can pin: 8192 messages of small exchanges are a few tens of
-/// MiB, while 64 KiB bodies make it 512 MiB (lower `bus_capacity` or `body_limit` for
-/// large bodies; the ring's byte budget caps it too).
+/// MiB; with large bodies the ring's byte budget (`feed::DEFAULT_BYTE_BUDGET`, 64 MiB)
+/// is what caps it.
 pub const DEFAULT_BUS_CAPACITY: usize = 8_192;
 /// The most `bus_capacity` may be: the ring is allocated up front, so a typo must not
 /// take the host's memory.

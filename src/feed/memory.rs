@@ -2,44 +2,25 @@
 //! subscriber that falls a full ring behind loses the oldest (counted), the publisher
 //! never blocks and memory never grows past the ring.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{Feed, FeedCounters, FeedError, FeedStats, Publisher, Received, Subscription};
+use super::{
+    ByteBudget, Feed, FeedCounters, FeedError, FeedStats, Publisher, Received, Subscription,
+    Weighed, DEFAULT_BYTE_BUDGET,
+};
 use crate::traffic::TrafficMessage;
-
-/// Bytes the messages in the ring may hold together (captured bodies plus a nominal
-/// 1 KiB each): with large bodies this, not the message count, bounds the memory.
-pub const DEFAULT_BYTE_BUDGET: usize = 128 << 20;
-
-/// A message in the ring, weighed; its weight is given back when the ring lets go of it
-/// (every subscriber has read it, or it was overwritten).
-struct Envelope {
-    msg: Arc<TrafficMessage>,
-    weight: usize,
-    in_ring: Arc<AtomicUsize>,
-}
-
-impl Drop for Envelope {
-    fn drop(&mut self) {
-        self.in_ring.fetch_sub(self.weight, Ordering::Relaxed);
-    }
-}
-
-fn weight(msg: &TrafficMessage) -> usize {
-    let body = |b: &Option<crate::traffic::BodyCapture>| b.as_ref().map_or(0, |b| b.bytes.len());
-    1024 + body(&msg.request.body) + msg.response.as_ref().map_or(0, |r| body(&r.body))
-}
 
 #[derive(Clone)]
 pub struct MemoryBus {
-    tx: broadcast::Sender<Arc<Envelope>>,
+    /// A message leaves the ring's byte budget when every subscriber has read it, or it
+    /// was overwritten.
+    tx: broadcast::Sender<Arc<Weighed>>,
     counters: Arc<FeedCounters>,
-    in_ring: Arc<AtomicUsize>,
-    byte_budget: usize,
+    bytes: Arc<ByteBudget>,
 }
 
 impl MemoryBus {
@@ -49,14 +30,13 @@ impl MemoryBus {
         Self {
             tx,
             counters: Arc::default(),
-            in_ring: Arc::default(),
-            byte_budget: DEFAULT_BYTE_BUDGET,
+            bytes: ByteBudget::new(DEFAULT_BYTE_BUDGET),
         }
     }
 
     /// Sets how many bytes the ring's messages may hold together.
     pub fn with_byte_budget(mut self, bytes: usize) -> Self {
-        self.byte_budget = bytes;
+        self.bytes = ByteBudget::new(bytes);
         self
     }
 }
@@ -68,20 +48,13 @@ impl Publisher for MemoryBus {
             self.counters.published.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let weight = weight(&msg);
-        if self.in_ring.fetch_add(weight, Ordering::Relaxed) + weight > self.byte_budget {
+        let Some(weighed) = self.bytes.admit(msg) else {
             // The ring is full by weight: drop here, counted, instead of growing.
-            self.in_ring.fetch_sub(weight, Ordering::Relaxed);
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
-        }
-        self.counters.published.fetch_add(1, Ordering::Relaxed);
-        let envelope = Envelope {
-            msg,
-            weight,
-            in_ring: self.in_ring.clone(),
         };
-        let _ = self.tx.send(Arc::new(envelope));
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        let _ = self.tx.send(Arc::new(weighed));
     }
 
     fn stats(&self) -> FeedStats {
@@ -103,7 +76,7 @@ impl Feed for MemoryBus {
 }
 
 struct MemorySubscription {
-    rx: broadcast::Receiver<Arc<Envelope>>,
+    rx: broadcast::Receiver<Arc<Weighed>>,
 }
 
 #[async_trait]

@@ -6,7 +6,7 @@
 pub mod memory;
 pub mod redis;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -24,6 +24,68 @@ pub enum FeedError {
 
 /// The channel (and, for the window, the key) of the seed.
 pub const DEFAULT_CHANNEL: &str = "heliosburn.traffic";
+
+/// Bytes the messages waiting in a feed's queue (the in-process ring, the queue in front
+/// of Redis) may hold together: with large bodies this, not the message count, bounds
+/// the memory.
+pub const DEFAULT_BYTE_BUDGET: usize = 64 << 20;
+
+/// What a message weighs in a queue: its captured bodies and a nominal 1 KiB.
+pub fn weight(msg: &TrafficMessage) -> usize {
+    let body = |b: &Option<crate::traffic::BodyCapture>| b.as_ref().map_or(0, |b| b.bytes.len());
+    1024 + body(&msg.request.body) + msg.response.as_ref().map_or(0, |r| body(&r.body))
+}
+
+/// The bytes a queue's messages hold together, against its budget.
+#[derive(Debug)]
+pub struct ByteBudget {
+    max: usize,
+    used: AtomicUsize,
+}
+
+impl ByteBudget {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// The message, weighed and charged to the budget; `None` (nothing charged) when it
+    /// does not fit.
+    pub fn admit(self: &Arc<Self>, msg: Arc<TrafficMessage>) -> Option<Weighed> {
+        let weight = weight(&msg);
+        if self.used.fetch_add(weight, Ordering::Relaxed) + weight > self.max {
+            self.used.fetch_sub(weight, Ordering::Relaxed);
+            return None;
+        }
+        Some(Weighed {
+            msg,
+            weight,
+            budget: self.clone(),
+        })
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// A queued message, charged to its queue's [`ByteBudget`] until it is dropped (sent,
+/// read by every subscriber, or let go).
+#[derive(Debug)]
+pub struct Weighed {
+    pub msg: Arc<TrafficMessage>,
+    weight: usize,
+    budget: Arc<ByteBudget>,
+}
+
+impl Drop for Weighed {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.weight, Ordering::Relaxed);
+    }
+}
 
 /// The publishing side of a feed. Cheap to call on the request path.
 pub trait Publisher: Send + Sync {
@@ -90,5 +152,45 @@ impl FeedCounters {
             published: self.published.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::{BodyCapture, RequestInfo};
+
+    fn msg(body: usize) -> Arc<TrafficMessage> {
+        Arc::new(TrafficMessage {
+            transaction_id: String::new(),
+            request_id: String::new(),
+            response_id: String::new(),
+            request: Arc::new(RequestInfo {
+                created_at: String::new(),
+                client_protocol: String::new(),
+                method: "POST".into(),
+                uri: "/".into(),
+                path: "/".into(),
+                args: Default::default(),
+                headers: Default::default(),
+                body: Some(BodyCapture::from_bytes(&vec![0; body], body as u64)),
+            }),
+            response: None,
+        })
+    }
+
+    #[test]
+    fn a_budget_admits_by_weight_and_gets_it_back_when_a_message_goes() {
+        let budget = ByteBudget::new(10_000);
+        let a = budget.admit(msg(5_000)).expect("fits");
+        assert_eq!(budget.used(), 6_024);
+        assert!(
+            budget.admit(msg(3_000)).is_none(),
+            "4,024 more would not fit"
+        );
+        assert_eq!(budget.used(), 6_024, "a refusal charges nothing");
+        drop(a);
+        assert_eq!(budget.used(), 0);
+        assert!(budget.admit(msg(3_000)).is_some());
     }
 }

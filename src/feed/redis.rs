@@ -4,7 +4,8 @@
 //! Publishing never waits: `publish` only queues, and one background task sends whatever
 //! has queued as one pipelined round trip of PUBLISHes. While Redis is away that task
 //! keeps emptying the queue and counts every message as dropped, so memory stays bounded
-//! and the proxy path is untouched. Subscribing is [`redis_link::subscribe`]: it
+//! (the queue by count and by the bytes its messages hold, [`DEFAULT_BYTE_BUDGET`]) and
+//! the proxy path is untouched. Subscribing is [`redis_link::subscribe`]: it
 //! SUBSCRIBEs before `subscribe` returns (a bad setup fails at once), then heals on its
 //! own; this side parses the payloads and tells its reader about every loss and gap.
 
@@ -16,7 +17,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{Feed, FeedCounters, FeedError, FeedStats, Publisher, Received, Subscription};
+use super::{
+    ByteBudget, Feed, FeedCounters, FeedError, FeedStats, Publisher, Received, Subscription,
+    Weighed, DEFAULT_BYTE_BUDGET,
+};
 use crate::redis_link::{self, Backoff, Commands, Delivery, Endpoint};
 use crate::traffic::TrafficMessage;
 
@@ -41,8 +45,10 @@ const INVALID_LOG_EVERY: u64 = 1000;
 /// Dropping the publisher closes the queue: the task sends what is still queued (or
 /// counts it dropped while Redis is away) and ends.
 pub struct RedisPublisher {
-    tx: mpsc::Sender<Arc<TrafficMessage>>,
+    tx: mpsc::Sender<Weighed>,
     counters: Arc<FeedCounters>,
+    /// What the queued messages weigh: bounded by bytes as well as by count.
+    bytes: Arc<ByteBudget>,
 }
 
 impl RedisPublisher {
@@ -64,7 +70,11 @@ impl RedisPublisher {
             counters: counters.clone(),
         };
         tokio::spawn(task.run());
-        Ok(Self { tx, counters })
+        Ok(Self {
+            tx,
+            counters,
+            bytes: ByteBudget::new(DEFAULT_BYTE_BUDGET),
+        })
     }
 
     /// The counters the background task shares (a test watches them outlive the task).
@@ -77,7 +87,8 @@ impl Publisher for RedisPublisher {
     fn publish(&self, msg: Arc<TrafficMessage>) {
         // Full (Redis is slow or away) or closed (the task is gone): either way the
         // message cannot go, and the request must not wait for it.
-        if self.tx.try_send(msg).is_err() {
+        let admitted = self.bytes.admit(msg);
+        if admitted.is_none_or(|m| self.tx.try_send(m).is_err()) {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -103,7 +114,7 @@ struct Outage {
 struct PublishTask {
     commands: Commands,
     channel: String,
-    rx: mpsc::Receiver<Arc<TrafficMessage>>,
+    rx: mpsc::Receiver<Weighed>,
     counters: Arc<FeedCounters>,
 }
 
@@ -178,11 +189,14 @@ impl PublishTask {
 
     /// One pipeline of PUBLISHes: `first` and whatever else is already queued, up to the
     /// batch limits. Returns the pipeline and how many messages it carries.
-    fn batch(&mut self, first: Arc<TrafficMessage>) -> (::redis::Pipeline, u64) {
+    fn batch(&mut self, first: Weighed) -> (::redis::Pipeline, u64) {
         let mut pipe = ::redis::pipe();
         let (mut n, mut bytes) = (0u64, 0usize);
         let mut next = Some(first);
-        while let Some(msg) = next.take() {
+        // Each message gives its weight back once it is in the pipeline (whose bytes
+        // are bounded on their own).
+        while let Some(queued) = next.take() {
+            let msg = &queued.msg;
             match serde_json::to_vec(msg.as_ref()) {
                 Ok(payload) => {
                     bytes += payload.len();
@@ -205,7 +219,7 @@ impl PublishTask {
 /// Drives `fut` while counting everything that queues meanwhile as dropped. `None` when
 /// the publisher is gone and the queue is empty: there is nothing left to do.
 async fn draining<F: Future>(
-    rx: &mut mpsc::Receiver<Arc<TrafficMessage>>,
+    rx: &mut mpsc::Receiver<Weighed>,
     counters: &FeedCounters,
     fut: F,
 ) -> Option<F::Output> {
