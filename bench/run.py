@@ -4,7 +4,9 @@
 Targets: `direct` (wrk to the nginx upstream), `nginx` (nginx as reverse proxy to it),
 `hb-empty` (heliosburn, empty pipeline), `hb-record` (the default modules: recording into
 the embedded store), `hb-redis` (TrafficReader to Redis, recorder to MongoDB; needs both),
-`hb-playback` (TrafficPlayback answering from a recording, no upstream).
+`hb-playback` (TrafficPlayback answering from a recording, no upstream), `hb-redis-pub`
+(TrafficReader publishing to Redis, no module reading), `hb-redis-sqlite` (the seed's
+modules on Redis in one process, recording into the embedded store; needs Redis).
 
 Every target fronts the same nginx upstream and gets the same wrk load; runs are
 interleaved (round-robin over targets, several rounds) and medians reported, each as a
@@ -309,9 +311,11 @@ def wrk(url, duration, connections, cpu):
 
 KIND_TITLE = {"hb-empty": "empty pipeline", "hb-record": "recording (embedded)",
               "hb-redis": "TrafficReader to Redis, recorder to MongoDB",
-              "hb-playback": "playback (TrafficPlayback)"}
-RECORDING_KINDS = ("hb-record", "hb-redis")
-COUNTED_KINDS = (*RECORDING_KINDS, "hb-playback")  # module counters reported per body
+              "hb-playback": "playback (TrafficPlayback)",
+              "hb-redis-pub": "TrafficReader to Redis, nobody reading",
+              "hb-redis-sqlite": "the seed's modules on Redis, recording into SQLite"}
+RECORDING_KINDS = ("hb-record", "hb-redis", "hb-redis-sqlite")
+COUNTED_KINDS = (*RECORDING_KINDS, "hb-playback", "hb-redis-pub")  # module counters reported per body
 
 
 def parse_bins(specs):
@@ -392,6 +396,14 @@ support:
   - {{name: TrafficRecorder, kwargs: {{redis_host: 127.0.0.1, redis_port: 6379, redis_sub_queue: hb.bench, mongo_uri: '{mongo_uri}', mongo_db: hb_bench, mongo_collection: traffic}}}}
   - {{name: TrafficStreamer, kwargs: {{redis_host: 127.0.0.1, redis_port: 6379, redis_sub_queue: hb.bench, redis_key: hb.bench.window}}}}
 """,
+            "hb-redis-pub": """pipeline: [{name: TrafficReader, kwargs: {redis_host: 127.0.0.1, redis_port: 6379, redis_pub_queue: hb.bench.pub}}]
+support: []
+""",
+            "hb-redis-sqlite": """pipeline: [{name: TrafficReader, kwargs: {redis_host: 127.0.0.1, redis_port: 6379, redis_pub_queue: hb.bench.sq}}]
+support:
+  - {name: TrafficRecorder, kwargs: {redis_host: 127.0.0.1, redis_port: 6379, redis_sub_queue: hb.bench.sq}}
+  - {name: TrafficStreamer, kwargs: {redis_host: 127.0.0.1, redis_port: 6379, redis_sub_queue: hb.bench.sq, redis_key: hb.bench.sq.window}}
+""",
         }
         hb, kind_of, label_of = {}, {}, {}
         for i, (label, path) in enumerate(bins):
@@ -403,7 +415,10 @@ support:
                     hb[t] = playback(work, f"{label}-{kind}", path, port, port + MGMT_OFFSET,
                                      {b: served[b] for b in bodies}, cpu=PROXY_CPUS)
                 else:
-                    hb[t] = Heliosburn(work, f"{label}-{kind}", path, port, port + MGMT_OFFSET, modules_of[kind], cpu=PROXY_CPUS)
+                    # Redis channels and keys of each binary's own: an idle heliosburn must
+                    # not read (and spend CPU 0 on) the traffic of the one under test.
+                    modules = modules_of[kind] and modules_of[kind].replace("hb.bench", f"hb.bench.{label}")
+                    hb[t] = Heliosburn(work, f"{label}-{kind}", path, port, port + MGMT_OFFSET, modules, cpu=PROXY_CPUS)
                 procs.append(hb[t])
                 urls[t], pids[t], kind_of[t], label_of[t] = hb[t].url, hb[t].pid, kind, label
         # This script (whose children time holds wrk's) and what it started.

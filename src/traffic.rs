@@ -48,6 +48,31 @@ impl TrafficMessage {
         Some(out)
     }
 
+    /// About how many bytes the message holds in memory: its strings, its header and
+    /// argument maps (with a rough cost per entry for the map's own allocations) and
+    /// its bodies. For bounds, not accounting to the byte.
+    pub fn footprint(&self) -> usize {
+        const PER_ENTRY: usize = 64;
+        let map = |m: &MultiMap| {
+            m.iter()
+                .map(|(k, vs)| PER_ENTRY + k.len() + vs.iter().map(|v| v.len() + 24).sum::<usize>())
+                .sum::<usize>()
+        };
+        let body = |b: &Option<BodyCapture>| b.as_ref().map_or(0, |b| b.bytes.len());
+        let q = &self.request;
+        let request = q.created_at.len()
+            + q.uri.len()
+            + q.path.len()
+            + map(&q.args)
+            + map(&q.headers)
+            + body(&q.body);
+        let response = self
+            .response
+            .as_ref()
+            .map_or(0, |r| r.created_at.len() + map(&r.headers) + body(&r.body));
+        256 + self.transaction_id.len() * 3 + request + response
+    }
+
     /// When the exchange began: the request's `createdAt`, parsed. Used to decide which
     /// recording a transaction belongs to.
     pub fn started_at(&self) -> Option<DateTime<Utc>> {

@@ -1,4 +1,6 @@
-//! The embedded live window: a deque of the last second's messages.
+//! The embedded live window: a deque of the last second's messages, bounded by bytes as
+//! well: at tens of thousands of exchanges a second, a second of messages is tens of MiB,
+//! so past [`DEFAULT_MAX_BYTES`] the oldest go first (a dashboard shows the newest).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -8,24 +10,52 @@ use async_trait::async_trait;
 use super::{now_micros, Window, WindowError, WindowPage, WINDOW_MICROS};
 use crate::traffic::TrafficMessage;
 
-#[derive(Default)]
+/// What the window's messages may hold together, about (as [`TrafficMessage::footprint`]
+/// counts them).
+pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
+
 pub struct MemoryWindow {
-    entries: Mutex<VecDeque<(i64, Arc<TrafficMessage>)>>,
+    inner: Mutex<Entries>,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct Entries {
+    /// Score, message, its footprint.
+    list: VecDeque<(i64, Arc<TrafficMessage>, usize)>,
+    bytes: usize,
+}
+
+impl Entries {
+    /// Drops what is older than the window, then the oldest until the rest fits.
+    fn trim(&mut self, now: i64, max_bytes: usize) {
+        while let Some((score, _, size)) = self.list.front() {
+            if *score >= now - WINDOW_MICROS && self.bytes <= max_bytes {
+                break;
+            }
+            self.bytes -= size;
+            self.list.pop_front();
+        }
+    }
+}
+
+impl Default for MemoryWindow {
+    fn default() -> Self {
+        Self::with_max_bytes(DEFAULT_MAX_BYTES)
+    }
 }
 
 impl MemoryWindow {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(i64, Arc<TrafficMessage>)>> {
-        // A panic while holding this lock cannot leave the deque half-changed.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn with_max_bytes(max_bytes: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            max_bytes,
+        }
     }
 
-    fn trim(entries: &mut VecDeque<(i64, Arc<TrafficMessage>)>, now: i64) {
-        while entries
-            .front()
-            .is_some_and(|(s, _)| *s < now - WINDOW_MICROS)
-        {
-            entries.pop_front();
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // A panic while holding this lock cannot leave the deque half-changed.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -36,12 +66,15 @@ impl Window for MemoryWindow {
         for (score, msg) in batch {
             // Scores only grow, so a cursor never skips an entry that shares its time.
             let score = entries
+                .list
                 .back()
-                .map_or(*score, |(last, _)| (*score).max(last + 1));
-            entries.push_back((score, msg.clone()));
+                .map_or(*score, |(last, _, _)| (*score).max(last + 1));
+            let size = msg.footprint();
+            entries.bytes += size;
+            entries.list.push_back((score, msg.clone(), size));
         }
-        let newest = entries.back().map_or(0, |(s, _)| *s);
-        Self::trim(&mut entries, newest);
+        let newest = entries.list.back().map_or(0, |(s, _, _)| *s);
+        entries.trim(newest, self.max_bytes);
         Ok(())
     }
 
@@ -49,11 +82,12 @@ impl Window for MemoryWindow {
         let now = now_micros();
         let picked: Vec<(i64, Arc<TrafficMessage>)> = {
             let mut entries = self.lock();
-            Self::trim(&mut entries, now);
+            entries.trim(now, self.max_bytes);
             entries
+                .list
                 .iter()
-                .filter(|(s, _)| *s > since)
-                .cloned()
+                .filter(|(s, _, _)| *s > since)
+                .map(|(s, m, _)| (*s, m.clone()))
                 .collect()
         };
         let cursor = picked.last().map_or(since.max(0), |(s, _)| *s);
@@ -62,5 +96,47 @@ impl Window for MemoryWindow {
             .filter_map(|(_, m)| serde_json::to_value(m.as_ref()).ok())
             .collect();
         Ok(WindowPage { cursor, messages })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::RequestInfo;
+
+    fn msg(i: usize) -> Arc<TrafficMessage> {
+        Arc::new(TrafficMessage {
+            transaction_id: i.to_string(),
+            request_id: String::new(),
+            response_id: String::new(),
+            request: Arc::new(RequestInfo {
+                created_at: String::new(),
+                client_protocol: String::new(),
+                method: "GET".into(),
+                uri: "/".into(),
+                path: "/".into(),
+                args: Default::default(),
+                headers: Default::default(),
+                body: None,
+            }),
+            response: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_full_window_keeps_the_newest() {
+        let one = msg(0).footprint();
+        let window = MemoryWindow::with_max_bytes(3 * one);
+        let now = now_micros();
+        let batch: Vec<_> = (0..5).map(|i| (now + i as i64, msg(i))).collect();
+        window.push(&batch).await.unwrap();
+        let page = window.read_since(0).await.unwrap();
+        let ids: Vec<_> = page
+            .messages
+            .iter()
+            .map(|m| m["transaction_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, ["2", "3", "4"]);
+        assert_eq!(window.lock().bytes, 3 * one);
     }
 }
