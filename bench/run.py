@@ -59,7 +59,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXY_CPUS = os.environ.get("PROXY_CPUS", "0")
 UPSTREAM_PORT, NGINX_PROXY_PORT = 19000, 19001
 # heliosburn binary i, target kind k: proxy port 19010 + 10 i + k, management port + 100.
-HB_KINDS = ["hb-empty", "hb-record", "hb-redis", "hb-playback"]
+HB_KINDS = ["hb-empty", "hb-record", "hb-redis", "hb-playback", "hb-redis-pub", "hb-redis-sqlite"]
 HB_BASE_PORT, MGMT_OFFSET = 19010, 100
 SMALL = b"x" * 100
 BIG = b"y" * 65536

@@ -8,7 +8,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = heliosburn::har::read(data, "fuzz", |doc| {
         // What playback and replay then read of it.
         if let Some(b) = &doc.request.body {
-            let _ = b.bytes();
+            let _ = b.wire();
+            let mut cut = b.clone();
+            cut.cut(b.bytes.len() / 2);
+            let _ = cut.wire();
         }
         Ok(())
     });
