@@ -188,6 +188,13 @@ impl BodyCapture {
     }
 }
 
+/// Base64 read with or without its padding.
+const LENIENT_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 /// The seed's wire shape of a body.
 #[derive(Serialize)]
 struct BodyWire<'a> {
@@ -226,10 +233,12 @@ impl<'de> Deserialize<'de> for BodyCapture {
         let data = wire.data.unwrap_or_default();
         let bytes = match wire.encoding.unwrap_or(BodyEncoding::Utf8) {
             BodyEncoding::Utf8 => Bytes::from(data),
-            BodyEncoding::Base64 => base64::engine::general_purpose::STANDARD
-                .decode(&data)
-                .map(Bytes::from)
-                .map_err(|e| serde::de::Error::custom(format!("body data: bad base64: {e}")))?,
+            // Padded or not; a text that is no base64 at all (a document some other
+            // writer made) is kept as the text it is rather than failing its whole page.
+            BodyEncoding::Base64 => match LENIENT_BASE64.decode(&data) {
+                Ok(bytes) => Bytes::from(bytes),
+                Err(_) => Bytes::from(data),
+            },
         };
         Ok(Self {
             size: wire.size,
@@ -488,10 +497,17 @@ mod tests {
         );
         let back: BodyCapture = serde_json::from_value(wire).unwrap();
         assert_eq!(back, bin);
+        let unpadded =
+            serde_json::json!({"size": 10, "truncated": true, "encoding": "base64", "data": "/wA"});
+        assert_eq!(
+            serde_json::from_value::<BodyCapture>(unpadded).unwrap(),
+            bin
+        );
+        // Not base64 at all: kept as the text it is, not an error that fails a page.
         let broken =
             serde_json::json!({"size": 1, "truncated": false, "encoding": "base64", "data": "%"});
-        let err = serde_json::from_value::<BodyCapture>(broken).unwrap_err();
-        assert!(err.to_string().contains("base64"), "{err}");
+        let kept = serde_json::from_value::<BodyCapture>(broken).unwrap();
+        assert_eq!(&kept.bytes[..], b"%");
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! answers the same body many times, and each answer then costs a hash and a lookup, not
 //! the bytes again.
 //!
-//! Nothing counts references: a body goes when no traffic row points at it any more,
-//! which [`BodyIds::collect_garbage`] finds through the two partial indexes of the
-//! traffic table (`traffic_request_body`, `traffic_response_body`).
+//! Nothing counts references: when a recording is deleted, each body its rows pointed at
+//! goes if no other row points at it, which [`BodyIds::collect_garbage`] finds through
+//! the two partial indexes of the traffic table (`traffic_request_body`,
+//! `traffic_response_body`).
 
 use std::collections::HashMap;
 
@@ -26,8 +27,14 @@ CREATE TABLE IF NOT EXISTS bodies (
 const REMEMBERED: usize = 4096;
 
 /// Bytes of recent bodies the writer keeps to recognise them again by comparison, which
-/// costs less than hashing them (a 64 KiB body: a few µs against about 17).
+/// costs less than hashing them (a 64 KiB body: a few µs against about 17); each entry
+/// is charged its body and [`ENTRY_COST`].
 const RECENT_BYTES: usize = 16 << 20;
+/// What an entry of the recent bodies costs besides its bytes (the map's slot, the
+/// shared buffer's header), about.
+const ENTRY_COST: usize = 128;
+/// Bodies shorter than this are hashed rather than kept: hashing them is cheap.
+const RECENT_MIN: usize = 256;
 
 /// A body's length and its first and last 16 bytes: where two bodies that differ
 /// usually differ, so a body found under the same fingerprint is compared whole.
@@ -65,14 +72,16 @@ impl BodyIds {
             }
         }
         let id = self.id_by_hash(conn, data)?;
-        if self.recent_bytes + data.len() > RECENT_BYTES {
-            self.recent.clear();
-            self.recent_bytes = 0;
-        }
-        if data.len() <= RECENT_BYTES / 16 {
-            self.recent_bytes += data.len();
+        if (RECENT_MIN..=RECENT_BYTES / 16).contains(&data.len()) {
+            let cost = data.len() + ENTRY_COST;
+            if self.recent_bytes + cost > RECENT_BYTES {
+                // A new map: a cleared one would keep its capacity.
+                self.recent = HashMap::new();
+                self.recent_bytes = 0;
+            }
+            self.recent_bytes += cost;
             if let Some((old, _)) = self.recent.insert(print, (data.clone(), id)) {
-                self.recent_bytes -= old.len();
+                self.recent_bytes -= old.len() + ENTRY_COST;
             }
         }
         Ok(id)
@@ -105,20 +114,39 @@ impl BodyIds {
     /// Forgets every id: after a rollback (ids of rows that were never committed) and
     /// after a collection (ids of rows deleted).
     pub fn forget(&mut self) {
-        self.known.clear();
-        self.recent.clear();
+        self.known = HashMap::new();
+        self.recent = HashMap::new();
         self.recent_bytes = 0;
     }
 
-    /// Deletes the bodies no traffic row points at; returns how many.
-    pub fn collect_garbage(&mut self, conn: &Connection) -> rusqlite::Result<usize> {
+    /// The bodies the traffic rows of a recording point at: the candidates for
+    /// [`BodyIds::collect_garbage`] once those rows are deleted.
+    pub fn of_recording(conn: &Connection, recording_id: &str) -> rusqlite::Result<Vec<i64>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT request_body FROM traffic WHERE recording_id = ?1 AND request_body IS NOT NULL
+             UNION SELECT response_body FROM traffic WHERE recording_id = ?1 AND response_body IS NOT NULL",
+        )?;
+        let ids = stmt.query_map([recording_id], |r| r.get(0))?;
+        ids.collect()
+    }
+
+    /// Deletes those of `candidates` no traffic row points at; returns how many.
+    pub fn collect_garbage(
+        &mut self,
+        conn: &Connection,
+        candidates: &[i64],
+    ) -> rusqlite::Result<usize> {
         self.forget();
-        conn.prepare_cached(
-            "DELETE FROM bodies WHERE
-                NOT EXISTS (SELECT 1 FROM traffic WHERE request_body = bodies.id)
-                AND NOT EXISTS (SELECT 1 FROM traffic WHERE response_body = bodies.id)",
-        )?
-        .execute([])
+        let mut stmt = conn.prepare_cached(
+            "DELETE FROM bodies WHERE id = ?1
+                AND NOT EXISTS (SELECT 1 FROM traffic WHERE request_body = ?1)
+                AND NOT EXISTS (SELECT 1 FROM traffic WHERE response_body = ?1)",
+        )?;
+        let mut deleted = 0;
+        for id in candidates {
+            deleted += stmt.execute([id])?;
+        }
+        Ok(deleted)
     }
 }
 
@@ -165,9 +193,9 @@ mod tests {
     fn a_body_that_only_looks_like_a_recent_one_is_its_own() {
         let conn = conn();
         let mut ids = BodyIds::default();
-        let a = Bytes::from(vec![b'a'; 100]);
-        let mut b = vec![b'a'; 100];
-        b[50] = b'b';
+        let a = Bytes::from(vec![b'a'; RECENT_MIN]);
+        let mut b = vec![b'a'; RECENT_MIN];
+        b[RECENT_MIN / 2] = b'b';
         let b = Bytes::from(b);
         assert_eq!(fingerprint(&a), fingerprint(&b));
         let id_a = ids.id(&conn, &a).unwrap();
@@ -183,10 +211,10 @@ mod tests {
         let mut ids = BodyIds::default();
         let kept = ids.id(&conn, &Bytes::from_static(b"kept")).unwrap();
         let answer = ids.id(&conn, &Bytes::from_static(b"answer")).unwrap();
-        ids.id(&conn, &Bytes::from_static(b"gone")).unwrap();
+        let gone = ids.id(&conn, &Bytes::from_static(b"gone")).unwrap();
         conn.execute("INSERT INTO traffic VALUES (?1, ?2)", params![kept, answer])
             .unwrap();
-        assert_eq!(ids.collect_garbage(&conn).unwrap(), 1);
+        assert_eq!(ids.collect_garbage(&conn, &[kept, gone]).unwrap(), 1);
         assert_eq!(count(&conn), 2);
         // Forgotten: asking again stores it again rather than naming a deleted row.
         let again = ids.id(&conn, &Bytes::from_static(b"gone")).unwrap();

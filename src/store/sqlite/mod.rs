@@ -104,6 +104,9 @@ struct Inner {
 struct Writer {
     conn: Connection,
     bodies: BodyIds,
+    /// A write of traffic began and has not ended (a panic left it so): what `bodies`
+    /// learned in it may name rows that were rolled back.
+    writing: bool,
 }
 
 /// What can go wrong on the blocking side; the path is added when it becomes a
@@ -161,6 +164,7 @@ impl SqliteStore {
                 writer: Mutex::new(Writer {
                     conn: writer,
                     bodies: BodyIds::default(),
+                    writing: false,
                 }),
                 reader: Mutex::new(reader),
                 _lock: lock,
@@ -465,12 +469,13 @@ impl Store for SqliteStore {
             // One transaction: the recording never disappears while its traffic stays,
             // nor its traffic while bodies only it pointed at stay.
             let tx = w.conn.transaction()?;
+            let bodies = BodyIds::of_recording(&tx, &id)?;
             tx.prepare_cached("DELETE FROM traffic WHERE recording_id = ?1")?
                 .execute([&id])?;
             let deleted = tx
                 .prepare_cached("DELETE FROM recordings WHERE id = ?1")?
                 .execute([&id])?;
-            w.bodies.collect_garbage(&tx)?;
+            w.bodies.collect_garbage(&tx, &bodies)?;
             tx.commit()?;
             Ok(deleted > 0)
         };
@@ -486,12 +491,17 @@ impl Store for SqliteStore {
         // Serialized and hashed on the blocking pool too: off the runtime's threads.
         let docs = docs.to_vec();
         let writer = move |w: &mut Writer| {
+            if w.writing {
+                w.bodies.forget();
+            }
+            w.writing = true;
             let tx = w.conn.transaction()?;
             let written = rows::write(&tx, &mut w.bodies, &docs).and_then(|()| Ok(tx.commit()?));
             if written.is_err() {
                 // Rolled back: ids it learned may name rows that are not there.
                 w.bodies.forget();
             }
+            w.writing = false;
             written.map(|()| docs.len() as u64)
         };
         self.run(writer, |inner| &inner.writer).await
