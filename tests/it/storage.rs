@@ -3,8 +3,6 @@
 //! once in the embedded store, and gone with the last recording that used them.
 
 use base64::Engine as _;
-use futures_util::StreamExt;
-use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::harness::recordings::{all_traffic, create_recording, start_recording, stop_recording};
@@ -48,21 +46,13 @@ async fn a_gibibyte_each_way_through_a_recording_keeps_memory_flat() {
     start_recording(&proxy, &id).await;
     let rest = proxy.peak_rss_kib();
 
-    let req = http::Request::get(proxy.url(&format!("/cycle/{GIB}")))
-        .body(body(""))
-        .unwrap();
-    let mut resp = http.stream(req).await;
-    let mut got = 0usize;
-    while let Some(frame) = resp.body_mut().frame().await {
-        got += frame.unwrap().data_ref().map_or(0, |d| d.len());
-    }
-    assert_eq!(got, GIB);
-    let frames =
-        cycle_body(GIB).map(|f| Ok::<_, std::convert::Infallible>(f.expect("generated frames")));
-    let req = http::Request::post(proxy.url("/count"))
-        .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
-        .unwrap();
-    assert_eq!(http.send(req).await.text(), GIB.to_string());
+    assert_eq!(
+        http.download_len(&proxy.url(&format!("/cycle/{GIB}")))
+            .await,
+        GIB
+    );
+    let r = http.upload(&proxy.url("/count"), cycle_body(GIB)).await;
+    assert_eq!(r.text(), GIB.to_string());
     stop_recording(&proxy, &id).await;
     let peak = proxy.peak_rss_kib();
     println!(

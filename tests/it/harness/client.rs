@@ -109,6 +109,34 @@ impl Http {
             .unwrap_or_else(|e| panic!("{what}: {e:?}"))
     }
 
+    /// GETs `url` and counts the response body's bytes as they come, keeping none.
+    pub async fn download_len(&self, url: &str) -> usize {
+        let req = Request::get(url).body(body("")).unwrap();
+        let mut resp = self.stream(req).await;
+        let mut got = 0usize;
+        while let Some(frame) = resp.body_mut().frame().await {
+            got += frame.unwrap().data_ref().map_or(0, |d| d.len());
+        }
+        got
+    }
+
+    /// POSTs the frames (made as they are sent; chunked) to `url`.
+    pub async fn upload(
+        &self,
+        url: &str,
+        frames: impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Resp {
+        use futures_util::StreamExt;
+        let frames = frames.map(|f| Ok::<_, Infallible>(f.expect("generated frames do not fail")));
+        let req = Request::post(url)
+            .body(BodyExt::boxed(StreamBody::new(frames)))
+            .unwrap();
+        self.send(req).await
+    }
+
     /// Sends and reads the whole response.
     pub async fn send(&self, req: Request<ReqBody>) -> Resp {
         let what = format!("{} {}", req.method(), req.uri());

@@ -419,18 +419,9 @@ fn echo_json(seen: &Seen, body: &Bytes, name: &str) -> Value {
 /// `n` bytes made as they are sent, 64 KiB at a time: large bodies cost the test nothing.
 pub fn big_body(
     n: usize,
-) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + 'static {
-    const CHUNK: usize = 64 * 1024;
-    let block = Bytes::from(vec![b'x'; CHUNK]);
-    futures_util::stream::unfold(0usize, move |sent| {
-        let block = block.clone();
-        async move {
-            (sent < n).then(|| {
-                let len = CHUNK.min(n - sent);
-                (Ok(Frame::data(block.slice(..len))), sent + len)
-            })
-        }
-    })
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static
+{
+    repeated(Bytes::from(vec![b'x'; BLOCK]), n)
 }
 
 /// `n` bytes counting up and wrapping (0, 1, … 255, 0, …: not UTF-8), made as they are
@@ -438,14 +429,26 @@ pub fn big_body(
 /// byte for byte.
 pub fn cycle_body(
     n: usize,
-) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + 'static {
-    const CHUNK: usize = 64 * 1024; // a multiple of 256: every chunk starts at 0
-    let block = Bytes::from(cycle(CHUNK));
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static
+{
+    // BLOCK is a multiple of 256: every block starts at 0.
+    repeated(Bytes::from(cycle(BLOCK)), n)
+}
+
+/// The block a generated body repeats.
+const BLOCK: usize = 64 * 1024;
+
+/// `n` bytes of `block` over and over, a block per frame.
+fn repeated(
+    block: Bytes,
+    n: usize,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static
+{
     futures_util::stream::unfold(0usize, move |sent| {
         let block = block.clone();
         async move {
             (sent < n).then(|| {
-                let len = CHUNK.min(n - sent);
+                let len = block.len().min(n - sent);
                 (Ok(Frame::data(block.slice(..len))), sent + len)
             })
         }
