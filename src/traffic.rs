@@ -11,6 +11,12 @@ use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Bytes of the bodies of a request and its response.
+fn body_bytes(request: &RequestInfo, response: Option<&ResponseInfo>) -> usize {
+    let len = |b: &Option<BodyCapture>| b.as_ref().map_or(0, |b| b.bytes.len());
+    len(&request.body) + response.map_or(0, |r| len(&r.body))
+}
+
 /// `{name: [values]}`, the seed's shape for headers and query arguments.
 pub type MultiMap = BTreeMap<String, Vec<String>>;
 
@@ -58,19 +64,19 @@ impl TrafficMessage {
                 .map(|(k, vs)| PER_ENTRY + k.len() + vs.iter().map(|v| v.len() + 24).sum::<usize>())
                 .sum::<usize>()
         };
-        let body = |b: &Option<BodyCapture>| b.as_ref().map_or(0, |b| b.bytes.len());
         let q = &self.request;
-        let request = q.created_at.len()
-            + q.uri.len()
-            + q.path.len()
-            + map(&q.args)
-            + map(&q.headers)
-            + body(&q.body);
+        let request =
+            q.created_at.len() + q.uri.len() + q.path.len() + map(&q.args) + map(&q.headers);
         let response = self
             .response
             .as_ref()
-            .map_or(0, |r| r.created_at.len() + map(&r.headers) + body(&r.body));
-        256 + self.transaction_id.len() * 3 + request + response
+            .map_or(0, |r| r.created_at.len() + map(&r.headers));
+        256 + self.transaction_id.len() * 3 + request + response + self.body_bytes()
+    }
+
+    /// Bytes of the bodies it carries.
+    pub fn body_bytes(&self) -> usize {
+        body_bytes(&self.request, self.response.as_deref())
     }
 
     /// When the exchange began: the request's `createdAt`, parsed. Used to decide which
@@ -391,6 +397,11 @@ pub struct TrafficDoc {
 }
 
 impl TrafficDoc {
+    /// Bytes of the bodies it holds.
+    pub fn body_bytes(&self) -> usize {
+        body_bytes(&self.request, self.response.as_deref())
+    }
+
     /// The document a message makes (or completes) in a recording.
     pub fn from_message(recording_id: &str, msg: &TrafficMessage) -> Self {
         Self {
@@ -399,6 +410,29 @@ impl TrafficDoc {
             created_at: msg.started_at().unwrap_or_else(Utc::now),
             request: msg.request.clone(),
             response: msg.response.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl TrafficMessage {
+    /// A request event (`GET /` with no headers) for unit tests, with this body.
+    pub(crate) fn sample(transaction_id: &str, body: Option<BodyCapture>) -> Self {
+        TrafficMessage {
+            transaction_id: transaction_id.to_owned(),
+            request_id: String::new(),
+            response_id: String::new(),
+            request: Arc::new(RequestInfo {
+                created_at: String::new(),
+                client_protocol: String::new(),
+                method: "GET".into(),
+                uri: "/".into(),
+                path: "/".into(),
+                args: MultiMap::new(),
+                headers: MultiMap::new(),
+                body,
+            }),
+            response: None,
         }
     }
 }

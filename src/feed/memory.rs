@@ -101,25 +101,9 @@ impl Subscription for MemorySubscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::traffic::{MultiMap, RequestInfo};
 
     fn msg(i: usize) -> Arc<TrafficMessage> {
-        Arc::new(TrafficMessage {
-            transaction_id: i.to_string(),
-            request_id: String::new(),
-            response_id: String::new(),
-            request: Arc::new(RequestInfo {
-                created_at: String::new(),
-                client_protocol: String::new(),
-                method: "GET".into(),
-                uri: "/".into(),
-                path: "/".into(),
-                args: MultiMap::new(),
-                headers: MultiMap::new(),
-                body: None,
-            }),
-            response: None,
-        })
+        Arc::new(TrafficMessage::sample(&i.to_string(), None))
     }
 
     #[tokio::test]

@@ -32,8 +32,7 @@ pub const DEFAULT_BYTE_BUDGET: usize = 64 << 20;
 
 /// What a message weighs in a queue: its captured bodies and a nominal 1 KiB.
 pub fn weight(msg: &TrafficMessage) -> usize {
-    let body = |b: &Option<crate::traffic::BodyCapture>| b.as_ref().map_or(0, |b| b.bytes.len());
-    1024 + body(&msg.request.body) + msg.response.as_ref().map_or(0, |r| body(&r.body))
+    1024 + msg.body_bytes()
 }
 
 /// The bytes a queue's messages hold together, against its budget.
@@ -158,25 +157,11 @@ impl FeedCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::traffic::{BodyCapture, RequestInfo};
+    use crate::traffic::BodyCapture;
 
     fn msg(body: usize) -> Arc<TrafficMessage> {
-        Arc::new(TrafficMessage {
-            transaction_id: String::new(),
-            request_id: String::new(),
-            response_id: String::new(),
-            request: Arc::new(RequestInfo {
-                created_at: String::new(),
-                client_protocol: String::new(),
-                method: "POST".into(),
-                uri: "/".into(),
-                path: "/".into(),
-                args: Default::default(),
-                headers: Default::default(),
-                body: Some(BodyCapture::from_bytes(&vec![0; body], body as u64)),
-            }),
-            response: None,
-        })
+        let body = BodyCapture::from_bytes(&vec![0; body], body as u64);
+        Arc::new(TrafficMessage::sample("", Some(body)))
     }
 
     #[test]

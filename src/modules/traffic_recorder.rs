@@ -261,12 +261,6 @@ struct Batch {
     bytes: usize,
 }
 
-/// Bytes of a document's bodies.
-fn body_bytes(doc: &TrafficDoc) -> usize {
-    let len = |b: &Option<crate::traffic::BodyCapture>| b.as_ref().map_or(0, |b| b.bytes.len());
-    len(&doc.request.body) + doc.response.as_ref().map_or(0, |r| len(&r.body))
-}
-
 impl Batch {
     fn add(&mut self, recording: &str, msg: &TrafficMessage) {
         self.add_doc(TrafficDoc::from_message(recording, msg), 1);
@@ -275,7 +269,7 @@ impl Batch {
     /// Adds a document, or completes the one of the same transaction: the document with
     /// a response (and the request body that comes with it) wins.
     fn add_doc(&mut self, doc: TrafficDoc, messages: u64) {
-        self.bytes += body_bytes(&doc);
+        self.bytes += doc.body_bytes();
         let key = (doc.recording_id.clone(), doc.transaction_id.clone());
         match self.index.get(&key) {
             Some(&i) => {
@@ -309,7 +303,7 @@ impl Batch {
             .iter()
             .rposition(|doc| {
                 kept += 1;
-                bytes += body_bytes(doc);
+                bytes += doc.body_bytes();
                 kept > max_docs || bytes > max_bytes
             })
             .map_or(0, |i| i + 1);
@@ -549,25 +543,11 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::traffic::{BodyCapture, RequestInfo};
+    use crate::traffic::BodyCapture;
 
     fn doc(txn: &str, body: usize) -> TrafficDoc {
-        TrafficDoc {
-            recording_id: "r".into(),
-            transaction_id: txn.into(),
-            created_at: chrono::Utc::now(),
-            request: Arc::new(RequestInfo {
-                created_at: String::new(),
-                client_protocol: String::new(),
-                method: "POST".into(),
-                uri: "/".into(),
-                path: "/".into(),
-                args: Default::default(),
-                headers: Default::default(),
-                body: Some(BodyCapture::from_bytes(&vec![b'x'; body], body as u64)),
-            }),
-            response: None,
-        }
+        let body = BodyCapture::from_bytes(&vec![b'x'; body], body as u64);
+        TrafficDoc::from_message("r", &TrafficMessage::sample(txn, Some(body)))
     }
 
     #[test]

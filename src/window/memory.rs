@@ -102,25 +102,9 @@ impl Window for MemoryWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::traffic::RequestInfo;
 
     fn msg(i: usize) -> Arc<TrafficMessage> {
-        Arc::new(TrafficMessage {
-            transaction_id: i.to_string(),
-            request_id: String::new(),
-            response_id: String::new(),
-            request: Arc::new(RequestInfo {
-                created_at: String::new(),
-                client_protocol: String::new(),
-                method: "GET".into(),
-                uri: "/".into(),
-                path: "/".into(),
-                args: Default::default(),
-                headers: Default::default(),
-                body: None,
-            }),
-            response: None,
-        })
+        Arc::new(TrafficMessage::sample(&i.to_string(), None))
     }
 
     #[tokio::test]
