@@ -26,8 +26,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn message(i: usize, body: &str) -> (Arc<TrafficMessage>, Arc<TrafficMessage>) {
     let now = traffic::timestamp(chrono::Utc::now());
     let mut headers = traffic::MultiMap::new();
-    headers.insert("host".into(), vec!["127.0.0.1:8880".into()]);
-    headers.insert("user-agent".into(), vec!["bench".into()]);
+    headers.insert("host", ["127.0.0.1:8880"]);
+    headers.insert("user-agent", ["bench"]);
     let request = RequestInfo {
         created_at: now.clone(),
         client_protocol: "HTTP/1.1".into(),

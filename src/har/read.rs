@@ -377,23 +377,17 @@ impl RawEntry {
 /// described it on the wire, `Content-Encoding` and the length that went with it, no
 /// longer do, so they go (a replay or playback of it would say the text is compressed).
 fn decoded(headers: &mut MultiMap, body: Option<&BodyCapture>) {
-    if body.is_some_and(|b| !b.bytes.is_empty()) && headers.remove("content-encoding").is_some() {
+    if body.is_some_and(|b| !b.bytes.is_empty()) && headers.remove("content-encoding") {
         headers.remove("content-length");
     }
 }
 
 /// `{name: [values]}` with names in lower case and HTTP/2 pseudo-headers left out.
 fn headers(list: Vec<NameValue>) -> MultiMap {
-    let mut out = MultiMap::new();
-    for h in list {
-        if h.name.starts_with(':') {
-            continue;
-        }
-        out.entry(h.name.to_ascii_lowercase())
-            .or_default()
-            .push(h.value);
-    }
-    out
+    list.into_iter()
+        .filter(|h| !h.name.starts_with(':'))
+        .map(|h| (h.name.to_ascii_lowercase(), h.value))
+        .collect()
 }
 
 /// The seed's protocol names (`HTTP/1.1`, `HTTP/2.0`) from what HAR writers put.
@@ -460,7 +454,7 @@ impl RawRequest {
                     Some(port) => format!("{host}:{port}"),
                     None => host.to_owned(),
                 };
-                headers.insert("host".into(), vec![host]);
+                headers.insert("host", [host]);
             }
         }
         // The target as the writer wrote it (a URL parser would normalise `/a/../b`).
@@ -595,8 +589,8 @@ mod tests {
     #[test]
     fn an_export_reads_back_as_the_transactions_it_was_made_of() {
         let mut headers = MultiMap::new();
-        headers.insert("host".into(), vec!["api.test:8080".into()]);
-        headers.insert("content-type".into(), vec!["application/json".into()]);
+        headers.insert("host", ["api.test:8080"]);
+        headers.insert("content-type", ["application/json"]);
         let doc = TrafficDoc {
             recording_id: "rec".into(),
             transaction_id: "t1".into(),

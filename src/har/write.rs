@@ -159,21 +159,19 @@ fn millis_between(from: &str, to: &str) -> Option<f64> {
 }
 
 fn pairs(map: &MultiMap) -> Vec<NameValue<'_>> {
-    map.iter()
-        .flat_map(|(name, values)| values.iter().map(move |value| NameValue { name, value }))
+    map.pairs()
+        .map(|(name, value)| NameValue { name, value })
         .collect()
 }
 
 fn first<'a>(map: &'a MultiMap, name: &str) -> Option<&'a str> {
-    map.get(name).and_then(|v| v.first()).map(String::as_str)
+    map.first(name)
 }
 
 /// `Cookie: a=1; b=2` as HAR's cookie list (none when the header was redacted).
 fn request_cookies(headers: &MultiMap) -> Vec<NameValue<'_>> {
     headers
         .get("cookie")
-        .into_iter()
-        .flatten()
         .filter(|line| !crate::redact::is_mark(line))
         .flat_map(|line| line.split(';'))
         .filter_map(|pair| {
@@ -191,8 +189,6 @@ fn request_cookies(headers: &MultiMap) -> Vec<NameValue<'_>> {
 fn response_cookies(headers: &MultiMap) -> Vec<NameValue<'_>> {
     headers
         .get("set-cookie")
-        .into_iter()
-        .flatten()
         .filter(|line| !crate::redact::is_mark(line))
         .filter_map(|line| {
             let pair = line.split(';').next()?;
@@ -288,17 +284,14 @@ mod tests {
 
     fn doc() -> TrafficDoc {
         let mut headers = MultiMap::new();
-        headers.insert("host".into(), vec!["api.test:8080".into()]);
-        headers.insert("cookie".into(), vec!["a=1; b=2".into()]);
-        headers.insert("content-type".into(), vec!["application/json".into()]);
+        headers.insert("host", ["api.test:8080"]);
+        headers.insert("cookie", ["a=1; b=2"]);
+        headers.insert("content-type", ["application/json"]);
         let mut args = MultiMap::new();
-        args.insert("q".into(), vec!["x".into(), "y".into()]);
+        args.insert("q", ["x", "y"]);
         let mut rheaders = MultiMap::new();
-        rheaders.insert(
-            "content-type".into(),
-            vec!["application/octet-stream".into()],
-        );
-        rheaders.insert("set-cookie".into(), vec!["sid=s1; HttpOnly".into()]);
+        rheaders.insert("content-type", ["application/octet-stream"]);
+        rheaders.insert("set-cookie", ["sid=s1; HttpOnly"]);
         TrafficDoc {
             recording_id: "r".into(),
             transaction_id: "t1".into(),

@@ -295,7 +295,7 @@ impl Matcher {
         body: (&[u8], bool),
         content_type: Option<&str>,
     ) -> Key {
-        let blind = |v: &String| self.redactor.blind_marks(v).into_owned();
+        let blind = |v: &str| self.redactor.blind_marks(v).into_owned();
         let query = if self.query {
             self.redactor.args(&mut args);
             let mut out: Vec<(String, String)> = pairs(&args)
@@ -310,13 +310,17 @@ impl Matcher {
         let mut chosen: MultiMap = self
             .headers
             .iter()
-            .map(|h| (h.as_str().to_owned(), headers(h.as_str())))
+            .flat_map(|h| {
+                headers(h.as_str())
+                    .into_iter()
+                    .map(move |v| (h.as_str(), v))
+            })
             .collect();
         self.redactor.headers(&mut chosen);
         let headers = self
             .headers
             .iter()
-            .map(|h| chosen[h.as_str()].iter().map(blind).collect())
+            .map(|h| chosen.get(h.as_str()).map(blind).collect())
             .collect();
         let body = self.body_limit.map(|limit| {
             // Whole (the caller knows it fit the limit): as it is; else its first bytes.
@@ -402,12 +406,9 @@ impl Book {
             &req.method,
             &req.path,
             req.args.clone(),
-            |name| req.headers.get(name).cloned().unwrap_or_default(),
+            |name| req.headers.get(name).map(str::to_owned).collect(),
             (&bytes, whole),
-            req.headers
-                .get("content-type")
-                .and_then(|v| v.first())
-                .map(String::as_str),
+            req.headers.first("content-type"),
         );
         let answer = answer(resp);
         self.bytes += answer.body.len() as u64
@@ -432,8 +433,8 @@ impl Book {
 /// `{name: [values]}` as sorted pairs: the same query in another order is the same.
 fn pairs(args: &MultiMap) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = args
-        .iter()
-        .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone())))
+        .pairs()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     out.sort();
     out
@@ -490,9 +491,8 @@ fn hash_json(v: &serde_json::Value, h: &mut blake3::Hasher) {
 fn answer(resp: &ResponseInfo) -> Answer {
     let headers = resp
         .headers
-        .iter()
-        .filter(|(name, _)| !FRAMING_HEADERS.contains(&name.as_str()))
-        .flat_map(|(name, values)| values.iter().map(move |v| (name, v)))
+        .pairs()
+        .filter(|(name, _)| !FRAMING_HEADERS.contains(name))
         .filter_map(|(name, v)| {
             Some((
                 HeaderName::from_bytes(name.as_bytes()).ok()?,

@@ -114,10 +114,7 @@ impl ReaderKwargs {
 
 /// The first `Content-Type` of a header map, for the body's redaction.
 fn content_type(headers: &traffic::MultiMap) -> Option<&str> {
-    headers
-        .get("content-type")
-        .and_then(|v| v.first())
-        .map(String::as_str)
+    headers.first("content-type")
 }
 
 pub struct TrafficReader {

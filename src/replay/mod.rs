@@ -366,7 +366,7 @@ impl Sender {
         };
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, values) in &req.headers {
-            if FRAMING_HEADERS.contains(&name.as_str()) || (name == "host" && !self.keep_host) {
+            if FRAMING_HEADERS.contains(&name) || (name == "host" && !self.keep_host) {
                 continue;
             }
             let Ok(name) = reqwest::header::HeaderName::from_bytes(name.as_bytes()) else {
@@ -431,8 +431,7 @@ impl Sender {
 /// Whether recorded request headers announce a body.
 fn has_body(headers: &crate::traffic::MultiMap) -> bool {
     let length = headers
-        .get("content-length")
-        .and_then(|v| v.first())
+        .first("content-length")
         .and_then(|v| v.trim().parse::<u64>().ok());
     length.is_some_and(|n| n > 0) || headers.contains_key("transfer-encoding")
 }

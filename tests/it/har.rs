@@ -210,7 +210,7 @@ async fn exporting_100000_entries_keeps_memory_flat() {
         let store = SqliteStore::open(&dir.path().join("data")).unwrap();
         let rec = store.create_recording("large", "").await.unwrap();
         let mut headers = MultiMap::new();
-        headers.insert("host".into(), vec!["api.test".into()]);
+        headers.insert("host", ["api.test"]);
         let body = BodyCapture::from_bytes(&[b'x'; 512], 512);
         let request = Arc::new(RequestInfo {
             created_at: "2026-12-01T10:00:00.000000Z".into(),

@@ -38,9 +38,9 @@ fn endpoint_of(server: &TestRedis) -> Endpoint {
 /// A message in the seed's shape: the response event, carrying its request.
 fn msg(i: usize) -> Arc<TrafficMessage> {
     let mut headers = MultiMap::new();
-    headers.insert("host".into(), vec!["example.test".into()]);
+    headers.insert("host", ["example.test"]);
     let mut args = MultiMap::new();
-    args.insert("q".into(), vec![i.to_string(), "two".into()]);
+    args.insert("q", [i.to_string(), "two".into()]);
     Arc::new(TrafficMessage {
         transaction_id: format!("transaction-{i}"),
         request_id: format!("request-{i}"),

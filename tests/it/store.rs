@@ -108,8 +108,8 @@ fn doc(recording_id: &str, txn: &str, with_response: bool, body_len: usize) -> T
     // Microseconds, as the message's timestamps carry.
     let now = Utc::now().trunc_subsecs(6);
     let mut headers = MultiMap::new();
-    headers.insert("host".into(), vec!["example.test".into()]);
-    headers.insert("accept".into(), vec!["*/*".into()]);
+    headers.insert("host", ["example.test"]);
+    headers.insert("accept", ["*/*"]);
     let body =
         (body_len > 0).then(|| BodyCapture::from_bytes(&vec![b'x'; body_len], body_len as u64));
     TrafficDoc {

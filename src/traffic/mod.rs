@@ -3,7 +3,6 @@
 //! The message shape is a compatibility contract (the seed's recording design): field
 //! names, nesting and the `{name: [values]}` maps must not change.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -17,8 +16,9 @@ fn body_bytes(request: &RequestInfo, response: Option<&ResponseInfo>) -> usize {
     len(&request.body) + response.map_or(0, |r| len(&r.body))
 }
 
-/// `{name: [values]}`, the seed's shape for headers and query arguments.
-pub type MultiMap = BTreeMap<String, Vec<String>>;
+mod multimap;
+
+pub use multimap::{MultiMap, Values};
 
 /// One event on the feed: a request, or a response together with its request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -58,12 +58,7 @@ impl TrafficMessage {
     /// argument maps (with a rough cost per entry for the map's own allocations) and
     /// its bodies. For bounds, not accounting to the byte.
     pub fn footprint(&self) -> usize {
-        const PER_ENTRY: usize = 64;
-        let map = |m: &MultiMap| {
-            m.iter()
-                .map(|(k, vs)| PER_ENTRY + k.len() + vs.iter().map(|v| v.len() + 24).sum::<usize>())
-                .sum::<usize>()
-        };
+        let map = MultiMap::footprint;
         let q = &self.request;
         let request =
             q.created_at.len() + q.uri.len() + q.path.len() + map(&q.args) + map(&q.headers);
@@ -285,26 +280,24 @@ pub fn protocol_name(v: http::Version) -> &'static str {
 
 /// Groups a header map into `{name: [values]}`; values that are not UTF-8 are kept lossily.
 pub fn header_multimap(headers: &http::HeaderMap) -> MultiMap {
-    let mut out = MultiMap::new();
-    for (name, value) in headers {
-        out.entry(name.as_str().to_owned())
-            .or_default()
-            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
-    }
-    out
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())))
+        .collect()
 }
 
 /// Parses a query string into `{name: [values]}`, percent-decoding names and values.
 pub fn query_multimap(query: Option<&str>) -> MultiMap {
-    let mut out = MultiMap::new();
-    let Some(q) = query else { return out };
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.entry(percent_decode(k))
-            .or_default()
-            .push(percent_decode(v));
-    }
-    out
+    let Some(q) = query else {
+        return MultiMap::new();
+    };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
 }
 
 /// `%XX` escapes decoded (a bad escape is kept as written).
@@ -468,11 +461,12 @@ mod tests {
     #[test]
     fn query_args_keep_repeats_and_decode() {
         let m = query_multimap(Some("a=1&a=2&b=x%20y&c&d=%zz&e=1+2"));
-        assert_eq!(m["a"], vec!["1", "2"]);
-        assert_eq!(m["b"], vec!["x y"]);
-        assert_eq!(m["c"], vec![""]);
-        assert_eq!(m["d"], vec!["%zz"]);
-        assert_eq!(m["e"], vec!["1 2"]);
+        let values = |k| m.get(k).collect::<Vec<_>>();
+        assert_eq!(values("a"), ["1", "2"]);
+        assert_eq!(values("b"), ["x y"]);
+        assert_eq!(values("c"), [""]);
+        assert_eq!(values("d"), ["%zz"]);
+        assert_eq!(values("e"), ["1 2"]);
     }
 
     #[test]
