@@ -117,6 +117,15 @@ fn content_type(headers: &traffic::MultiMap) -> Option<&str> {
     headers.first("content-type")
 }
 
+/// A time-ordered id (UUIDv7) as text, written without the formatting machinery.
+fn new_id() -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
+}
+
 pub struct TrafficReader {
     publisher: Arc<dyn Publisher>,
     body_limit: usize,
@@ -185,9 +194,9 @@ impl Phase for TrafficReader {
         let msg = Arc::new(TrafficMessage {
             // Time-ordered (UUIDv7): stores index transactions by id, and ids that grow
             // append to the index instead of dirtying pages all over it.
-            transaction_id: uuid::Uuid::now_v7().to_string(),
-            request_id: uuid::Uuid::now_v7().to_string(),
-            response_id: uuid::Uuid::now_v7().to_string(),
+            transaction_id: new_id(),
+            request_id: new_id(),
+            response_id: new_id(),
             request: Arc::new(request),
             response: None,
         });

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -262,8 +263,8 @@ struct Batch {
 }
 
 impl Batch {
-    fn add(&mut self, recording: &str, msg: &TrafficMessage) {
-        self.add_doc(TrafficDoc::from_message(recording, msg), 1);
+    fn add(&mut self, recording: &str, msg: &TrafficMessage, started: DateTime<Utc>) {
+        self.add_doc(TrafficDoc::from_message(recording, msg, Some(started)), 1);
     }
 
     /// Adds a document, or completes the one of the same transaction: the document with
@@ -386,9 +387,9 @@ impl Worker {
         match r {
             Received::Message(msg) => {
                 self.counters.received.fetch_add(1, Ordering::Relaxed);
-                let started = msg.started_at().unwrap_or_else(chrono::Utc::now);
+                let started = msg.started_at().unwrap_or_else(Utc::now);
                 match target.recording_for(started) {
-                    Some(rec) => self.batch.add(rec, &msg),
+                    Some(rec) => self.batch.add(rec, &msg, started),
                     None => {
                         self.counters.ignored.fetch_add(1, Ordering::Relaxed);
                     }
@@ -547,7 +548,7 @@ mod tests {
 
     fn doc(txn: &str, body: usize) -> TrafficDoc {
         let body = BodyCapture::from_bytes(&vec![b'x'; body], body as u64);
-        TrafficDoc::from_message("r", &TrafficMessage::sample(txn, Some(body)))
+        TrafficDoc::from_message("r", &TrafficMessage::sample(txn, Some(body)), None)
     }
 
     #[test]

@@ -124,14 +124,24 @@ impl<'a> StoredResponse<'a> {
     }
 }
 
-fn to_json<T: Serialize>(value: &T, what: &str, doc: &TrafficDoc) -> Blocking<String> {
-    // Only a bug in the serde types can get here: they hold strings and numbers.
-    serde_json::to_string(value).map_err(|e| {
+/// The value's JSON, written into `buf` (cleared first: one buffer serves every row).
+fn to_json<'b, T: Serialize>(
+    buf: &'b mut Vec<u8>,
+    value: &T,
+    what: &str,
+    doc: &TrafficDoc,
+) -> Blocking<&'b str> {
+    buf.clear();
+    // Only a bug in the serde types can get here: they hold strings and numbers, and
+    // serde_json writes UTF-8.
+    let corrupt = |e: &dyn std::fmt::Display| {
         Failure::Corrupt(format!(
             "{what} of {} not serializable: {e}",
             doc.transaction_id
         ))
-    })
+    };
+    serde_json::to_writer(&mut *buf, value).map_err(|e| corrupt(&e))?;
+    std::str::from_utf8(buf).map_err(|e| corrupt(&e))
 }
 
 /// The id of a body's bytes; none for no body or an empty one.
@@ -149,12 +159,18 @@ fn body_id(
 /// Upserts the documents, in the caller's transaction.
 pub fn write(conn: &Connection, bodies: &mut BodyIds, docs: &[TrafficDoc]) -> Blocking<()> {
     let mut stmt = conn.prepare_cached(UPSERT)?;
+    let (mut request_json, mut response_json) = (Vec::new(), Vec::new());
     for doc in docs {
-        let request = to_json(&StoredRequest::of(&doc.request), "request", doc)?;
+        let request = to_json(
+            &mut request_json,
+            &StoredRequest::of(&doc.request),
+            "request",
+            doc,
+        )?;
         let response = doc
             .response
             .as_deref()
-            .map(|r| to_json(&StoredResponse::of(r), "response", doc))
+            .map(|r| to_json(&mut response_json, &StoredResponse::of(r), "response", doc))
             .transpose()?;
         let request_body = body_id(conn, bodies, doc.request.body.as_ref())?;
         let response_body = body_id(
