@@ -1,8 +1,9 @@
 //! Recordings as a service: the store plus which recording is running.
 //!
 //! One recording runs at a time. A transaction belongs to the recording that was running
-//! when its request arrived (its `createdAt`), so responses that reach the recorder after
-//! the stop are still filed where they belong.
+//! when its request arrived (its `createdAt`), however late its messages reach the
+//! recorder: the spans of the last [`REMEMBERED_SPANS`] stopped recordings are kept to
+//! file them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,32 +18,44 @@ use crate::traffic::{Recording, RecordingFailure, TrafficDoc};
 /// How long a stop waits for the recorder to write what it received before the stop.
 pub const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
-/// How long after a stop late messages of the stopped recording are still accepted.
-pub const LATE_GRACE: Duration = Duration::from_secs(5);
+/// Stopped recordings whose spans are remembered, so that their late messages are filed
+/// in them (a message of an older one is counted as ignored).
+pub const REMEMBERED_SPANS: usize = 64;
+
+/// A stopped recording's span: (id, started, stopped).
+pub type Span = (String, DateTime<Utc>, DateTime<Utc>);
 
 /// Which recording(s) the recorder files messages into.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Target {
     pub active: Option<(String, DateTime<Utc>)>,
-    /// The last stopped recording: (id, started, stopped).
-    pub recent: Option<(String, DateTime<Utc>, DateTime<Utc>)>,
+    /// The last stopped recordings, oldest first, at most [`REMEMBERED_SPANS`].
+    pub recent: Vec<Span>,
 }
 
 impl Target {
-    /// The recording a transaction that began at `t` belongs to.
+    /// The recording a transaction that began at `t` belongs to, however long ago.
     pub fn recording_for(&self, t: DateTime<Utc>) -> Option<&str> {
         if let Some((id, start)) = &self.active {
             if t >= *start {
                 return Some(id);
             }
         }
-        match &self.recent {
-            Some((id, start, stop))
-                if t >= *start && t <= *stop && Utc::now() <= *stop + LATE_GRACE =>
-            {
-                Some(id)
+        self.recent
+            .iter()
+            .rev()
+            .find(|(_, start, stop)| t >= *start && t <= *stop)
+            .map(|(id, _, _)| id.as_str())
+    }
+
+    /// The running recording stops at `at`; its span is remembered.
+    fn stop_active(&mut self, at: DateTime<Utc>) {
+        if let Some((id, start)) = self.active.take() {
+            self.recent.retain(|(r, _, _)| *r != id);
+            if self.recent.len() >= REMEMBERED_SPANS {
+                self.recent.remove(0);
             }
-            _ => None,
+            self.recent.push((id, start, at));
         }
     }
 }
@@ -97,16 +110,13 @@ impl Recordings {
     pub async fn fail(&self, id: &str, reason: &str, lost: u64) {
         let now = Utc::now().trunc_subsecs(6);
         let mut started = None;
-        self.target.send_if_modified(|t| match t.active.take() {
+        self.target.send_if_modified(|t| match &t.active {
             Some((a, start)) if a == id => {
-                started = Some(start);
-                t.recent = Some((a, start, now));
+                started = Some(*start);
+                t.stop_active(now);
                 true
             }
-            other => {
-                t.active = other;
-                false
-            }
+            _ => false,
         });
         {
             let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
@@ -246,11 +256,8 @@ impl Recordings {
         if self.target().active.as_ref().is_some_and(|(a, _)| a == id) {
             self.stop_locked(id).await?;
         }
-        self.target.send_modify(|t| {
-            if t.recent.as_ref().is_some_and(|(r, _, _)| r == id) {
-                t.recent = None;
-            }
-        });
+        self.target
+            .send_modify(|t| t.recent.retain(|(r, _, _)| r != id));
         if self.store.delete_recording(id).await? {
             Ok(())
         } else {
@@ -329,18 +336,14 @@ impl Recordings {
 
     async fn stop_locked(&self, id: &str) -> Result<Recording, RecordingError> {
         let now = Utc::now().trunc_subsecs(6);
-        self.target.send_modify(|t| {
-            if let Some((a, start)) = t.active.take() {
-                t.recent = Some((a, start, now));
-            }
-        });
+        self.target.send_modify(|t| t.stop_active(now));
         if let Some(recorder) = self.recorder() {
             let (tx, rx) = oneshot::channel();
             if recorder.send(tx).await.is_ok()
                 && tokio::time::timeout(FLUSH_WAIT, rx).await.is_err()
             {
                 // A slow store must not hold the API: what arrives later is still filed
-                // here by the late-message rule, and the recorder's counters show it.
+                // here (its span is remembered), and the recorder's counters show it.
                 tracing::warn!(recording = id, wait = ?FLUSH_WAIT, "the recorder is still writing; stopping without waiting for it");
             }
         }
@@ -362,7 +365,7 @@ mod tests {
         let t2 = t0 + chrono::Duration::seconds(2);
         let target = Target {
             active: Some(("b".into(), t2)),
-            recent: Some(("a".into(), t0, t1)),
+            recent: vec![("a".into(), t0, t1)],
         };
         assert_eq!(
             target.recording_for(t0 + chrono::Duration::milliseconds(500)),
@@ -373,5 +376,28 @@ mod tests {
             None
         );
         assert_eq!(target.recording_for(t2), Some("b"));
+    }
+
+    #[test]
+    fn stopped_spans_are_remembered_without_a_deadline_up_to_a_bound() {
+        let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let mut target = Target::default();
+        for i in 0..(REMEMBERED_SPANS as i64 + 1) {
+            target.active = Some((format!("r{i}"), at(10 * i)));
+            target.stop_active(at(10 * i + 5));
+        }
+        assert_eq!(target.recent.len(), REMEMBERED_SPANS);
+        // Months later, a message of the second recording still goes to it.
+        assert_eq!(target.recording_for(at(12)), Some("r1"));
+        assert_eq!(target.recording_for(at(17)), None, "between two recordings");
+        assert_eq!(target.recording_for(at(2)), None, "r0 was forgotten");
+        let last = REMEMBERED_SPANS as i64 * 10;
+        assert_eq!(
+            target.recording_for(at(last + 5)),
+            Some(&*format!("r{REMEMBERED_SPANS}"))
+        );
     }
 }
