@@ -51,7 +51,7 @@ impl Target {
     /// The running recording stops at `at`; its span is remembered.
     fn stop_active(&mut self, at: DateTime<Utc>) {
         if let Some((id, start)) = self.active.take() {
-            self.recent.retain(|(r, _, _)| *r != id);
+            // A recording started again has a span per run: each keeps its late messages.
             if self.recent.len() >= REMEMBERED_SPANS {
                 self.recent.remove(0);
             }
@@ -399,5 +399,13 @@ mod tests {
             target.recording_for(at(last + 5)),
             Some(&*format!("r{REMEMBERED_SPANS}"))
         );
+        // Started again and stopped again: both runs keep their late messages.
+        let mut target = Target::default();
+        for run in [0, 100] {
+            target.active = Some(("r".into(), at(run)));
+            target.stop_active(at(run + 5));
+        }
+        assert_eq!(target.recording_for(at(2)), Some("r"));
+        assert_eq!(target.recording_for(at(102)), Some("r"));
     }
 }

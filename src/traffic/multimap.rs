@@ -6,7 +6,8 @@
 //! message read from Redis, and dropped for each of them.
 //!
 //! It reads and writes as the JSON object of arrays it stands for, names in byte order
-//! (as a `BTreeMap` would write them).
+//! (as a `BTreeMap` would write them); a name given twice keeps the values of its last
+//! occurrence, as a map would. A name with an empty array holds no value and is left out.
 
 use std::fmt;
 use std::ops::Range;
@@ -227,6 +228,34 @@ impl MultiMap {
     }
 }
 
+impl MultiMap {
+    /// After reading a map in which a name came more than once (each occurrence has its
+    /// own copy of the name in the text): only the pairs of its last occurrence stay.
+    fn keep_last_occurrences(&mut self) {
+        let text = &self.text;
+        let name = |p: &Pair| &text[p.name.0..p.name.1];
+        let pairs = &self.pairs;
+        if pairs
+            .windows(2)
+            .all(|w| name(&w[0]) != name(&w[1]) || w[0].name == w[1].name)
+        {
+            return;
+        }
+        let mut keep = Vec::with_capacity(pairs.len());
+        let mut i = 0;
+        while i < pairs.len() {
+            let end = i + pairs[i..]
+                .iter()
+                .take_while(|p| name(p) == name(&pairs[i]))
+                .count();
+            let last = pairs[end - 1].name;
+            keep.extend(pairs[i..end].iter().filter(|p| p.name == last));
+            i = end;
+        }
+        self.pairs = keep;
+    }
+}
+
 impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for MultiMap {
     /// From (name, value) pairs in any order.
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
@@ -361,6 +390,7 @@ impl<'de> Visitor<'de> for MapVisitor {
             })?;
         }
         map.sort();
+        map.keep_last_occurrences();
         Ok(map)
     }
 }
@@ -415,6 +445,10 @@ mod tests {
             serde_json::from_reader(&br#"{"z":["1"],"a":[],"b":["\u00e9","2"]}"#[..]).unwrap();
         assert_eq!(back.keys().collect::<Vec<_>>(), ["b", "z"]);
         assert_eq!(back.get("b").collect::<Vec<_>>(), ["é", "2"]);
+        // A name given twice: its last values, as a map keeps them.
+        let twice: MultiMap =
+            serde_json::from_str(r#"{"a":["1","2"],"b":["x"],"a":["3"]}"#).unwrap();
+        assert_eq!(twice.pairs().collect::<Vec<_>>(), [("a", "3"), ("b", "x")]);
         assert!(serde_json::from_str::<MultiMap>(r#"{"a":"not a list"}"#).is_err());
         assert!(serde_json::from_str::<MultiMap>(r#"{"a":[1]}"#).is_err());
     }
