@@ -112,11 +112,6 @@ impl ReaderKwargs {
     }
 }
 
-/// The first `Content-Type` of a header map, for the body's redaction.
-fn content_type(headers: &traffic::MultiMap) -> Option<&str> {
-    headers.first("content-type")
-}
-
 /// A time-ordered id (UUIDv7) as text, written without the formatting machinery.
 fn new_id() -> String {
     let mut buf = uuid::Uuid::encode_buffer();
@@ -255,7 +250,7 @@ impl Phase for TrafficReader {
             if let Some(mut body) = ex.request_body.as_mut().map(|c| c.to_body()) {
                 let mut request = RequestInfo::clone(&msg.request);
                 if let Some(r) = &self.redactor {
-                    self.count(r.body(&mut body, content_type(&request.headers)));
+                    self.count(r.body(&mut body, request.headers.first("content-type")));
                 }
                 request.body = Some(body);
                 msg.request = Arc::new(request);
@@ -263,7 +258,7 @@ impl Phase for TrafficReader {
             response.body = ex.response_body.as_mut().map(|c| {
                 let mut body = c.to_body();
                 if let Some(r) = &self.redactor {
-                    self.count(r.body(&mut body, content_type(&response.headers)));
+                    self.count(r.body(&mut body, response.headers.first("content-type")));
                 }
                 body
             });

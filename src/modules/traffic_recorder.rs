@@ -264,7 +264,7 @@ struct Batch {
 
 impl Batch {
     fn add(&mut self, recording: &str, msg: &TrafficMessage, started: DateTime<Utc>) {
-        self.add_doc(TrafficDoc::from_message(recording, msg, Some(started)), 1);
+        self.add_doc(TrafficDoc::from_message(recording, msg, started), 1);
     }
 
     /// Adds a document, or completes the one of the same transaction: the document with
@@ -548,7 +548,7 @@ mod tests {
 
     fn doc(txn: &str, body: usize) -> TrafficDoc {
         let body = BodyCapture::from_bytes(&vec![b'x'; body], body as u64);
-        TrafficDoc::from_message("r", &TrafficMessage::sample(txn, Some(body)), None)
+        TrafficDoc::from_message("r", &TrafficMessage::sample(txn, Some(body)), Utc::now())
     }
 
     #[test]

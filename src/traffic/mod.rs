@@ -395,19 +395,13 @@ impl TrafficDoc {
         body_bytes(&self.request, self.response.as_deref())
     }
 
-    /// The document a message makes (or completes) in a recording; `started` is the
-    /// message's [`TrafficMessage::started_at`], when the caller has it already.
-    pub fn from_message(
-        recording_id: &str,
-        msg: &TrafficMessage,
-        started: Option<DateTime<Utc>>,
-    ) -> Self {
+    /// The document a message that began at `started` makes (or completes) in a
+    /// recording.
+    pub fn from_message(recording_id: &str, msg: &TrafficMessage, started: DateTime<Utc>) -> Self {
         Self {
             recording_id: recording_id.to_owned(),
             transaction_id: msg.transaction_id.clone(),
-            created_at: started
-                .or_else(|| msg.started_at())
-                .unwrap_or_else(Utc::now),
+            created_at: started,
             request: msg.request.clone(),
             response: msg.response.clone(),
         }
