@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use heliosburn::feed::memory::MemoryBus;
+use heliosburn::feed::bus::Bus;
 use heliosburn::feed::Publisher;
 use heliosburn::modules::traffic_recorder::{RecorderKwargs, TrafficRecorder};
 use heliosburn::modules::SupportModule;
@@ -71,7 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("hb-ingest-{}", std::process::id()));
     let store = Arc::new(SqliteStore::open(&dir)?);
     let recordings = Arc::new(Recordings::new(store.clone()));
-    let bus = MemoryBus::new(CAPACITY);
+    let bus = Bus::new(CAPACITY);
     let recorder = TrafficRecorder::new(
         Arc::new(bus.clone()),
         recordings.clone(),

@@ -188,17 +188,22 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
     let mgmt_addr = mgmt_listener.local_addr()?;
     tracing::info!(store = %plan.store, window = %plan.window, "opening the shared resources");
     let opened = tokio::select! {
-        r = plan.open(settings.data_dir.clone(), settings.bus_capacity) => r?,
+        r = plan.open(settings.data_dir.clone(), settings.bus_capacity, settings.spool) => r?,
         _ = &mut signalled => {
             tracing::info!("interrupted while opening the store and the window; exiting");
             return Ok(());
         }
     };
+    let spooled_until = opened.feeds.bus().spool_last_started();
     opened
         .recordings
-        .close_interrupted()
+        .close_interrupted(spooled_until)
         .await
         .context("closing recordings a crash left running")?;
+    // Messages still in the spool from before are filed in the recordings they began in.
+    if let Err(e) = opened.recordings.remember_stopped().await {
+        tracing::warn!(error = %e, "cannot read which recordings stopped last; messages of theirs still in the spool will be ignored");
+    }
 
     let running = Arc::new(RunningPipeline::default());
     let modules = Arc::new(

@@ -13,7 +13,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::store::{RecordingPatch, Store, StoreError};
-use crate::traffic::{Recording, RecordingFailure, TrafficDoc};
+use crate::traffic::{Accounting, Loss, LostBy, Recording, RecordingFailure, TrafficDoc};
 
 /// How long a stop waits for the recorder to write what it received before the stop.
 pub const FLUSH_WAIT: Duration = Duration::from_secs(10);
@@ -91,6 +91,17 @@ pub struct Recordings {
     /// Recordings the proxy stopped because their traffic could not be stored, shown with
     /// them until they start again (kept here: the store that failed may not take it).
     failures: Mutex<HashMap<String, RecordingFailure>>,
+    /// What became of the traffic of each recording run in this process.
+    tallies: Mutex<HashMap<String, Tally>>,
+}
+
+/// A recording's counts since it last started in this process.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Its transactions in the store when it started.
+    base: u64,
+    served: u64,
+    lost: LostBy,
 }
 
 impl Recordings {
@@ -101,7 +112,62 @@ impl Recordings {
             switch: tokio::sync::Mutex::new(()),
             recorder: Mutex::new(None),
             failures: Mutex::default(),
+            tallies: Mutex::default(),
         }
+    }
+
+    /// An exchange that began at `started` was answered: counted in its recording.
+    pub fn served(&self, started: DateTime<Utc>) {
+        self.tally_at(started, |t| t.served += 1);
+    }
+
+    /// `n` exchanges of the recording running at `started` could not be stored.
+    pub fn lost_at(&self, started: DateTime<Utc>, cause: Loss, n: u64) {
+        self.tally_at(started, |t| t.lost.count(cause, n));
+    }
+
+    /// `n` exchanges of recording `id` could not be stored.
+    pub fn lost_in(&self, id: &str, cause: Loss, n: u64) {
+        if let Some(t) = self.tallies().get_mut(id) {
+            t.lost.count(cause, n);
+        }
+    }
+
+    /// Whether a transaction that began at `started` belongs to a recording.
+    pub fn wants(&self, started: DateTime<Utc>) -> bool {
+        self.target.borrow().recording_for(started).is_some()
+    }
+
+    fn tally_at(&self, started: DateTime<Utc>, f: impl FnOnce(&mut Tally)) {
+        let target = self.target.borrow();
+        let Some(id) = target.recording_for(started) else {
+            return;
+        };
+        if let Some(t) = self.tallies().get_mut(id) {
+            f(t);
+        }
+    }
+
+    fn tallies(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tally>> {
+        self.tallies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers the spans of the recordings the store says were stopped last, so that
+    /// their messages still on the way (in the spool, from before a restart) are filed in
+    /// them.
+    pub async fn remember_stopped(&self) -> Result<(), RecordingError> {
+        let mut spans: Vec<Span> = self
+            .store
+            .list_recordings()
+            .await?
+            .into_iter()
+            .filter_map(|r| Some((r.id, r.started_at?, r.stopped_at?)))
+            .collect();
+        spans.sort_by_key(|s| s.2);
+        let keep = spans.len().saturating_sub(REMEMBERED_SPANS);
+        spans.drain(..keep);
+        self.target.send_modify(|t| t.recent = spans);
+        Ok(())
     }
 
     /// The store cannot take the traffic of recording `id` (a full disk): it stops now,
@@ -144,13 +210,24 @@ impl Recordings {
     }
 
     /// The recording with its failure, if it has one (and the stop the failure made,
-    /// which the failing store may not have taken).
+    /// which the failing store may not have taken), and its accounting.
     fn with_failure(&self, mut rec: Recording) -> Recording {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        rec.failure = failures.get(&rec.id).cloned();
+        {
+            let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            rec.failure = failures.get(&rec.id).cloned();
+        }
         if let (Some(f), None) = (&rec.failure, rec.stopped_at) {
             rec.stopped_at = Some(f.failed_at);
         }
+        rec.accounting = self.tallies().get(&rec.id).map(|t| {
+            let stored = rec.count.saturating_sub(t.base);
+            Accounting {
+                served: t.served,
+                stored,
+                queued: t.served.saturating_sub(stored + t.lost.total),
+                lost: t.lost,
+            }
+        });
         rec
     }
 
@@ -185,8 +262,14 @@ impl Recordings {
     /// many were closed.
     /// Without a store, or with a full disk, there is nothing to close now: it says so
     /// and the proxy starts.
-    pub async fn close_interrupted(&self) -> Result<usize, RecordingError> {
-        match self.close_interrupted_now().await {
+    ///
+    /// `spooled_until` is when the spool was last written: its messages may belong to
+    /// the interrupted recording, so it is not stopped before then.
+    pub async fn close_interrupted(
+        &self,
+        spooled_until: Option<DateTime<Utc>>,
+    ) -> Result<usize, RecordingError> {
+        match self.close_interrupted_now(spooled_until).await {
             Err(RecordingError::Store(e))
                 if e.is_disk_full() || matches!(e, StoreError::Unavailable(_)) =>
             {
@@ -197,7 +280,10 @@ impl Recordings {
         }
     }
 
-    async fn close_interrupted_now(&self) -> Result<usize, RecordingError> {
+    async fn close_interrupted_now(
+        &self,
+        spooled_until: Option<DateTime<Utc>>,
+    ) -> Result<usize, RecordingError> {
         let mut closed = 0;
         for rec in self.store.list_recordings().await? {
             let (Some(started), None) = (rec.started_at, rec.stopped_at) else {
@@ -207,13 +293,16 @@ impl Recordings {
                 Some(i) => self.store.traffic(&rec.id, i, 1).await?.pop(),
                 None => None,
             };
-            let stopped = last.map_or(started, |doc| {
-                doc.response
-                    .as_ref()
-                    .and_then(|r| chrono::DateTime::parse_from_rfc3339(&r.created_at).ok())
-                    .map_or(doc.created_at, |t| t.with_timezone(&Utc))
-                    .max(started)
-            });
+            let stopped = last
+                .map_or(started, |doc| {
+                    doc.response
+                        .as_ref()
+                        .and_then(|r| chrono::DateTime::parse_from_rfc3339(&r.created_at).ok())
+                        .map_or(doc.created_at, |t| t.with_timezone(&Utc))
+                        .max(started)
+                })
+                .max(spooled_until.unwrap_or(started))
+                .trunc_subsecs(6);
             self.store
                 .mark_recording(&rec.id, Some(started), Some(stopped))
                 .await?;
@@ -248,6 +337,7 @@ impl Recordings {
         self.store
             .update_recording(id, patch)
             .await?
+            .map(|r| self.with_failure(r))
             .ok_or_else(|| RecordingError::NotFound(id.to_owned()))
     }
 
@@ -258,6 +348,7 @@ impl Recordings {
         }
         self.target
             .send_modify(|t| t.recent.retain(|(r, _, _)| r != id));
+        self.tallies().remove(id);
         if self.store.delete_recording(id).await? {
             Ok(())
         } else {
@@ -305,6 +396,13 @@ impl Recordings {
         // The start as the store keeps it (microseconds; milliseconds in MongoDB), so that
         // `busySince` is the recording's `startedAt`, not a nanosecond-precise neighbour.
         let since = rec.started_at.unwrap_or(now);
+        self.tallies().insert(
+            id.to_owned(),
+            Tally {
+                base: rec.count,
+                ..Tally::default()
+            },
+        );
         self.target
             .send_modify(|t| t.active = Some((id.to_owned(), since)));
         self.failures
@@ -312,7 +410,7 @@ impl Recordings {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
         tracing::info!(recording = id, "recording started");
-        Ok(rec)
+        Ok(self.with_failure(rec))
     }
 
     /// Stops the running recording (`id`, if given, must be it) once the recorder has
@@ -349,7 +447,18 @@ impl Recordings {
         }
         let started = self.get(id).await?.started_at;
         let rec = self.store.mark_recording(id, started, Some(now)).await?;
-        tracing::info!(recording = id, "recording stopped");
+        let rec = rec.map(|r| self.with_failure(r));
+        match rec.as_ref().and_then(|r| r.accounting.as_ref()) {
+            Some(a) if a.queued > 0 => tracing::info!(
+                recording = id,
+                served = a.served,
+                stored = a.stored,
+                queued = a.queued,
+                lost = a.lost.total,
+                "recording stopped; what is queued is still being stored"
+            ),
+            _ => tracing::info!(recording = id, "recording stopped"),
+        }
         rec.ok_or_else(|| RecordingError::NotFound(id.to_owned()))
     }
 }

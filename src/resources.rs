@@ -12,17 +12,19 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::config::settings::ControlChannel;
+use crate::config::settings::{ControlChannel, FsyncPolicy, SpoolSettings};
 use crate::config::{ConfigError, Problem};
-use crate::feed::memory::MemoryBus;
+use crate::feed::bus::Bus;
 use crate::feed::redis::{RedisFeed, RedisPublisher};
-use crate::feed::{Feed, FeedError, Publisher};
+use crate::feed::spool::{Fsync, SpoolConfig};
+use crate::feed::{Feed, FeedError, Interest, Publisher, Refusal};
 use crate::recording::Recordings;
 use crate::redis_link::Endpoint;
 use crate::store::mongo::MongoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::unavailable::UnavailableStore;
 use crate::store::{Store, StoreError};
+use crate::traffic::{Loss, TrafficMessage};
 use crate::window::memory::MemoryWindow;
 use crate::window::redis::RedisWindow;
 use crate::window::{Window, WindowError};
@@ -336,6 +338,7 @@ impl Plan {
         &self,
         data_dir: PathBuf,
         bus_capacity: usize,
+        spool: SpoolSettings,
     ) -> Result<Resources, OpenError> {
         // First, so that the directory is made owner-only before anything goes in it.
         let key_path = data_dir.join(KEY_FILE);
@@ -397,15 +400,71 @@ impl Plan {
                     })?,
             ),
         };
+        let recordings = Arc::new(Recordings::new(store));
+        let bus = open_bus(&data_dir, bus_capacity, spool);
+        bus.set_interest(Arc::new(RecordingInterest(recordings.clone())));
         Ok(Resources {
             redaction_key,
-            recordings: Arc::new(Recordings::new(store)),
+            recordings,
             window,
             feeds: Arc::new(Feeds {
-                bus: MemoryBus::new(bus_capacity),
+                bus,
                 redis: Mutex::default(),
             }),
         })
+    }
+}
+
+/// The in-process feed, with its spool under the data directory unless that is turned
+/// off or cannot be opened (then said: the recorder can lose what it falls behind on).
+fn open_bus(data_dir: &std::path::Path, capacity: usize, settings: SpoolSettings) -> Bus {
+    if !settings.enabled {
+        return Bus::new(capacity);
+    }
+    let config = SpoolConfig {
+        max_bytes: settings.max_bytes,
+        fsync: match settings.fsync {
+            FsyncPolicy::Never => Fsync::Never,
+            FsyncPolicy::Batch => Fsync::Batch,
+            FsyncPolicy::Always => Fsync::Always,
+        },
+        ..SpoolConfig::new(data_dir.join(SPOOL_DIR))
+    };
+    let dir = config.dir.clone();
+    match Bus::with_spool(capacity, config) {
+        Ok(bus) => bus,
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot open the spool: the recorder reads the in-memory ring only, and loses (counted) what it falls behind on");
+            Bus::new(capacity)
+        }
+    }
+}
+
+/// Where the spool lives in the data directory.
+pub const SPOOL_DIR: &str = "spool";
+
+/// The spool keeps what some recording will file, and tells the recordings of what it
+/// could not keep.
+struct RecordingInterest(Arc<Recordings>);
+
+impl Interest for RecordingInterest {
+    fn wants(&self, msg: &TrafficMessage) -> bool {
+        msg.started_at().is_some_and(|t| self.0.wants(t))
+    }
+
+    fn refused(&self, msg: &TrafficMessage, why: Refusal) {
+        // A transaction is lost when its response message is: the request message's
+        // content comes again with it.
+        if msg.response.is_none() {
+            return;
+        }
+        let cause = match why {
+            Refusal::SpoolFull => Loss::SpoolFull,
+            Refusal::SpoolError => Loss::SpoolError,
+        };
+        if let Some(t) = msg.started_at() {
+            self.0.lost_at(t, cause, 1);
+        }
     }
 }
 
@@ -505,13 +564,13 @@ pub struct Resources {
 /// The feeds: the in-process bus, and one handle per Redis channel, made on first use
 /// (a Redis feed connects when it is subscribed to, not before).
 pub struct Feeds {
-    bus: MemoryBus,
+    bus: Bus,
     redis: Mutex<HashMap<(Endpoint, String), Arc<RedisFeed>>>,
 }
 
 impl Feeds {
     /// The in-process bus.
-    pub fn bus(&self) -> &MemoryBus {
+    pub fn bus(&self) -> &Bus {
         &self.bus
     }
 

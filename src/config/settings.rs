@@ -115,6 +115,42 @@ pub const MAX_CONNECTIONS: usize = 1_000_000;
 /// The longest any timeout may be: a day.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
+/// The spool's byte bound, unless configured: 1 GiB.
+pub const DEFAULT_SPOOL_BYTES: u64 = 1 << 30;
+/// `spool.max_bytes` from 1 MiB to 1 TiB.
+pub const SPOOL_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1 << 20..=1 << 40;
+
+/// When the spool's writes are synced to the disk itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Never by heliosburn: survives the process dying, not the machine.
+    Never,
+    /// Every 200 ms, beside the proxy path.
+    #[default]
+    Batch,
+    /// After every message, on the proxy path.
+    Always,
+}
+
+/// The in-process feed's spool: where the recorder's messages wait on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolSettings {
+    pub enabled: bool,
+    pub max_bytes: u64,
+    pub fsync: FsyncPolicy,
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: DEFAULT_SPOOL_BYTES,
+            fsync: FsyncPolicy::default(),
+        }
+    }
+}
+
 /// What bounds the connections a listener keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -200,6 +236,7 @@ pub struct Settings {
     pub bus_capacity: usize,
     /// Bytes all captures of exchanges in flight may hold together.
     pub capture_memory: usize,
+    pub spool: SpoolSettings,
 }
 
 impl Default for Settings {
@@ -221,6 +258,7 @@ impl Default for Settings {
             control: None,
             bus_capacity: DEFAULT_BUS_CAPACITY,
             capture_memory: DEFAULT_CAPTURE_MEMORY as usize,
+            spool: SpoolSettings::default(),
         }
     }
 }
@@ -269,6 +307,18 @@ pub struct SettingsFile {
     pub capture_memory: Option<u64>,
     pub log: Option<LogSection>,
     pub control: Option<ControlSection>,
+    pub spool: Option<SpoolSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSection {
+    /// Keep the recorder's messages on disk under the data directory (default true).
+    pub enabled: Option<bool>,
+    /// Bytes the spool may hold (default 1 GiB); beyond, messages are lost and counted.
+    pub max_bytes: Option<u64>,
+    /// `never`, `batch` (default) or `always`.
+    pub fsync: Option<FsyncPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -318,6 +368,7 @@ const TOP_KEYS: &[&str] = &[
     "capture_memory",
     "log",
     "control",
+    "spool",
 ];
 
 impl SettingsFile {
@@ -371,6 +422,15 @@ impl SettingsFile {
                 "bus_capacity" => out.bus_capacity = field(&mut problems, key, v, "a number of messages"),
                 "capture_memory" => out.capture_memory = field(&mut problems, key, v, "a number of bytes"),
                 "log" => out.log = section(&mut problems, key, v, "a mapping with `level`", LOG_FIELDS),
+                "spool" => {
+                    out.spool = section(
+                        &mut problems,
+                        key,
+                        v,
+                        "a mapping of enabled, max_bytes, fsync",
+                        SPOOL_FIELDS,
+                    )
+                }
                 "control" => {
                     out.control = section(
                         &mut problems,
@@ -417,6 +477,11 @@ fn field<T: DeserializeOwned>(
 
 /// What each key of a section expects, for messages.
 const LOG_FIELDS: &[(&str, &str)] = &[("level", "a log level (error, warn, info, debug, trace)")];
+const SPOOL_FIELDS: &[(&str, &str)] = &[
+    ("enabled", "true or false"),
+    ("max_bytes", "a number of bytes"),
+    ("fsync", "never, batch or always"),
+];
 const CONTROL_FIELDS: &[(&str, &str)] = &[
     (
         "redis_url",
@@ -633,6 +698,18 @@ impl Settings {
                 ),
             ),
             None => {}
+        }
+        if let Some(sp) = file.spool {
+            s.spool.enabled = sp.enabled.unwrap_or(true);
+            s.spool.fsync = sp.fsync.unwrap_or_default();
+            match sp.max_bytes {
+                Some(n) if SPOOL_BYTES_RANGE.contains(&n) => s.spool.max_bytes = n,
+                Some(n) => problems.add(
+                    "spool.max_bytes",
+                    format!("expected a number of bytes from 1048576 (1 MiB) to 1099511627776 (1 TiB), found {n}"),
+                ),
+                None => {}
+            }
         }
         if let Some(level) = flags.log_level.clone().or(file.log.and_then(|l| l.level)) {
             if log_filter(&level).is_none() {

@@ -202,7 +202,9 @@ pub async fn run(mgmt: &str, token: Option<&str>, json: bool, cmd: Command) -> R
             ),
             Command::Recording(RecordingCommand::Delete { id }) => format!("deleted {id}\n"),
             Command::Recording(RecordingCommand::Traffic { .. }) => traffic_text(&value),
-            Command::Recording(_) => recordings_text(std::slice::from_ref(&value)),
+            Command::Recording(_) => {
+                recordings_text(std::slice::from_ref(&value)) + &accounting_text(&value)
+            }
         }
     };
     emit(&out)
@@ -349,6 +351,27 @@ fn recordings_text(list: &[Value]) -> String {
     table(
         &["ID", "NAME", "COUNT", "STARTED", "STOPPED", "DESCRIPTION"],
         rows,
+    )
+}
+
+/// A recording's accounting as one line under its table (none for a recording this
+/// proxy process did not run).
+fn accounting_text(r: &Value) -> String {
+    let a = &r["accounting"];
+    if !a.is_object() {
+        return String::new();
+    }
+    let l = &a["lost"];
+    format!(
+        "served {} = stored {} + queued {} + lost {} (spool full {}, spool error {}, store {}, feed {})\n",
+        s(&a["served"]),
+        s(&a["stored"]),
+        s(&a["queued"]),
+        s(&l["total"]),
+        s(&l["spoolFull"]),
+        s(&l["spoolError"]),
+        s(&l["store"]),
+        s(&l["feed"]),
     )
 }
 

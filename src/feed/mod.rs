@@ -1,10 +1,13 @@
 //! The traffic feed: TrafficReader publishes, support modules subscribe.
 //!
-//! Two backends: an in-process broadcast bus (embedded default) and Redis pub/sub.
-//! **Invariant:** `publish` never waits. A full feed drops the message and counts it.
+//! Two backends: the in-process bus (embedded default: a ring in memory, with the spool
+//! on disk behind it for durable consumers) and Redis pub/sub.
+//! **Invariant:** `publish` never waits on a consumer. A full feed drops the message and
+//! counts it.
 
-pub mod memory;
+pub mod bus;
 pub mod redis;
+pub mod spool;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,6 +23,8 @@ pub enum FeedError {
     Redis(#[from] crate::redis_link::RedisLinkError),
     #[error("the feed is closed")]
     Closed,
+    #[error("cannot read the spool: {0}")]
+    Spool(#[from] std::io::Error),
 }
 
 /// The channel (and, for the window, the key) of the seed.
@@ -107,12 +112,30 @@ pub enum Received {
     Gap,
 }
 
+/// How far a subscriber has read: what it acknowledges once that is durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark(pub(crate) spool::Cursor);
+
 #[async_trait]
 pub trait Subscription: Send {
     /// Waits for the next message. `Err(Closed)` when the feed is gone for good.
     async fn recv(&mut self) -> Result<Received, FeedError>;
     /// A message already waiting, without waiting for one (used to drain on stop).
     fn try_recv(&mut self) -> Option<Received>;
+    /// Whether what is received and not acknowledged is kept for the next subscription
+    /// of this consumer (a durable feed), rather than lost with this one.
+    fn durable(&self) -> bool {
+        false
+    }
+    /// Everything received so far.
+    fn mark(&self) -> Mark {
+        Mark::default()
+    }
+    /// What was received up to `mark` is durable where the consumer put it: a durable
+    /// feed will not deliver it again, and may let it go.
+    async fn ack(&mut self, _mark: Mark) -> Result<(), FeedError> {
+        Ok(())
+    }
 }
 
 /// A place to subscribe.
@@ -120,10 +143,33 @@ pub trait Subscription: Send {
 pub trait Feed: Send + Sync {
     /// Subscribes now, so a bad setup fails at once (the subscription heals afterwards).
     async fn subscribe(&self) -> Result<Box<dyn Subscription>, FeedError>;
+    /// Subscribes as `consumer`: on a durable feed, from the message after the last one
+    /// it acknowledged (in this run or an earlier one). Other feeds: [`Feed::subscribe`].
+    async fn subscribe_durable(&self, consumer: &str) -> Result<Box<dyn Subscription>, FeedError> {
+        let _ = consumer;
+        self.subscribe().await
+    }
     /// How long a message published just now may take to reach a subscriber.
     fn delivery_grace(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+}
+
+/// Why a message meant for a durable consumer was not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The spool holds its byte bound.
+    SpoolFull,
+    /// The spool's disk would not take it.
+    SpoolError,
+}
+
+/// Which messages durable consumers want kept, and who is told of those that could not
+/// be. Set by whoever files them (the recordings), so that the spool holds only traffic
+/// some recording will store.
+pub trait Interest: Send + Sync {
+    fn wants(&self, msg: &TrafficMessage) -> bool;
+    fn refused(&self, msg: &TrafficMessage, why: Refusal);
 }
 
 /// Counters a publisher reports in status.
@@ -131,6 +177,22 @@ pub trait Feed: Send + Sync {
 pub struct FeedStats {
     pub published: u64,
     pub dropped: u64,
+    /// The spool's counters, on the in-process feed with a spool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool: Option<SpoolStats>,
+}
+
+/// What the spool did with the messages published.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Written to disk for durable consumers.
+    pub spooled: u64,
+    /// Not written: the spool held its byte bound.
+    pub full: u64,
+    /// Not written: the disk failed.
+    pub failed: u64,
+    /// Bytes on disk now.
+    pub bytes: u64,
 }
 
 /// Atomic counters shared by a publisher and its status.
@@ -150,6 +212,7 @@ impl FeedCounters {
         FeedStats {
             published: self.published.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            spool: None,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
 
 use super::factory::{Factory, Kind, ModuleConfig};
@@ -14,6 +14,7 @@ use super::kwargs::{control_host_claim, feed_endpoint, in_range, redis_endpoint,
 use super::{Built, ModuleError, PipelineModule};
 use crate::feed::Publisher;
 use crate::proxy::{Decision, Exchange, Phase};
+use crate::recording::Recordings;
 use crate::redact::{Redactor, Rules};
 use crate::resources::{Claimed, FeedUse, Resources};
 use crate::traffic::{self, RequestInfo, ResponseInfo, TrafficMessage};
@@ -88,7 +89,10 @@ impl ModuleConfig for ReaderKwargs {
             }
         };
         Ok(Built::Pipeline(Arc::new(TrafficReader::new(
-            publisher, self, redactor,
+            publisher,
+            self,
+            redactor,
+            resources.recordings.clone(),
         ))))
     }
 }
@@ -128,12 +132,16 @@ pub struct TrafficReader {
     redactor: Option<Redactor>,
     /// Values replaced by a mark.
     redacted: AtomicU64,
+    /// Told of every exchange served, for the accounting of the recording it belongs to.
+    recordings: Arc<Recordings>,
 }
 
 /// What the reader keeps between an exchange's phases.
 #[derive(Clone)]
 struct Pending {
     request: Arc<TrafficMessage>,
+    /// The request's `createdAt`, as a time.
+    started: DateTime<Utc>,
     response: Option<ResponseInfo>,
 }
 
@@ -142,12 +150,14 @@ impl TrafficReader {
         publisher: Arc<dyn Publisher>,
         kwargs: &ReaderKwargs,
         redactor: Option<Redactor>,
+        recordings: Arc<Recordings>,
     ) -> Self {
         Self {
             publisher,
             body_limit: kwargs.body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
             redactor,
             redacted: AtomicU64::new(0),
+            recordings,
         }
     }
 
@@ -165,8 +175,10 @@ impl Phase for TrafficReader {
         if ex.internal {
             return Decision::Forward;
         }
+        // To the microsecond, as the wire carries it and recordings start.
+        let started = Utc::now().trunc_subsecs(6);
         let mut request = RequestInfo {
-            created_at: traffic::timestamp(Utc::now()),
+            created_at: traffic::timestamp(started),
             client_protocol: traffic::protocol_name(ex.client_version).into(),
             method: req.method.to_string(),
             uri: req
@@ -198,6 +210,7 @@ impl Phase for TrafficReader {
         self.publisher.publish(msg.clone());
         ex.extensions.insert(Pending {
             request: msg,
+            started,
             response: None,
         });
         Decision::Forward
@@ -264,6 +277,7 @@ impl Phase for TrafficReader {
             });
         }
         msg.response = Some(Arc::new(response));
+        self.recordings.served(pending.started);
         self.publisher.publish(Arc::new(msg));
     }
 

@@ -2,8 +2,12 @@
 //! traffic document per transaction, written in batches.
 //!
 //! A batch is written when it holds `batch_size` documents or `batch_bytes` of bodies, or
-//! `flush_ms` after its first message, whichever comes first; a kill -9 loses at most
-//! that batch. A failed write is kept and retried, up to `max_pending` documents and
+//! `flush_ms` after its first message, whichever comes first. On a durable feed (the
+//! spool) the recorder acknowledges what it read once the batch is written, so a kill -9
+//! loses nothing (what was read and not acknowledged is read again, and stored once: the
+//! store upserts by transaction), and while the store is down it stops reading and
+//! retries the batch: the spool holds the backlog. On other feeds a kill -9 loses at most
+//! the batch, and a failed write is kept and retried, up to `max_pending` documents and
 //! `max_pending_bytes`, beyond which the oldest documents are dropped and counted as
 //! failed. A full disk takes nothing more: the recordings of the batch are
 //! stopped and marked failed with the reason (`Recordings::fail`), and its messages are
@@ -32,12 +36,12 @@ use super::kwargs::{
     STORE_KEYS,
 };
 use super::{Built, ModuleError, SupportModule};
-use crate::feed::{Feed, Received, Subscription};
+use crate::feed::{Feed, Mark, Received, Subscription};
 use crate::recording::{FlushRequest, Recordings, Target};
 use crate::redis_link::Endpoint;
 use crate::resources::{Claim, Claimed, FeedEndpoint, FeedUse, Resources, StoreSpec};
 use crate::store::StoreError;
-use crate::traffic::{TrafficDoc, TrafficMessage};
+use crate::traffic::{Loss, TrafficDoc, TrafficMessage};
 
 /// Stores the feed into recordings.
 pub static FACTORY: Factory = Factory::new::<RecorderKwargs>("TrafficRecorder", Kind::Support);
@@ -195,10 +199,11 @@ impl TrafficRecorder {
 impl SupportModule for TrafficRecorder {
     async fn start(&self) -> Result<(), ModuleError> {
         self.stop().await;
-        let sub = self.feed.subscribe().await?;
+        let sub = self.feed.subscribe_durable(CONSUMER).await?;
         let (flush_tx, flush_rx) = mpsc::channel(4);
         self.recordings.set_recorder(Some(flush_tx));
         let worker = Worker {
+            sub,
             recordings: self.recordings.clone(),
             counters: self.counters.clone(),
             tuning: self.tuning,
@@ -208,8 +213,7 @@ impl SupportModule for TrafficRecorder {
             in_flight_messages: 0,
             store_down: false,
         };
-        self.background
-            .spawn(|cancel| worker.run(sub, flush_rx, cancel));
+        self.background.spawn(|cancel| worker.run(flush_rx, cancel));
         Ok(())
     }
 
@@ -293,10 +297,11 @@ impl Batch {
     }
 
     /// Lets the oldest documents go until at most `max_docs` documents and `max_bytes`
-    /// of bodies are left; returns the messages they held.
-    fn shed(&mut self, max_docs: usize, max_bytes: usize) -> u64 {
+    /// of bodies are left; returns the messages they held, and them.
+    fn shed(&mut self, max_docs: usize, max_bytes: usize) -> (u64, Batch) {
+        let mut gone = Batch::default();
         if self.len() <= max_docs && self.bytes <= max_bytes {
-            return 0;
+            return (0, gone);
         }
         let (mut kept, mut bytes) = (0, 0);
         let keep_from = self
@@ -313,11 +318,12 @@ impl Batch {
         for (i, (doc, n)) in old.docs.into_iter().zip(old.messages).enumerate() {
             if i < keep_from {
                 lost += n;
+                gone.add_doc(doc, n);
             } else {
                 self.add_doc(doc, n);
             }
         }
-        lost
+        (lost, gone)
     }
 
     fn message_count(&self) -> u64 {
@@ -325,26 +331,39 @@ impl Batch {
     }
 }
 
+/// A batch being written, which comes back with the store's answer.
+type Write = JoinHandle<(Batch, Result<u64, StoreError>)>;
+
+/// The write in flight, finished (pending while there is none).
+async fn written(
+    in_flight: &mut Option<(Write, Mark)>,
+) -> Result<(Batch, Result<u64, StoreError>), tokio::task::JoinError> {
+    match in_flight.as_mut() {
+        Some((task, _)) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The recorder's name on a durable feed (its cursor in the spool).
+const CONSUMER: &str = "TrafficRecorder";
+
 struct Worker {
+    sub: Box<dyn Subscription>,
     recordings: Arc<Recordings>,
     counters: Arc<Counters>,
     tuning: Tuning,
     grace: Duration,
     batch: Batch,
-    /// The batch being written, with its outcome.
-    in_flight: Option<JoinHandle<(Batch, Result<u64, StoreError>)>>,
+    /// The batch being written, with its outcome, and how far the feed had been read
+    /// when it was cut (acknowledged once it is written).
+    in_flight: Option<(Write, Mark)>,
     /// Messages in the batch being written (counted as failed if its task dies).
     in_flight_messages: u64,
     store_down: bool,
 }
 
 impl Worker {
-    async fn run(
-        mut self,
-        mut sub: Box<dyn Subscription>,
-        mut flush_rx: mpsc::Receiver<FlushRequest>,
-        cancel: CancellationToken,
-    ) {
+    async fn run(mut self, mut flush_rx: mpsc::Receiver<FlushRequest>, cancel: CancellationToken) {
         let mut target = self.recordings.watch();
         let mut tick = tokio::time::interval(self.tuning.flush);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -352,22 +371,27 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
-                    self.drain(&mut sub, &target.borrow().clone());
+                    // A durable feed keeps what is not read yet for the next start; any
+                    // other loses it, so it is taken now.
+                    if !self.sub.durable() {
+                        let t = target.borrow().clone();
+                        self.drain(&t).await;
+                    }
                     self.flush_all().await;
                     self.give_up("stopping");
                     break;
                 }
                 Some(ack) = flush_rx.recv() => {
-                    self.catch_up(&mut sub, &mut target).await;
+                    self.catch_up(&mut target).await;
                     self.flush_all().await;
                     let _ = ack.send(());
                 }
-                received = sub.recv() => match received {
+                // While the store is down, a durable feed keeps what comes (the spool
+                // is the backlog); the batch is retried alone instead of growing.
+                received = self.sub.recv(), if !(self.store_down && self.sub.durable()) => match received {
                     Ok(r) => {
                         self.take(r, &target.borrow());
-                        if self.batch.len() >= self.tuning.batch_size
-                            || self.batch.bytes >= self.tuning.batch_bytes
-                        {
+                        if self.full() {
                             self.flush().await;
                         }
                     }
@@ -378,6 +402,12 @@ impl Worker {
                         break;
                     }
                 },
+                result = written(&mut self.in_flight), if self.in_flight.is_some() => {
+                    // Accounted (and acknowledged) as soon as it is written.
+                    if let Some((_, mark)) = self.in_flight.take() {
+                        self.account(result, mark).await;
+                    }
+                }
                 _ = tick.tick() => self.flush().await,
             }
         }
@@ -410,28 +440,35 @@ impl Worker {
         }
     }
 
-    /// Takes everything already delivered.
-    fn drain(&mut self, sub: &mut Box<dyn Subscription>, target: &Target) {
-        while let Some(r) = sub.try_recv() {
+    /// Takes everything already delivered (a durable feed's backlog included), writing
+    /// batches as they fill.
+    async fn drain(&mut self, target: &Target) {
+        while let Some(r) = self.sub.try_recv() {
             self.take(r, target);
+            if self.full() {
+                self.flush().await;
+            }
         }
+    }
+
+    fn full(&self) -> bool {
+        self.batch.len() >= self.tuning.batch_size || self.batch.bytes >= self.tuning.batch_bytes
     }
 
     /// Before a stop completes: what was published before it must be in the batch. For
     /// a remote feed, messages may still be on the way for `grace`.
-    async fn catch_up(
-        &mut self,
-        sub: &mut Box<dyn Subscription>,
-        target: &mut tokio::sync::watch::Receiver<Target>,
-    ) {
+    async fn catch_up(&mut self, target: &mut tokio::sync::watch::Receiver<Target>) {
         let t = target.borrow().clone();
-        self.drain(sub, &t);
+        self.drain(&t).await;
         if self.grace.is_zero() {
             return;
         }
         let deadline = tokio::time::Instant::now() + self.grace;
-        while let Ok(Ok(r)) = tokio::time::timeout_at(deadline, sub.recv()).await {
+        while let Ok(Ok(r)) = tokio::time::timeout_at(deadline, self.sub.recv()).await {
             self.take(r, &t);
+            if self.full() {
+                self.flush().await;
+            }
         }
     }
 
@@ -445,26 +482,58 @@ impl Worker {
         let batch = std::mem::take(&mut self.batch);
         self.in_flight_messages = batch.message_count();
         let store = self.recordings.store().clone();
-        self.in_flight = Some(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let result = store.write_traffic(&batch.docs).await;
             (batch, result)
-        }));
+        });
+        self.in_flight = Some((task, self.sub.mark()));
     }
 
-    /// The recorder ends with messages the store would not take: counted, and said.
+    /// What was read up to `mark` is stored (or counted lost): the feed may let it go.
+    async fn ack(&mut self, mark: Mark) {
+        if let Err(e) = self.sub.ack(mark).await {
+            // Not fatal: the messages come again after a restart, and are stored once.
+            tracing::warn!(error = %e, "TrafficRecorder cannot acknowledge what it stored; it will be delivered again after a restart");
+        }
+    }
+
+    /// The recorder ends with messages the store would not take: on a durable feed they
+    /// were never acknowledged and come again at the next start; otherwise they are
+    /// counted lost. Either way, said.
     fn give_up(&mut self, why: &str) {
         let left = self.batch.message_count();
         if left == 0 {
             return;
         }
-        self.batch = Batch::default();
-        self.counters.failed.fetch_add(left, Ordering::Relaxed);
+        let batch = std::mem::take(&mut self.batch);
         self.counters.pending.store(0, Ordering::Relaxed);
+        if self.sub.durable() {
+            tracing::warn!(
+                kept = left,
+                store = %self.recordings.store().describe(),
+                "TrafficRecorder {why} with messages the store would not take yet; they stay in the spool and are stored when the recorder starts again"
+            );
+            return;
+        }
+        self.counters.failed.fetch_add(left, Ordering::Relaxed);
+        self.count_lost(&batch);
         tracing::error!(
             lost = left,
             store = %self.recordings.store().describe(),
             "TrafficRecorder {why} with messages the store would not take; they are lost"
         );
+    }
+
+    /// The transactions of `docs` are lost to their recordings (the store would not take
+    /// them).
+    fn count_lost(&self, batch: &Batch) {
+        let mut per_recording: HashMap<&str, u64> = HashMap::new();
+        for doc in batch.docs.iter().filter(|d| d.response.is_some()) {
+            *per_recording.entry(&doc.recording_id).or_default() += 1;
+        }
+        for (recording, n) in per_recording {
+            self.recordings.lost_in(recording, Loss::Store, n);
+        }
     }
 
     /// Writes everything received so far and waits for it (stop, flush requests).
@@ -473,14 +542,24 @@ impl Worker {
         self.settle().await;
     }
 
-    /// Waits for the write in flight and accounts for it; a failed batch comes back in
-    /// front of what arrived since, bounded by `max_pending`.
+    /// Waits for the write in flight and accounts for it.
     async fn settle(&mut self) {
-        let Some(task) = self.in_flight.take() else {
-            return;
-        };
-        let (failed, error) = match task.await {
+        if let Some((task, mark)) = self.in_flight.take() {
+            let result = task.await;
+            self.account(result, mark).await;
+        }
+    }
+
+    /// Accounts for a finished write; a failed batch comes back in front of what arrived
+    /// since, bounded by `max_pending`.
+    async fn account(
+        &mut self,
+        result: Result<(Batch, Result<u64, StoreError>), tokio::task::JoinError>,
+        mark: Mark,
+    ) {
+        let (failed, error) = match result {
             Ok((written, Ok(_))) => {
+                self.ack(mark).await;
                 self.counters
                     .recorded
                     .fetch_add(written.message_count(), Ordering::Relaxed);
@@ -504,9 +583,11 @@ impl Worker {
                 self.counters
                     .failed
                     .fetch_add(batch.message_count(), Ordering::Relaxed);
+                self.count_lost(&batch);
                 for (recording, lost) in per_recording {
                     self.recordings.fail(&recording, &reason, lost).await;
                 }
+                self.ack(mark).await;
                 self.counters
                     .pending
                     .store(self.batch.message_count(), Ordering::Relaxed);
@@ -515,6 +596,7 @@ impl Worker {
             Ok((batch, Err(e))) => (batch, e.to_string()),
             Err(join) => {
                 // The batch went down with the task: count it rather than lose it silently.
+                // Not acknowledged: a durable feed delivers it again after a restart.
                 let lost = self.in_flight_messages;
                 self.counters.failed.fetch_add(lost, Ordering::Relaxed);
                 tracing::error!(error = %join, lost, "the traffic writer failed");
@@ -529,10 +611,11 @@ impl Worker {
         for (doc, n) in newer.docs.into_iter().zip(newer.messages) {
             self.batch.add_doc(doc, n);
         }
-        let lost = self
+        let (lost, shed) = self
             .batch
             .shed(self.tuning.max_pending, self.tuning.max_pending_bytes);
         self.counters.failed.fetch_add(lost, Ordering::Relaxed);
+        self.count_lost(&shed);
         self.counters
             .pending
             .store(self.batch.message_count(), Ordering::Relaxed);
@@ -557,11 +640,12 @@ mod tests {
         for i in 0..10 {
             batch.add_doc(doc(&i.to_string(), 100), 2);
         }
-        assert_eq!(batch.shed(10, 1000), 0, "within both bounds");
-        assert_eq!(batch.shed(8, 10_000), 4, "two documents of two messages");
+        assert_eq!(batch.shed(10, 1000).0, 0, "within both bounds");
+        let (lost, gone) = batch.shed(8, 10_000);
+        assert_eq!((lost, gone.len()), (4, 2), "two documents of two messages");
         assert_eq!((batch.len(), batch.bytes), (8, 800));
         assert_eq!(batch.docs[0].transaction_id, "2", "the oldest went");
-        assert_eq!(batch.shed(100, 350), 10);
+        assert_eq!(batch.shed(100, 350).0, 10);
         assert_eq!((batch.len(), batch.bytes), (3, 300));
         assert_eq!(batch.docs[0].transaction_id, "7");
         assert_eq!(batch.message_count(), 6);

@@ -198,6 +198,7 @@ impl StoredRecording {
             description: self.description,
             count,
             failure: None,
+            accounting: None,
         })
     }
 }
@@ -516,6 +517,7 @@ impl Store for MongoStore {
             stopped_at: None,
             count: 0,
             failure: None,
+            accounting: None,
         })
     }
 

@@ -344,6 +344,70 @@ pub struct Recording {
     /// Why the recording stopped by itself (a full disk), when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<RecordingFailure>,
+    /// What became of the exchanges served while it ran, for a recording this process
+    /// ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounting: Option<Accounting>,
+}
+
+/// One recording's traffic, accounted for: `served = stored + queued + lost.total`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Accounting {
+    /// Exchanges the proxy answered while it ran (in this process, since it last started).
+    pub served: u64,
+    /// Of those, transactions in the store.
+    pub stored: u64,
+    /// Neither stored yet nor counted lost: in the spool, on the feed, or in the
+    /// recorder's batch (on a pub/sub feed that was interrupted, possibly lost).
+    pub queued: u64,
+    pub lost: LostBy,
+}
+
+/// Exchanges of a recording that could not be stored, by cause.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LostBy {
+    /// The spool held its byte bound (`spool.max_bytes`).
+    pub spool_full: u64,
+    /// The spool's disk failed.
+    pub spool_error: u64,
+    /// The store refused them (a full disk), or they outgrew the recorder's retry bound.
+    pub store: u64,
+    /// The recorder's feed lost them (it fell behind a ring or a pub/sub queue).
+    pub feed: u64,
+    pub total: u64,
+}
+
+impl LostBy {
+    fn add(&mut self, other: &LostBy) {
+        self.spool_full += other.spool_full;
+        self.spool_error += other.spool_error;
+        self.store += other.store;
+        self.feed += other.feed;
+        self.total = self.spool_full + self.spool_error + self.store + self.feed;
+    }
+
+    /// One cause's count added.
+    pub fn count(&mut self, cause: Loss, n: u64) {
+        let mut one = LostBy::default();
+        match cause {
+            Loss::SpoolFull => one.spool_full = n,
+            Loss::SpoolError => one.spool_error = n,
+            Loss::Store => one.store = n,
+            Loss::Feed => one.feed = n,
+        }
+        self.add(&one);
+    }
+}
+
+/// Why an exchange of a recording was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    SpoolFull,
+    SpoolError,
+    Store,
+    Feed,
 }
 
 /// A recording the proxy had to stop: when, why, and how many messages of it (a request
@@ -417,7 +481,7 @@ impl TrafficMessage {
             request_id: String::new(),
             response_id: String::new(),
             request: Arc::new(RequestInfo {
-                created_at: String::new(),
+                created_at: "2026-01-01T00:00:00.000000Z".into(),
                 client_protocol: String::new(),
                 method: "GET".into(),
                 uri: "/".into(),
@@ -450,6 +514,7 @@ mod tests {
             stopped_at: None,
             count: 0,
             failure: None,
+            accounting: None,
         };
         let v = serde_json::to_value(&rec).unwrap();
         assert_eq!(v["createdAt"], "2026-12-01T20:39:06.573000Z");

@@ -289,10 +289,18 @@ async fn each_module_counts_what_it_did() {
     .collect();
     assert_eq!(modules, expected, "{status}");
 
-    let reader = counters(&proxy, "TrafficReader").await;
+    let mut reader = counters(&proxy, "TrafficReader").await;
+    // Only the recording's messages go to the spool: 10 exchanges, 2 messages each.
+    let spool = reader["spool"].take();
+    assert_eq!(
+        (&spool["spooled"], &spool["full"], &spool["failed"]),
+        (&json!(20), &json!(0), &json!(0)),
+        "{spool}"
+    );
+    assert!(spool["bytes"].as_u64().unwrap() > 0, "{spool}");
     assert_eq!(
         reader,
-        json!({ "published": 26, "dropped": 0, "redact": true, "redacted": 0 })
+        json!({ "published": 26, "dropped": 0, "spool": null, "redact": true, "redacted": 0 })
     );
     let recorder = counters(&proxy, "TrafficRecorder").await;
     for (name, value) in [

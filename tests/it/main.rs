@@ -13,6 +13,7 @@ mod client_errors;
 mod config;
 mod control;
 mod disk_full;
+mod durability;
 mod forwarding;
 mod har;
 mod lifecycle;

@@ -338,6 +338,7 @@ fn recording_from_row(row: &Row<'_>) -> Blocking<Recording> {
         stopped_at: parse_opt_time(row.get(6)?)?,
         count: u64::try_from(count).unwrap_or(0),
         failure: None,
+        accounting: None,
     })
 }
 
@@ -380,6 +381,7 @@ impl Store for SqliteStore {
             stopped_at: None,
             count: 0,
             failure: None,
+            accounting: None,
         };
         let row = recording.clone();
         let now = timestamp(now);

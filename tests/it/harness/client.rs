@@ -168,6 +168,33 @@ impl Http {
         self.send(req).await
     }
 
+    /// Sends and reads the whole response, or says why not (for clients of a proxy that
+    /// a test kills under load).
+    pub async fn try_request(&self, method: &str, url: &str, b: ReqBody) -> Result<Resp, String> {
+        let req = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(url)
+            .body(b)
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .map_err(|_| "no response within 30 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let (parts, body) = resp.into_parts();
+        let body = tokio::time::timeout(Duration::from_secs(30), body.collect())
+            .await
+            .map_err(|_| "body not complete within 30 s".to_owned())?
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Resp {
+            status: parts.status,
+            reason: None,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        })
+    }
+
     pub async fn get(&self, url: &str) -> Resp {
         self.request("GET", url, body("")).await
     }

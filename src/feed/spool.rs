@@ -1,0 +1,643 @@
+//! The spool: the in-process feed's messages on disk, so that a consumer that falls
+//! behind, stops, or dies with the process reads them later instead of losing them.
+//!
+//! Segment files `spool/<n>.seg` hold frames: `len u32 | crc32 u32 | seq u64 | payload`
+//! (little-endian; the CRC covers `seq` and the payload, the message's JSON as the feed's
+//! other backends carry it). Every byte of a frame is handed to the kernel by one `write`
+//! before the exchange's last byte goes to its client, so `kill -9` loses nothing that
+//! was answered; `fsync` says when it is on the platter as well. Each durable consumer
+//! acknowledges a [`Cursor`] (`spool/cursors/<name>`) once what it read is durable where
+//! it put it; segments every live consumer is past are deleted. The total size is
+//! bounded: beyond it a frame is refused and the caller counts it.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::traffic::TrafficMessage;
+
+/// Bytes of a frame's head: length, CRC, sequence number.
+const HEAD: usize = 16;
+
+/// The largest payload a frame may declare (a reader refuses more as corrupt).
+const MAX_FRAME: u32 = 1 << 30;
+
+/// When the spool's writes reach the disk itself (not only the kernel's cache).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// When the kernel writes back: survives the process dying, not the machine.
+    Never,
+    /// Every [`BATCH_INTERVAL`], by a thread of its own: the machine dying loses at most
+    /// that much.
+    #[default]
+    Batch,
+    /// After every frame, on the proxy path: nothing acknowledged is lost, at the disk's
+    /// latency per exchange.
+    Always,
+}
+
+/// How often `fsync: batch` syncs.
+pub const BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What the spool is told at startup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// Bytes all segments may hold together.
+    pub max_bytes: u64,
+    /// Bytes after which a segment is closed and the next begun.
+    pub segment_bytes: u64,
+    pub fsync: Fsync,
+}
+
+impl SpoolConfig {
+    pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+    pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
+
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            segment_bytes: Self::DEFAULT_SEGMENT_BYTES,
+            fsync: Fsync::default(),
+        }
+    }
+}
+
+/// A place in the spool: the segment and the byte offset in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Pos {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// How far a consumer got: the next frame to read (`pos`) and the sequence number of the
+/// next message it wants (`seq`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub pos: Pos,
+    pub seq: u64,
+}
+
+/// Why a frame was not appended.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("the spool holds its bound of {max} bytes")]
+    Full { max: u64 },
+    #[error("cannot write to the spool: {0}")]
+    Io(#[from] io::Error),
+    #[error("cannot encode the message: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:020}.seg"))
+}
+
+fn cursor_dir(dir: &Path) -> PathBuf {
+    dir.join("cursors")
+}
+
+/// The segments in `dir`, by number, with their sizes.
+fn list_segments(dir: &Path) -> io::Result<BTreeMap<u64, u64>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(n) = name
+            .to_str()
+            .and_then(|s| s.strip_suffix(".seg"))
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        out.insert(n, entry.metadata()?.len());
+    }
+    Ok(out)
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// A frame read back.
+pub struct Frame {
+    pub seq: u64,
+    /// Where the next frame begins.
+    pub end: Pos,
+    pub payload: Vec<u8>,
+}
+
+/// What reading at a position found.
+pub enum Read {
+    Frame(Frame),
+    /// Nothing complete there (yet).
+    End,
+    /// The bytes there are not a frame: the rest of that segment cannot be read.
+    Corrupt(String),
+}
+
+/// Reads the frame at `offset` of `file`.
+fn read_frame(file: &File, segment: u64, offset: u64) -> io::Result<Read> {
+    let mut head = [0u8; HEAD];
+    match file.read_exact_at(&mut head, offset) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Read::End),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(head[0..4].try_into().unwrap_or_default());
+    let crc = u32::from_le_bytes(head[4..8].try_into().unwrap_or_default());
+    let seq = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+    if len > MAX_FRAME {
+        return Ok(Read::Corrupt(format!("a frame of {len} bytes at {offset}")));
+    }
+    let mut payload = vec![0u8; len as usize];
+    match file.read_exact_at(&mut payload, offset + HEAD as u64) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Read::End),
+        Err(e) => return Err(e),
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&head[8..16]);
+    hasher.update(&payload);
+    if hasher.finalize() != crc {
+        return Ok(Read::Corrupt(format!("a bad checksum at {offset}")));
+    }
+    Ok(Read::Frame(Frame {
+        seq,
+        end: Pos {
+            segment,
+            offset: offset + HEAD as u64 + u64::from(len),
+        },
+        payload,
+    }))
+}
+
+/// The appending side. Its owner serializes calls (the bus holds it under its lock, so
+/// that frames are in sequence order).
+pub struct Writer {
+    config: SpoolConfig,
+    file: File,
+    segment: u64,
+    len: u64,
+    /// Every segment on disk with its size, the one being written included.
+    segments: BTreeMap<u64, u64>,
+    total: u64,
+    buf: Vec<u8>,
+    /// Written since the last sync.
+    dirty: bool,
+}
+
+/// What [`Writer::open`] found.
+pub struct Opened {
+    pub writer: Writer,
+    /// The sequence number after the last frame on disk (0 for a new spool).
+    pub next_seq: u64,
+    /// The latest start of a transaction among the last frames written: a recording
+    /// that a crash cut off ran at least until then.
+    pub last_started: Option<DateTime<Utc>>,
+}
+
+/// What reading a segment through found.
+#[derive(Default)]
+struct Scan {
+    /// Where its last whole frame ends.
+    end: u64,
+    last_seq: Option<u64>,
+    last_started: Option<DateTime<Utc>>,
+    /// Why it ends before the file does, if it does.
+    torn: Option<String>,
+}
+
+fn scan(file: &File, segment: u64) -> io::Result<Scan> {
+    let mut out = Scan::default();
+    loop {
+        match read_frame(file, segment, out.end)? {
+            Read::Frame(f) => {
+                out.last_seq = Some(f.seq);
+                out.end = f.end.offset;
+                let started = decode(&f.payload).ok().and_then(|m| m.started_at());
+                out.last_started = out.last_started.max(started);
+            }
+            Read::End => return Ok(out),
+            Read::Corrupt(why) => {
+                out.torn = Some(why);
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Opens (making it, owner-only) the spool directory; the last segment is read
+    /// through, and what follows its last whole frame (a write cut short when the machine
+    /// went down) is cut off.
+    pub fn open(config: SpoolConfig) -> io::Result<Opened> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(cursor_dir(&config.dir))?;
+        let mut segments = list_segments(&config.dir)?;
+        let segment = segments.keys().next_back().copied().unwrap_or(1);
+        let path = segment_path(&config.dir, segment);
+        let file = open_append(&path)?;
+        let mut found = scan(&file, segment)?;
+        if found.end != file.metadata()?.len() {
+            tracing::warn!(segment = %path.display(), why = ?found.torn, "the spool's last segment ends in a torn write; cutting it off there");
+            file.set_len(found.end)?;
+            file.sync_all()?;
+        }
+        let end = found.end;
+        if found.last_seq.is_none() {
+            // An empty last segment: the one before it was written last.
+            if let Some((&n, _)) = segments.range(..segment).next_back() {
+                found = scan(&File::open(segment_path(&config.dir, n))?, n)?;
+            }
+        }
+        segments.insert(segment, end);
+        let total = segments.values().sum();
+        Ok(Opened {
+            writer: Self {
+                config,
+                file,
+                segment,
+                len: end,
+                segments,
+                total,
+                buf: Vec::with_capacity(4096),
+                dirty: false,
+            },
+            next_seq: found.last_seq.map_or(0, |s| s + 1),
+            last_started: found.last_started,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    pub fn fsync(&self) -> Fsync {
+        self.config.fsync
+    }
+
+    /// Where the next frame will be written.
+    pub fn head(&self) -> Pos {
+        Pos {
+            segment: self.segment,
+            offset: self.len,
+        }
+    }
+
+    /// Bytes on disk, all segments.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Appends one message as frame `seq`; returns where the next frame begins.
+    pub fn append(&mut self, seq: u64, msg: &TrafficMessage) -> Result<Pos, Refused> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0u8; HEAD]);
+        serde_json::to_writer(&mut self.buf, msg)?;
+        let len = self.buf.len() - HEAD;
+        let frame = (HEAD + len) as u64;
+        if self.total + frame > self.config.max_bytes {
+            return Err(Refused::Full {
+                max: self.config.max_bytes,
+            });
+        }
+        if self.len > 0 && self.len + frame > self.config.segment_bytes {
+            self.rotate()?;
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&seq.to_le_bytes());
+        hasher.update(&self.buf[HEAD..]);
+        self.buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+        self.buf[4..8].copy_from_slice(&hasher.finalize().to_le_bytes());
+        self.buf[8..16].copy_from_slice(&seq.to_le_bytes());
+        if let Err(e) = self.file.write_all(&self.buf) {
+            // What part of the frame went in is cut off again, so the segment stays
+            // readable; if even that fails, a reader stops at the torn frame.
+            let _ = self.file.set_len(self.len);
+            return Err(e.into());
+        }
+        if self.config.fsync == Fsync::Always {
+            self.file.sync_data()?;
+        } else {
+            self.dirty = true;
+        }
+        self.len += frame;
+        self.total += frame;
+        self.segments.insert(self.segment, self.len);
+        Ok(self.head())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        if self.config.fsync != Fsync::Never {
+            self.file.sync_data()?;
+        }
+        let next = self.segment + 1;
+        self.file = open_append(&segment_path(&self.config.dir, next))?;
+        self.segment = next;
+        self.len = 0;
+        self.segments.insert(next, 0);
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// For `fsync: batch`: a handle to sync outside the lock, when there is something
+    /// to sync.
+    pub fn take_dirty(&mut self) -> Option<File> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
+        self.file.try_clone().ok()
+    }
+
+    /// Deletes the segments wholly before `pos` (never the one being written). Returns
+    /// the bytes freed.
+    pub fn delete_before(&mut self, pos: Pos) -> u64 {
+        let old: Vec<u64> = self
+            .segments
+            .range(..pos.segment.min(self.segment))
+            .map(|(&n, _)| n)
+            .collect();
+        let mut freed = 0;
+        for n in old {
+            let path = segment_path(&self.config.dir, n);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(segment = %path.display(), error = %e, "cannot delete a spool segment every consumer has read");
+                    continue;
+                }
+            }
+            if let Some(bytes) = self.segments.remove(&n) {
+                freed += bytes;
+                self.total -= bytes;
+            }
+        }
+        freed
+    }
+
+    /// The first position on disk (where a consumer with no cursor begins).
+    pub fn first(&self) -> Pos {
+        Pos {
+            segment: self.segments.keys().next().copied().unwrap_or(self.segment),
+            offset: 0,
+        }
+    }
+}
+
+/// The reading side: one per consumer, reading frames in order across segments.
+pub struct Reader {
+    dir: PathBuf,
+    open: Option<(u64, File)>,
+}
+
+impl Reader {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            open: None,
+        }
+    }
+
+    /// The frame at `pos`, moving on to the next segment when `pos` is at the end of a
+    /// segment before `head` (the writer's position). Corrupt bytes skip the rest of their
+    /// segment and are reported (the caller counts and logs them) with where reading
+    /// goes on.
+    pub fn read(&mut self, pos: &mut Pos, head: Pos) -> io::Result<Read> {
+        loop {
+            if *pos >= head {
+                return Ok(Read::End);
+            }
+            let file = match &self.open {
+                Some((n, file)) if *n == pos.segment => file,
+                _ => match File::open(segment_path(&self.dir, pos.segment)) {
+                    Ok(file) => &self.open.insert((pos.segment, file)).1,
+                    // Deleted (no consumer needed it) or never made: on to the next.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        *pos = Pos {
+                            segment: pos.segment + 1,
+                            offset: 0,
+                        };
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            match read_frame(file, pos.segment, pos.offset)? {
+                Read::End if pos.segment < head.segment => {
+                    *pos = Pos {
+                        segment: pos.segment + 1,
+                        offset: 0,
+                    };
+                }
+                Read::Corrupt(why) => {
+                    let why = format!("segment {}: {why}", pos.segment);
+                    *pos = Pos {
+                        segment: pos.segment + 1,
+                        offset: 0,
+                    };
+                    return Ok(Read::Corrupt(why));
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+}
+
+/// A consumer's cursor as last acknowledged, or `None` for one never seen.
+pub fn load_cursor(dir: &Path, consumer: &str) -> Option<Cursor> {
+    let path = cursor_dir(dir).join(consumer);
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(cursor = %path.display(), error = %e, "a spool cursor cannot be read; the consumer starts from the oldest message kept");
+            None
+        }
+    }
+}
+
+/// Writes a consumer's cursor: whole (a new file renamed over the old), synced unless
+/// `fsync: never`.
+pub fn save_cursor(dir: &Path, consumer: &str, cursor: &Cursor, fsync: Fsync) -> io::Result<()> {
+    let dir = cursor_dir(dir);
+    let tmp = dir.join(format!(".{consumer}.tmp"));
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    serde_json::to_writer(&mut file, cursor)?;
+    if fsync != Fsync::Never {
+        file.sync_data()?;
+    }
+    std::fs::rename(&tmp, dir.join(consumer))
+}
+
+/// Decodes a frame's payload.
+pub fn decode(payload: &[u8]) -> Result<TrafficMessage, serde_json::Error> {
+    serde_json::from_slice(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str) -> TrafficMessage {
+        TrafficMessage::sample(id, None)
+    }
+
+    fn config(dir: &Path) -> SpoolConfig {
+        SpoolConfig {
+            segment_bytes: 4096,
+            ..SpoolConfig::new(dir.join("spool"))
+        }
+    }
+
+    fn read_all(dir: &Path, mut pos: Pos, head: Pos) -> Vec<(u64, String)> {
+        let mut reader = Reader::new(dir);
+        let mut out = Vec::new();
+        while let Read::Frame(f) = reader.read(&mut pos, head).unwrap() {
+            out.push((f.seq, decode(&f.payload).unwrap().transaction_id));
+            pos = f.end;
+        }
+        out
+    }
+
+    #[test]
+    fn frames_come_back_in_order_across_segments_and_after_a_reopen() {
+        let tmp = tempdir();
+        let Opened {
+            mut writer,
+            next_seq,
+            ..
+        } = Writer::open(config(tmp.path())).unwrap();
+        assert_eq!(next_seq, 0);
+        for i in 0..100 {
+            writer.append(i, &msg(&i.to_string())).unwrap();
+        }
+        assert!(writer.segment > 2, "4 KiB segments rotate");
+        let frames = read_all(writer.dir(), writer.first(), writer.head());
+        assert_eq!(frames.len(), 100);
+        assert_eq!(frames[99], (99, "99".to_owned()));
+        drop(writer);
+        let reopened = Writer::open(config(tmp.path())).unwrap();
+        assert_eq!(reopened.next_seq, 100);
+        assert!(reopened.last_started.is_some());
+    }
+
+    #[test]
+    fn a_torn_last_frame_is_cut_off_at_open() {
+        let tmp = tempdir();
+        let mut writer = Writer::open(config(tmp.path())).unwrap().writer;
+        let end = writer.append(0, &msg("a")).unwrap();
+        writer.append(1, &msg("b")).unwrap();
+        let path = segment_path(writer.dir(), end.segment);
+        drop(writer);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len - 5).unwrap();
+        let opened = Writer::open(config(tmp.path())).unwrap();
+        assert_eq!(opened.next_seq, 1, "the second frame was torn");
+        assert_eq!(opened.writer.head(), end);
+    }
+
+    #[test]
+    fn the_bound_refuses_and_deleting_read_segments_makes_room() {
+        let tmp = tempdir();
+        let mut writer = Writer::open(SpoolConfig {
+            max_bytes: 8192,
+            ..config(tmp.path())
+        })
+        .unwrap()
+        .writer;
+        let mut seq = 0;
+        let refused = loop {
+            match writer.append(seq, &msg("x")) {
+                Ok(_) => seq += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(refused, Refused::Full { max: 8192 }), "{refused}");
+        let head = writer.head();
+        assert!(writer.delete_before(head) > 0);
+        assert!(writer.append(seq, &msg("x")).is_ok());
+        let frames = read_all(writer.dir(), writer.first(), writer.head());
+        assert_eq!(frames.last().map(|f| f.0), Some(seq));
+    }
+
+    #[test]
+    fn a_corrupt_frame_skips_the_rest_of_its_segment_and_says_so() {
+        let tmp = tempdir();
+        let mut writer = Writer::open(config(tmp.path())).unwrap().writer;
+        let end = writer.append(0, &msg("a")).unwrap();
+        writer.append(1, &msg("b")).unwrap();
+        let file = OpenOptions::new()
+            .write(true)
+            .open(segment_path(writer.dir(), end.segment))
+            .unwrap();
+        file.write_at(b"XX", end.offset + HEAD as u64 + 3).unwrap();
+        let mut reader = Reader::new(writer.dir());
+        let mut pos = writer.first();
+        assert!(matches!(
+            reader.read(&mut pos, writer.head()).unwrap(),
+            Read::Frame(_)
+        ));
+        pos = end;
+        assert!(matches!(
+            reader.read(&mut pos, writer.head()).unwrap(),
+            Read::Corrupt(_)
+        ));
+    }
+
+    #[test]
+    fn cursors_are_saved_whole_and_read_back() {
+        let tmp = tempdir();
+        let writer = Writer::open(config(tmp.path())).unwrap().writer;
+        let c = Cursor {
+            pos: Pos {
+                segment: 3,
+                offset: 99,
+            },
+            seq: 7,
+        };
+        save_cursor(writer.dir(), "TrafficRecorder", &c, Fsync::Batch).unwrap();
+        assert_eq!(load_cursor(writer.dir(), "TrafficRecorder"), Some(c));
+        assert_eq!(load_cursor(writer.dir(), "other"), None);
+    }
+
+    /// A directory removed when dropped.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn tempdir() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("hb-spool-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}

@@ -1,0 +1,191 @@
+//! What a recording promises across faults: nothing the proxy answered is lost, however
+//! the process ends, and what it could not keep is counted in the recording.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::recordings::{
+    all_traffic, counter, create_recording, get_recording, start_recording, stop_recording,
+    wait_counter,
+};
+use crate::harness::{body, Http, TestProxy, Upstream};
+
+/// The recorder writes once a second: at any moment up to a second of answered traffic
+/// was read by it and not yet stored, the batch a kill -9 used to cost.
+const SLOW_BATCHES: &str = "pipeline:\n  - name: TrafficReader\n\
+    support:\n  - name: TrafficRecorder\n    kwargs: { flush_ms: 1000, batch_size: 100000 }\n";
+
+/// Waits (at most `secs`) until `f` holds of the recording.
+async fn wait_recording(
+    proxy: &TestProxy,
+    id: &str,
+    secs: u64,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let rec = get_recording(proxy, id).await;
+        if f(&rec) {
+            return rec;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the recording did not get there within {secs} s: {rec}\n{}",
+            proxy.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Clients that send as fast as the proxy answers, each remembering the paths it got a
+/// whole 200 for, until told to stop or the proxy goes away.
+struct Load {
+    answered: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(proxy: &TestProxy, clients: usize) -> Self {
+        let answered = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|c| {
+                let (answered, stop) = (answered.clone(), stop.clone());
+                let base = proxy.proxy_url();
+                tokio::spawn(async move {
+                    let http = Http::new();
+                    for i in 0.. {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let path = format!("/sat/{c}/{i}");
+                        match http
+                            .try_request("POST", &format!("{base}{path}"), body(format!("{c}.{i}")))
+                            .await
+                        {
+                            Ok(r) => {
+                                assert_eq!(r.status, 200, "{path}");
+                                answered.lock().unwrap().push(path);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            answered,
+            stop,
+            tasks,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.answered.lock().unwrap().len()
+    }
+
+    async fn wait_for(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.count() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} answered",
+                self.count()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("a client task");
+        }
+        std::mem::take(&mut *self.answered.lock().unwrap())
+    }
+}
+
+/// The paths of a recording's transactions that have a response.
+fn stored_paths(docs: &[Value]) -> HashSet<String> {
+    docs.iter()
+        .filter(|d| d["response"]["statusCode"] == 200)
+        .map(|d| d["request"]["path"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// kill -9 at saturation with a recording running, then a restart: every exchange a
+/// client got a whole answer for is in the recording, read back from the spool.
+#[tokio::test]
+async fn kill_9_at_saturation_loses_nothing_that_was_answered() {
+    let up = Upstream::start().await;
+    let mut proxy = TestProxy::builder()
+        .upstream(&up)
+        .modules_yaml(SLOW_BATCHES)
+        .start()
+        .await;
+    let id = create_recording(&proxy, "saturated", "").await;
+    start_recording(&proxy, &id).await;
+    let load = Load::start(&proxy, 16);
+    load.wait_for(1500).await;
+    proxy.signal("KILL");
+    assert!(!proxy.wait().await.success());
+    let answered = load.finish().await;
+
+    let proxy = proxy.again().start().await;
+    let n = answered.len() as u64;
+    wait_recording(&proxy, &id, 60, |r| r["count"].as_u64() >= Some(n)).await;
+    let stored = stored_paths(&all_traffic(&proxy, &id).await);
+    let missing: Vec<&String> = answered.iter().filter(|p| !stored.contains(*p)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {n} answered exchanges are not in the recording, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    // What was read again belongs to the recording: none of it was ignored.
+    let c = wait_counter(&proxy, "TrafficRecorder", "recorded", 1).await;
+    assert_eq!(counter(&c, "ignored"), 0, "{c}");
+}
+
+/// A stop returns once what was captured is stored, and the recording accounts for every
+/// exchange it served: served = stored, nothing queued or lost.
+#[tokio::test]
+async fn a_stopped_recording_accounts_for_every_exchange_served() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .modules_yaml(SLOW_BATCHES)
+        .start()
+        .await;
+    let id = create_recording(&proxy, "accounted", "").await;
+    start_recording(&proxy, &id).await;
+    let load = Load::start(&proxy, 8);
+    load.wait_for(500).await;
+    let stopped = stop_recording(&proxy, &id).await;
+    let answered = load.finish().await;
+    let a = &stopped["accounting"];
+    let served = a["served"].as_u64().unwrap();
+    assert!(served >= 500 && served <= answered.len() as u64 + 8, "{a}");
+    assert_eq!(a["stored"], served, "{a}");
+    assert_eq!(
+        (&a["queued"], &a["lost"]["total"]),
+        (&Value::from(0), &Value::from(0)),
+        "{a}"
+    );
+    assert_eq!(stopped["count"], served, "{stopped}");
+
+    // The CLI prints the identity under the recording.
+    let out = proxy.cli(&["recording", "show", &id]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "served {served} = stored {served} + queued 0 + lost 0"
+        )),
+        "{text}"
+    );
+}
