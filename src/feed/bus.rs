@@ -17,8 +17,8 @@ use tokio::sync::broadcast;
 
 use super::spool::{self, Cursor, Fsync, Pos, Read, Reader, Refused, SpoolConfig, Writer};
 use super::{
-    ByteBudget, Feed, FeedCounters, FeedError, FeedStats, Interest, Mark, Publisher, Received,
-    Refusal, SpoolStats, Subscription, Weighed, DEFAULT_BYTE_BUDGET,
+    Backlog, ByteBudget, Feed, FeedCounters, FeedError, FeedStats, Interest, Mark, Publisher,
+    Received, Refusal, SpoolStats, Subscription, Weighed, DEFAULT_BYTE_BUDGET,
 };
 use crate::traffic::TrafficMessage;
 
@@ -296,6 +296,7 @@ impl Feed for Bus {
             rx,
             held: None,
             next: cursor,
+            acked: cursor,
             reader: Reader::new(&side.dir),
         }))
     }
@@ -340,6 +341,8 @@ struct DurableSubscription {
     held: Option<Arc<Entry>>,
     /// The next message wanted and the next frame to read.
     next: Cursor,
+    /// Where it was when it last acknowledged.
+    acked: Cursor,
     reader: Reader,
 }
 
@@ -359,7 +362,21 @@ impl DurableSubscription {
             }
             let bound = match &self.held {
                 Some(e) => e.seq,
-                None => self.bus.lock().next_seq,
+                None => {
+                    // Under the publisher's lock every message before `next_seq` is in
+                    // the ring already: one sent since the look above is not read from
+                    // disk for nothing.
+                    let head = self.bus.lock();
+                    match self.rx.try_recv() {
+                        Ok(e) => {
+                            let seq = e.seq;
+                            self.held = Some(e);
+                            seq
+                        }
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                        Err(_) => head.next_seq,
+                    }
+                }
             };
             if self.next.seq < bound {
                 // Messages before `bound` the ring did not give: any kept are on disk.
@@ -482,12 +499,29 @@ impl Subscription for DurableSubscription {
         Mark(self.next)
     }
 
+    fn backlog(&self) -> Option<Backlog> {
+        let side = self.bus.shared.spool.as_ref()?;
+        let head = self.spool_head();
+        match spool::count(&side.dir, self.acked.pos, head) {
+            Ok((messages, bytes)) => Some(Backlog {
+                messages,
+                bytes,
+                place: side.dir.display().to_string(),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count what the spool keeps");
+                None
+            }
+        }
+    }
+
     async fn ack(&mut self, mark: Mark) -> Result<(), FeedError> {
         let Some(side) = &self.bus.shared.spool else {
             return Ok(());
         };
         let cursor = mark.0;
         spool::save_cursor(&side.dir, &self.consumer, &cursor, side.fsync)?;
+        self.acked = cursor;
         let oldest = {
             let mut consumers = side.consumers.lock().unwrap_or_else(|p| p.into_inner());
             consumers.insert(self.consumer.clone(), cursor);
@@ -598,6 +632,7 @@ mod tests {
         let mark = sub.mark();
         sub.ack(mark).await.unwrap();
         ids(&mut sub, 3).await; // read, never acknowledged: delivered again
+        assert_eq!(sub.backlog().map(|b| b.messages), Some(6));
         drop((sub, bus));
 
         // As after kill -9: a new bus on the same directory.

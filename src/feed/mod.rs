@@ -136,6 +136,19 @@ pub trait Subscription: Send {
     async fn ack(&mut self, _mark: Mark) -> Result<(), FeedError> {
         Ok(())
     }
+    /// On a durable feed, what waits for this consumer after what it acknowledged.
+    fn backlog(&self) -> Option<Backlog> {
+        None
+    }
+}
+
+/// Messages a durable feed keeps for a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backlog {
+    pub messages: u64,
+    pub bytes: u64,
+    /// Where they are kept (a directory, a stream).
+    pub place: String,
 }
 
 /// A place to subscribe.

@@ -24,6 +24,61 @@ use crate::traffic::TrafficMessage;
 /// Bytes of a frame's head: length, CRC, sequence number.
 const HEAD: usize = 16;
 
+/// Messages whose bodies would make a frame larger than this are streamed to the file
+/// instead of made whole in the writer's buffer.
+const BUF_KEPT: usize = 256 << 10;
+
+/// Bytes a large frame is written in at a time.
+const CHUNK: usize = 64 << 10;
+
+fn frame_head(len: u32, crc: u32, seq: u64) -> [u8; HEAD] {
+    let mut head = [0u8; HEAD];
+    head[0..4].copy_from_slice(&len.to_le_bytes());
+    head[4..8].copy_from_slice(&crc.to_le_bytes());
+    head[8..16].copy_from_slice(&seq.to_le_bytes());
+    head
+}
+
+/// Counts what is written to it.
+struct Counted(usize);
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes to a file at an offset in chunks, checksumming as it goes.
+struct Chunked<'a> {
+    file: &'a File,
+    at: u64,
+    hasher: crc32fast::Hasher,
+    chunk: Vec<u8>,
+}
+
+impl Write for Chunked<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.chunk.extend_from_slice(buf);
+        if self.chunk.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.hasher.update(&self.chunk);
+        self.file.write_all_at(&self.chunk, self.at)?;
+        self.at += self.chunk.len() as u64;
+        self.chunk.clear();
+        Ok(())
+    }
+}
+
 /// The largest payload a frame may declare (a reader refuses more as corrupt).
 const MAX_FRAME: u32 = 1 << 30;
 
@@ -122,10 +177,14 @@ fn list_segments(dir: &Path) -> io::Result<BTreeMap<u64, u64>> {
     Ok(out)
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
+/// A segment to write at offsets (the writer keeps its length).
+fn open_segment(path: &Path) -> io::Result<File> {
+    // Never truncated: an existing segment is read through and cut at its last whole
+    // frame by `Writer::open`.
     OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(false)
+        .write(true)
         .read(true)
         .mode(0o600)
         .open(path)
@@ -252,7 +311,7 @@ impl Writer {
         let mut segments = list_segments(&config.dir)?;
         let segment = segments.keys().next_back().copied().unwrap_or(1);
         let path = segment_path(&config.dir, segment);
-        let file = open_append(&path)?;
+        let file = open_segment(&path)?;
         let mut found = scan(&file, segment)?;
         if found.end != file.metadata()?.len() {
             tracing::warn!(segment = %path.display(), why = ?found.torn, "the spool's last segment ends in a torn write; cutting it off there");
@@ -307,31 +366,20 @@ impl Writer {
 
     /// Appends one message as frame `seq`; returns where the next frame begins.
     pub fn append(&mut self, seq: u64, msg: &TrafficMessage) -> Result<Pos, Refused> {
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0u8; HEAD]);
-        serde_json::to_writer(&mut self.buf, msg)?;
-        let len = self.buf.len() - HEAD;
-        let frame = (HEAD + len) as u64;
-        if self.total + frame > self.config.max_bytes {
-            return Err(Refused::Full {
-                max: self.config.max_bytes,
-            });
-        }
-        if self.len > 0 && self.len + frame > self.config.segment_bytes {
-            self.rotate()?;
-        }
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&seq.to_le_bytes());
-        hasher.update(&self.buf[HEAD..]);
-        self.buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
-        self.buf[4..8].copy_from_slice(&hasher.finalize().to_le_bytes());
-        self.buf[8..16].copy_from_slice(&seq.to_le_bytes());
-        if let Err(e) = self.file.write_all(&self.buf) {
-            // What part of the frame went in is cut off again, so the segment stays
-            // readable; if even that fails, a reader stops at the torn frame.
-            let _ = self.file.set_len(self.len);
-            return Err(e.into());
-        }
+        let written = if 1024 + msg.body_bytes() * 4 / 3 > BUF_KEPT {
+            self.streamed(seq, msg)
+        } else {
+            self.buffered(seq, msg)
+        };
+        let frame = match written {
+            Ok(frame) => frame,
+            Err(e) => {
+                // What part of the frame went in is cut off again, so the segment stays
+                // readable; if even that fails, a reader stops at the torn frame.
+                let _ = self.file.set_len(self.len);
+                return Err(e);
+            }
+        };
         if self.config.fsync == Fsync::Always {
             self.file.sync_data()?;
         } else {
@@ -343,12 +391,70 @@ impl Writer {
         Ok(self.head())
     }
 
+    /// A small frame: made whole in the buffer, written with one call.
+    fn buffered(&mut self, seq: u64, msg: &TrafficMessage) -> Result<u64, Refused> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0u8; HEAD]);
+        serde_json::to_writer(&mut self.buf, msg)?;
+        let len = self.buf.len() - HEAD;
+        let frame = (HEAD + len) as u64;
+        self.make_room(frame)?;
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&seq.to_le_bytes());
+        hasher.update(&self.buf[HEAD..]);
+        self.buf[0..HEAD].copy_from_slice(&frame_head(len as u32, hasher.finalize(), seq));
+        self.file.write_all_at(&self.buf, self.len)?;
+        Ok(frame)
+    }
+
+    /// A frame with large bodies: measured first, then encoded straight to the file a
+    /// chunk at a time, its head written last, so that its size is never in memory.
+    fn streamed(&mut self, seq: u64, msg: &TrafficMessage) -> Result<u64, Refused> {
+        let mut counted = Counted(0);
+        serde_json::to_writer(&mut counted, msg)?;
+        let len = u32::try_from(counted.0)
+            .ok()
+            .filter(|&l| l <= MAX_FRAME)
+            .ok_or_else(|| io::Error::other("a message larger than a frame may be"))?;
+        let frame = HEAD as u64 + u64::from(len);
+        self.make_room(frame)?;
+        let mut out = Chunked {
+            file: &self.file,
+            at: self.len + HEAD as u64,
+            hasher: crc32fast::Hasher::new(),
+            chunk: Vec::with_capacity(CHUNK),
+        };
+        out.hasher.update(&seq.to_le_bytes());
+        serde_json::to_writer(&mut out, msg)?;
+        out.flush()?;
+        if out.at != self.len + frame {
+            return Err(io::Error::other("a message encoded to two sizes").into());
+        }
+        let crc = out.hasher.finalize();
+        self.file
+            .write_all_at(&frame_head(len, crc, seq), self.len)?;
+        Ok(frame)
+    }
+
+    /// Checks the bound, and begins the next segment when this one is full.
+    fn make_room(&mut self, frame: u64) -> Result<(), Refused> {
+        if self.total + frame > self.config.max_bytes {
+            return Err(Refused::Full {
+                max: self.config.max_bytes,
+            });
+        }
+        if self.len > 0 && self.len + frame > self.config.segment_bytes {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
         if self.config.fsync != Fsync::Never {
             self.file.sync_data()?;
         }
         let next = self.segment + 1;
-        self.file = open_append(&segment_path(&self.config.dir, next))?;
+        self.file = open_segment(&segment_path(&self.config.dir, next))?;
         self.segment = next;
         self.len = 0;
         self.segments.insert(next, 0);
@@ -460,6 +566,46 @@ impl Reader {
     }
 }
 
+/// The frames from `pos` to `head` and their bytes, counted from their heads.
+pub fn count(dir: &Path, mut pos: Pos, head: Pos) -> io::Result<(u64, u64)> {
+    let (mut frames, mut bytes) = (0, 0);
+    let mut open: Option<(u64, File)> = None;
+    while pos < head {
+        let file = match &open {
+            Some((n, file)) if *n == pos.segment => file,
+            _ => match File::open(segment_path(dir, pos.segment)) {
+                Ok(file) => &open.insert((pos.segment, file)).1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    pos = Pos {
+                        segment: pos.segment + 1,
+                        offset: 0,
+                    };
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let mut head_bytes = [0u8; HEAD];
+        match file.read_exact_at(&mut head_bytes, pos.offset) {
+            Ok(()) => {
+                let len = u32::from_le_bytes(head_bytes[0..4].try_into().unwrap_or_default());
+                let size = HEAD as u64 + u64::from(len);
+                frames += 1;
+                bytes += size;
+                pos.offset += size;
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                pos = Pos {
+                    segment: pos.segment + 1,
+                    offset: 0,
+                };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((frames, bytes))
+}
+
 /// A consumer's cursor as last acknowledged, or `None` for one never seen.
 pub fn load_cursor(dir: &Path, consumer: &str) -> Option<Cursor> {
     let path = cursor_dir(dir).join(consumer);
@@ -541,6 +687,35 @@ mod tests {
         let reopened = Writer::open(config(tmp.path())).unwrap();
         assert_eq!(reopened.next_seq, 100);
         assert!(reopened.last_started.is_some());
+    }
+
+    #[test]
+    fn a_large_message_is_streamed_to_disk_and_reads_back_whole() {
+        use crate::traffic::BodyCapture;
+        let tmp = tempdir();
+        let mut writer = Writer::open(config(tmp.path())).unwrap().writer;
+        let bytes: Vec<u8> = (0..1_000_000u32)
+            .map(|i| (i * 7 % 251) as u8 | 0x80)
+            .collect();
+        let big = TrafficMessage::sample("big", Some(BodyCapture::from_bytes(&bytes, 5_000_000)));
+        writer.append(0, &msg("small")).unwrap();
+        writer.append(1, &big).unwrap();
+        writer.append(2, &msg("after")).unwrap();
+        assert!(
+            writer.buf.capacity() <= BUF_KEPT,
+            "the buffer never held it"
+        );
+        let mut reader = Reader::new(writer.dir());
+        let mut pos = writer.first();
+        let mut got = Vec::new();
+        while let Read::Frame(f) = reader.read(&mut pos, writer.head()).unwrap() {
+            got.push(decode(&f.payload).unwrap());
+            pos = f.end;
+        }
+        assert_eq!(got.len(), 3);
+        let body = got[1].request.body.as_ref().unwrap();
+        assert_eq!((body.size, &body.bytes[..]), (5_000_000, &bytes[..]));
+        assert_eq!(got[2].transaction_id, "after");
     }
 
     #[test]

@@ -379,6 +379,14 @@ impl Worker {
                     }
                     self.flush_all().await;
                     self.give_up("stopping");
+                    if let Some(b) = self.sub.backlog().filter(|b| b.messages > 0) {
+                        tracing::warn!(
+                            messages = b.messages,
+                            bytes = b.bytes,
+                            spool = %b.place,
+                            "TrafficRecorder stops with messages it has not stored yet; they wait in the spool and are stored when it starts again"
+                        );
+                    }
                     break;
                 }
                 Some(ack) = flush_rx.recv() => {

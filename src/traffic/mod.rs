@@ -202,7 +202,7 @@ struct BodyWire<'a> {
     size: u64,
     truncated: bool,
     encoding: BodyEncoding,
-    data: std::borrow::Cow<'a, str>,
+    data: WireData<'a>,
 }
 
 #[derive(Deserialize)]
@@ -217,7 +217,10 @@ struct BodyWireOwned {
 
 impl Serialize for BodyCapture {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (encoding, data) = self.wire();
+        let (encoding, data) = match self.text() {
+            Some(text) => (BodyEncoding::Utf8, WireData::Text(text)),
+            None => (BodyEncoding::Base64, WireData::Base64(&self.bytes)),
+        };
         BodyWire {
             size: self.size,
             truncated: self.truncated,
@@ -225,6 +228,25 @@ impl Serialize for BodyCapture {
             data,
         }
         .serialize(s)
+    }
+}
+
+/// A body's `data` as it is written: base64 is encoded straight into the output, without
+/// a copy of the body as a string first.
+enum WireData<'a> {
+    Text(&'a str),
+    Base64(&'a [u8]),
+}
+
+impl Serialize for WireData<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            WireData::Text(t) => s.serialize_str(t),
+            WireData::Base64(b) => s.collect_str(&base64::display::Base64Display::new(
+                b,
+                &base64::engine::general_purpose::STANDARD,
+            )),
+        }
     }
 }
 
