@@ -37,7 +37,7 @@ use super::kwargs::{
 };
 use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Mark, Received, Subscription};
-use crate::recording::{FlushRequest, Recordings, Target};
+use crate::recording::{FlushRequest, Recordings, Target, FLUSH_WAIT};
 use crate::redis_link::Endpoint;
 use crate::resources::{Claim, Claimed, FeedEndpoint, FeedUse, Resources, StoreSpec};
 use crate::store::StoreError;
@@ -392,6 +392,16 @@ impl Worker {
                 Some(ack) = flush_rx.recv() => {
                     self.catch_up(&mut target).await;
                     self.flush_all().await;
+                    // A stop waits for what was captured: a failing store is retried
+                    // as long as the stop waits.
+                    let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
+                    while self.store_down
+                        && self.batch.len() > 0
+                        && tokio::time::Instant::now() < deadline
+                        && !cancel.is_cancelled()
+                    {
+                        self.flush_all().await;
+                    }
                     let _ = ack.send(());
                 }
                 // While the store is down, a durable feed keeps what comes (the spool

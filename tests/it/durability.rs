@@ -189,3 +189,117 @@ async fn a_stopped_recording_accounts_for_every_exchange_served() {
         "{text}"
     );
 }
+
+/// Another process holding the SQLite store's write lock: the store takes nothing until
+/// it lets go (the recorder's writes wait, then fail and are retried).
+struct StoreLock {
+    child: tokio::process::Child,
+}
+
+impl StoreLock {
+    async fn take(proxy: &TestProxy) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let db = proxy.dir().join("data").join("heliosburn.sqlite3");
+        let script = "import sqlite3, sys\n\
+            c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)\n\
+            c.execute('BEGIN EXCLUSIVE')\n\
+            print('locked', flush=True)\n\
+            sys.stdin.read()\n";
+        let mut child = tokio::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run python3");
+        let stdout = child.stdout.take().expect("its stdout");
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("the lock within 15 s")
+        .expect("read python3's answer");
+        assert_eq!(line.trim(), "locked");
+        Self { child }
+    }
+
+    /// Lets go: the process holding it is stopped by its id.
+    async fn release(mut self) {
+        self.child.kill().await.expect("stop the lock holder");
+    }
+}
+
+/// A store slower than the traffic (its write lock held by another process while the
+/// traffic runs, and 12 s into the stop): the stop returns after its 10 s wait saying
+/// what is still queued (its own write waits for the lock, up to the store's 5 s busy
+/// timeout), nothing is lost, and the backlog is stored after the stop.
+#[tokio::test]
+async fn a_stalled_store_loses_nothing_and_the_backlog_drains_after_the_stop() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let id = create_recording(&proxy, "stalled", "").await;
+    start_recording(&proxy, &id).await;
+    let lock = StoreLock::take(&proxy).await;
+    let load = Load::start(&proxy, 8);
+    load.wait_for(400).await;
+    let answered = load.finish().await;
+
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        lock.release().await;
+    });
+    let stopped = stop_recording(&proxy, &id).await;
+    release.await.expect("the lock's release");
+    let a = &stopped["accounting"];
+    let served = answered.len() as u64;
+    assert_eq!(a["served"], served, "{a}");
+    assert!(
+        a["queued"].as_u64().unwrap() > 0,
+        "the store was stalled: {a}"
+    );
+    assert_eq!(a["lost"]["total"], 0, "{a}");
+
+    let rec = wait_recording(&proxy, &id, 60, |r| r["accounting"]["queued"] == 0).await;
+    let a = &rec["accounting"];
+    assert_eq!(
+        (&a["stored"], &a["lost"]["total"]),
+        (&Value::from(served), &Value::from(0)),
+        "{a}"
+    );
+    let stored = stored_paths(&all_traffic(&proxy, &id).await);
+    assert!(answered.iter().all(|p| stored.contains(p)));
+}
+
+/// SIGTERM while the store is stalled: the proxy exits after its drain, saying how many
+/// messages wait in the spool and where; started again, it stores every one of them.
+#[tokio::test]
+async fn sigterm_with_a_stalled_store_keeps_the_backlog_in_the_spool() {
+    let up = Upstream::start().await;
+    let mut proxy = TestProxy::start(&up).await;
+    let id = create_recording(&proxy, "interrupted", "").await;
+    start_recording(&proxy, &id).await;
+    let lock = StoreLock::take(&proxy).await;
+    let load = Load::start(&proxy, 8);
+    load.wait_for(300).await;
+    let answered = load.finish().await;
+
+    proxy.sigterm();
+    let status = proxy.wait().await;
+    assert!(status.success(), "{status}");
+    let log = proxy.stderr();
+    assert!(
+        log.contains("wait in the spool") && log.contains("spool="),
+        "the log says what waits and where:\n{log}"
+    );
+    lock.release().await;
+
+    let proxy = proxy.again().start().await;
+    let n = answered.len() as u64;
+    wait_recording(&proxy, &id, 60, |r| r["count"].as_u64() >= Some(n)).await;
+    let stored = stored_paths(&all_traffic(&proxy, &id).await);
+    let missing = answered.iter().filter(|p| !stored.contains(*p)).count();
+    assert_eq!(missing, 0, "of {n} answered");
+}
