@@ -126,6 +126,12 @@ impl Recordings {
         self.tally_at(started, |t| t.lost.count(cause, n));
     }
 
+    /// `n` exchanges of the recording running at `started` counted lost were stored after
+    /// all.
+    pub fn found_at(&self, started: DateTime<Utc>, cause: Loss, n: u64) {
+        self.tally_at(started, |t| t.lost.uncount(cause, n));
+    }
+
     /// `n` exchanges of recording `id` could not be stored.
     pub fn lost_in(&self, id: &str, cause: Loss, n: u64) {
         if let Some(t) = self.tallies().get_mut(id) {
@@ -209,9 +215,9 @@ impl Recordings {
         }
     }
 
-    /// The recording with its failure, if it has one (and the stop the failure made,
-    /// which the failing store may not have taken), and its accounting.
-    fn with_failure(&self, mut rec: Recording) -> Recording {
+    /// The recording as it is shown: with its failure, if it has one (and the stop the
+    /// failure made, which the failing store may not have taken), and its accounting.
+    async fn shown(&self, mut rec: Recording) -> Recording {
         {
             let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
             rec.failure = failures.get(&rec.id).cloned();
@@ -219,16 +225,36 @@ impl Recordings {
         if let (Some(f), None) = (&rec.failure, rec.stopped_at) {
             rec.stopped_at = Some(f.failed_at);
         }
-        rec.accounting = self.tallies().get(&rec.id).map(|t| {
-            let stored = rec.count.saturating_sub(t.base);
-            Accounting {
-                served: t.served,
-                stored,
-                queued: t.served.saturating_sub(stored + t.lost.total),
-                lost: t.lost,
+        let Some((base, served, lost)) = self
+            .tallies()
+            .get(&rec.id)
+            .map(|t| (t.base, t.served, t.lost))
+        else {
+            return rec;
+        };
+        // Complete transactions only: a request whose response was lost is not stored.
+        match self.store.count_complete(&rec.id).await {
+            Ok(complete) => {
+                let stored = complete.saturating_sub(base);
+                rec.accounting = Some(Accounting {
+                    served,
+                    stored,
+                    queued: served.saturating_sub(stored + lost.total),
+                    lost,
+                });
             }
-        });
+            Err(e) => {
+                tracing::warn!(recording = %rec.id, error = %e, "cannot count the recording's stored transactions");
+            }
+        }
         rec
+    }
+
+    async fn shown_opt(&self, rec: Option<Recording>) -> Option<Recording> {
+        match rec {
+            Some(r) => Some(self.shown(r).await),
+            None => None,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -318,14 +344,17 @@ impl Recordings {
 
     pub async fn list(&self) -> Result<Vec<Recording>, RecordingError> {
         let list = self.store.list_recordings().await?;
-        Ok(list.into_iter().map(|r| self.with_failure(r)).collect())
+        let mut shown = Vec::with_capacity(list.len());
+        for rec in list {
+            shown.push(self.shown(rec).await);
+        }
+        Ok(shown)
     }
 
     pub async fn get(&self, id: &str) -> Result<Recording, RecordingError> {
-        self.store
-            .get_recording(id)
-            .await?
-            .map(|r| self.with_failure(r))
+        let rec = self.store.get_recording(id).await?;
+        self.shown_opt(rec)
+            .await
             .ok_or_else(|| RecordingError::NotFound(id.to_owned()))
     }
 
@@ -334,10 +363,9 @@ impl Recordings {
         id: &str,
         patch: &RecordingPatch,
     ) -> Result<Recording, RecordingError> {
-        self.store
-            .update_recording(id, patch)
-            .await?
-            .map(|r| self.with_failure(r))
+        let rec = self.store.update_recording(id, patch).await?;
+        self.shown_opt(rec)
+            .await
             .ok_or_else(|| RecordingError::NotFound(id.to_owned()))
     }
 
@@ -396,10 +424,11 @@ impl Recordings {
         // The start as the store keeps it (microseconds; milliseconds in MongoDB), so that
         // `busySince` is the recording's `startedAt`, not a nanosecond-precise neighbour.
         let since = rec.started_at.unwrap_or(now);
+        let base = self.store.count_complete(id).await?;
         self.tallies().insert(
             id.to_owned(),
             Tally {
-                base: rec.count,
+                base,
                 ..Tally::default()
             },
         );
@@ -410,7 +439,7 @@ impl Recordings {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
         tracing::info!(recording = id, "recording started");
-        Ok(self.with_failure(rec))
+        Ok(self.shown(rec).await)
     }
 
     /// Stops the running recording (`id`, if given, must be it) once the recorder has
@@ -447,7 +476,7 @@ impl Recordings {
         }
         let started = self.get(id).await?.started_at;
         let rec = self.store.mark_recording(id, started, Some(now)).await?;
-        let rec = rec.map(|r| self.with_failure(r));
+        let rec = self.shown_opt(rec).await;
         match rec.as_ref().and_then(|r| r.accounting.as_ref()) {
             Some(a) if a.queued > 0 => tracing::info!(
                 recording = id,

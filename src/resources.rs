@@ -12,11 +12,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::config::settings::{ControlChannel, FsyncPolicy, SpoolSettings};
+use crate::config::settings::{ControlChannel, FsyncPolicy, OnFullPolicy, SpoolSettings};
 use crate::config::{ConfigError, Problem};
 use crate::feed::bus::Bus;
 use crate::feed::redis::{RedisFeed, RedisPublisher};
-use crate::feed::spool::{Fsync, SpoolConfig};
+use crate::feed::spool::{Fsync, OnFull, SpoolConfig};
 use crate::feed::{Feed, FeedError, Interest, Publisher, Refusal};
 use crate::recording::Recordings;
 use crate::redis_link::Endpoint;
@@ -428,6 +428,10 @@ fn open_bus(data_dir: &std::path::Path, capacity: usize, settings: SpoolSettings
             FsyncPolicy::Batch => Fsync::Batch,
             FsyncPolicy::Always => Fsync::Always,
         },
+        on_full: match settings.on_full {
+            OnFullPolicy::Drop => OnFull::Drop,
+            OnFullPolicy::Wait => OnFull::Wait,
+        },
         ..SpoolConfig::new(data_dir.join(SPOOL_DIR))
     };
     let dir = config.dir.clone();
@@ -453,8 +457,18 @@ impl Interest for RecordingInterest {
     }
 
     fn refused(&self, msg: &TrafficMessage, why: Refusal) {
-        // A transaction is lost when its response message is: the request message's
-        // content comes again with it.
+        self.count(msg, why, true);
+    }
+
+    fn recovered(&self, msg: &TrafficMessage, why: Refusal) {
+        self.count(msg, why, false);
+    }
+}
+
+impl RecordingInterest {
+    /// A transaction is lost when its response message is: the request message's
+    /// content comes again with it.
+    fn count(&self, msg: &TrafficMessage, why: Refusal, lost: bool) {
         if msg.response.is_none() {
             return;
         }
@@ -463,7 +477,10 @@ impl Interest for RecordingInterest {
             Refusal::SpoolError => Loss::SpoolError,
         };
         if let Some(t) = msg.started_at() {
-            self.0.lost_at(t, cause, 1);
+            match lost {
+                true => self.0.lost_at(t, cause, 1),
+                false => self.0.found_at(t, cause, 1),
+            }
         }
     }
 }

@@ -133,12 +133,24 @@ pub enum FsyncPolicy {
     Always,
 }
 
+/// What a full spool does with new exchanges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFullPolicy {
+    /// Serves them; what they would record is lost, counted (latency over completeness).
+    #[default]
+    Drop,
+    /// Holds them until the recorder makes room (completeness over latency).
+    Wait,
+}
+
 /// The in-process feed's spool: where the recorder's messages wait on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpoolSettings {
     pub enabled: bool,
     pub max_bytes: u64,
     pub fsync: FsyncPolicy,
+    pub on_full: OnFullPolicy,
 }
 
 impl Default for SpoolSettings {
@@ -147,6 +159,7 @@ impl Default for SpoolSettings {
             enabled: true,
             max_bytes: DEFAULT_SPOOL_BYTES,
             fsync: FsyncPolicy::default(),
+            on_full: OnFullPolicy::default(),
         }
     }
 }
@@ -319,6 +332,8 @@ pub struct SpoolSection {
     pub max_bytes: Option<u64>,
     /// `never`, `batch` (default) or `always`.
     pub fsync: Option<FsyncPolicy>,
+    /// `drop` (default) or `wait`.
+    pub on_full: Option<OnFullPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -427,7 +442,7 @@ impl SettingsFile {
                         &mut problems,
                         key,
                         v,
-                        "a mapping of enabled, max_bytes, fsync",
+                        "a mapping of enabled, max_bytes, fsync, on_full",
                         SPOOL_FIELDS,
                     )
                 }
@@ -481,6 +496,7 @@ const SPOOL_FIELDS: &[(&str, &str)] = &[
     ("enabled", "true or false"),
     ("max_bytes", "a number of bytes"),
     ("fsync", "never, batch or always"),
+    ("on_full", "drop or wait"),
 ];
 const CONTROL_FIELDS: &[(&str, &str)] = &[
     (
@@ -702,6 +718,7 @@ impl Settings {
         if let Some(sp) = file.spool {
             s.spool.enabled = sp.enabled.unwrap_or(true);
             s.spool.fsync = sp.fsync.unwrap_or_default();
+            s.spool.on_full = sp.on_full.unwrap_or_default();
             match sp.max_bytes {
                 Some(n) if SPOOL_BYTES_RANGE.contains(&n) => s.spool.max_bytes = n,
                 Some(n) => problems.add(

@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::spool::{self, Cursor, Fsync, Pos, Read, Reader, Refused, SpoolConfig, Writer};
+use super::spool::{self, Cursor, Fsync, OnFull, Pos, Read, Reader, Refused, SpoolConfig, Writer};
 use super::{
     Backlog, ByteBudget, Feed, FeedCounters, FeedError, FeedStats, Interest, Mark, Publisher,
-    Received, Refusal, SpoolStats, Subscription, Weighed, DEFAULT_BYTE_BUDGET,
+    Ready, Received, Refusal, SpoolStats, Subscription, Weighed, DEFAULT_BYTE_BUDGET,
 };
 use crate::traffic::TrafficMessage;
 
@@ -29,6 +29,8 @@ struct Entry {
     msg: Option<Weighed>,
     /// Where the spool's next frame begins, when this message was spooled.
     end: Option<Pos>,
+    /// Why the spool did not keep it, when it wanted to.
+    refused: Option<Refusal>,
 }
 
 #[derive(Clone)]
@@ -57,6 +59,10 @@ struct SpoolSide {
     full: AtomicU64,
     failed: AtomicU64,
     corrupt: AtomicU64,
+    waited: AtomicU64,
+    /// `on_full: wait`: exchanges wait for this, told when segments are deleted.
+    wait_when_full: bool,
+    room: tokio::sync::Notify,
     last_started: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -106,6 +112,9 @@ impl Bus {
                     full: AtomicU64::new(0),
                     failed: AtomicU64::new(0),
                     corrupt: AtomicU64::new(0),
+                    waited: AtomicU64::new(0),
+                    wait_when_full: o.writer.on_full() == OnFull::Wait,
+                    room: tokio::sync::Notify::new(),
                     last_started: o.last_started,
                 };
                 (Some(o.writer), o.next_seq, Some(side))
@@ -143,6 +152,10 @@ impl Bus {
     fn lock(&self) -> std::sync::MutexGuard<'_, Head> {
         self.shared.head.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn nearly_full(&self) -> bool {
+        self.lock().writer.as_ref().is_some_and(Writer::nearly_full)
+    }
 }
 
 /// `fsync: batch`: syncs the segment being written every [`spool::BATCH_INTERVAL`] when
@@ -173,9 +186,12 @@ impl Publisher for Bus {
         let mut head = self.lock();
         let seq = head.next_seq;
         head.next_seq += 1;
-        let mut end = None;
+        let (mut end, mut refused) = (None, None);
         if keep {
-            end = self.spool_one(&mut head, seq, &msg, interest);
+            match self.spool_one(&mut head, seq, &msg, interest) {
+                Ok(pos) => end = pos,
+                Err(why) => refused = Some(why),
+            }
         }
         s.counters.published.fetch_add(1, Ordering::Relaxed);
         if s.tx.receiver_count() == 0 {
@@ -192,6 +208,7 @@ impl Publisher for Bus {
             seq,
             msg: weighed,
             end,
+            refused,
         }));
     }
 
@@ -203,15 +220,41 @@ impl Publisher for Bus {
                 full: side.full.load(Ordering::Relaxed),
                 failed: side.failed.load(Ordering::Relaxed),
                 bytes: self.lock().writer.as_ref().map_or(0, Writer::total),
+                waited: side.waited.load(Ordering::Relaxed),
             });
         }
         stats
     }
 
+    fn ready(&self) -> Option<Ready> {
+        let side = self.shared.spool.as_ref()?;
+        if !side.wait_when_full || !self.nearly_full() {
+            return None;
+        }
+        side.waited.fetch_add(1, Ordering::Relaxed);
+        let bus = self.clone();
+        Some(Box::pin(async move {
+            let mut said = false;
+            loop {
+                let Some(side) = bus.shared.spool.as_ref() else {
+                    return;
+                };
+                let room = side.room.notified();
+                if !bus.nearly_full() {
+                    return;
+                }
+                if !std::mem::replace(&mut said, true) {
+                    tracing::debug!("the spool is nearly full: an exchange waits for the recorder (on_full: wait)");
+                }
+                room.await;
+            }
+        }))
+    }
+
     fn reset_stats(&self) {
         self.shared.counters.reset();
         if let Some(side) = &self.shared.spool {
-            for n in [&side.spooled, &side.full, &side.failed] {
+            for n in [&side.spooled, &side.full, &side.failed, &side.waited] {
                 n.store(0, Ordering::Relaxed);
             }
         }
@@ -227,16 +270,17 @@ impl Bus {
         seq: u64,
         msg: &TrafficMessage,
         interest: Option<&Arc<dyn Interest>>,
-    ) -> Option<Pos> {
-        let side = self.shared.spool.as_ref()?;
-        let writer = head.writer.as_mut()?;
+    ) -> Result<Option<Pos>, Refusal> {
+        let (Some(side), Some(writer)) = (self.shared.spool.as_ref(), head.writer.as_mut()) else {
+            return Ok(None);
+        };
         let refusal = match writer.append(seq, msg) {
             Ok(end) => {
                 side.spooled.fetch_add(1, Ordering::Relaxed);
                 if let Some(was) = head.refusing.take() {
                     tracing::info!(dir = %side.dir.display(), ?was, "the spool takes messages again");
                 }
-                return Some(end);
+                return Ok(Some(end));
             }
             Err(e) => {
                 let (refusal, counter) = match e {
@@ -254,7 +298,7 @@ impl Bus {
         if let Some(i) = interest {
             i.refused(msg, refusal);
         }
-        None
+        Err(refusal)
     }
 }
 
@@ -399,6 +443,9 @@ impl DurableSubscription {
                     if let Some(end) = end {
                         self.next.pos = end;
                     }
+                    if let (Some(why), Some(i)) = (e.refused, self.bus.shared.interest.get()) {
+                        i.recovered(&w.msg, why);
+                    }
                     return Ok(Some(Received::Message(w.msg.clone())));
                 }
                 // Too heavy for the ring, but on disk, where this subscriber is now.
@@ -528,8 +575,14 @@ impl Subscription for DurableSubscription {
             consumers.values().map(|c| c.pos).min()
         };
         if let Some(oldest) = oldest {
-            if let Some(w) = self.bus.lock().writer.as_mut() {
-                w.delete_before(oldest);
+            let freed = self
+                .bus
+                .lock()
+                .writer
+                .as_mut()
+                .map_or(0, |w| w.delete_before(oldest));
+            if freed > 0 {
+                side.room.notify_waiters();
             }
         }
         Ok(())
@@ -648,6 +701,45 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    #[tokio::test]
+    async fn with_on_full_wait_a_new_exchange_waits_until_the_recorder_makes_room() {
+        let dir = spool_dir();
+        let bus = Bus::with_spool(
+            64,
+            SpoolConfig {
+                max_bytes: 4_000,
+                segment_bytes: 500,
+                on_full: OnFull::Wait,
+                ..SpoolConfig::new(dir.clone())
+            },
+        )
+        .unwrap();
+        let mut sub = bus.subscribe_durable("r").await.unwrap();
+        assert!(bus.ready().is_none(), "empty");
+        let mut n = 0;
+        let ready = loop {
+            match bus.ready() {
+                None => bus.publish(msg(n)),
+                Some(wait) => break wait,
+            }
+            n += 1;
+        };
+        let mut wait = tokio::spawn(ready);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), &mut wait)
+                .await
+                .is_err(),
+            "it waits while the spool is nearly full"
+        );
+        ids(&mut sub, n).await;
+        let mark = sub.mark();
+        sub.ack(mark).await.unwrap();
+        wait.await.expect("it goes on once the recorder made room");
+        let stats = bus.stats().spool.unwrap();
+        assert_eq!((stats.full, stats.waited), (0, 1), "{stats:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     struct OnlyEven(AtomicU64);
     impl Interest for OnlyEven {
         fn wants(&self, msg: &TrafficMessage) -> bool {
@@ -655,6 +747,9 @@ mod tests {
         }
         fn refused(&self, _: &TrafficMessage, _: Refusal) {
             self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn recovered(&self, _: &TrafficMessage, _: Refusal) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
         }
     }
 

@@ -98,7 +98,15 @@ pub trait Publisher: Send + Sync {
     fn stats(&self) -> FeedStats;
     /// Sets the counters back to zero (a module reset).
     fn reset_stats(&self);
+    /// With `on_full: wait`, what a new exchange waits on while the feed is full. `None`:
+    /// publish at once (the default; a full feed drops, counted).
+    fn ready(&self) -> Option<Ready> {
+        None
+    }
 }
+
+/// A wait for room in a feed.
+pub type Ready = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// What a subscriber gets next.
 #[derive(Debug)]
@@ -182,7 +190,10 @@ pub enum Refusal {
 /// some recording will store.
 pub trait Interest: Send + Sync {
     fn wants(&self, msg: &TrafficMessage) -> bool;
+    /// The spool could not keep it: lost unless the recorder still takes it from the ring.
     fn refused(&self, msg: &TrafficMessage, why: Refusal);
+    /// A refused message the recorder took from the ring after all: not lost.
+    fn recovered(&self, msg: &TrafficMessage, why: Refusal);
 }
 
 /// Counters a publisher reports in status.
@@ -206,6 +217,8 @@ pub struct SpoolStats {
     pub failed: u64,
     /// Bytes on disk now.
     pub bytes: u64,
+    /// Exchanges that waited for room (`on_full: wait`).
+    pub waited: u64,
 }
 
 /// Atomic counters shared by a publisher and its status.

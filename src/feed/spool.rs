@@ -97,6 +97,16 @@ pub enum Fsync {
     Always,
 }
 
+/// What a full spool does with a new exchange.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnFull {
+    /// Takes it; its messages are lost, counted.
+    #[default]
+    Drop,
+    /// Holds it until the recorder has made room: the client waits instead.
+    Wait,
+}
+
 /// How often `fsync: batch` syncs.
 pub const BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -109,6 +119,7 @@ pub struct SpoolConfig {
     /// Bytes after which a segment is closed and the next begun.
     pub segment_bytes: u64,
     pub fsync: Fsync,
+    pub on_full: OnFull,
 }
 
 impl SpoolConfig {
@@ -121,6 +132,7 @@ impl SpoolConfig {
             max_bytes: Self::DEFAULT_MAX_BYTES,
             segment_bytes: Self::DEFAULT_SEGMENT_BYTES,
             fsync: Fsync::default(),
+            on_full: OnFull::default(),
         }
     }
 }
@@ -302,8 +314,11 @@ impl Writer {
     /// Opens (making it, owner-only) the spool directory; the last segment is read
     /// through, and what follows its last whole frame (a write cut short when the machine
     /// went down) is cut off.
-    pub fn open(config: SpoolConfig) -> io::Result<Opened> {
+    pub fn open(mut config: SpoolConfig) -> io::Result<Opened> {
         use std::os::unix::fs::DirBuilderExt;
+        // Room is made a segment at a time: a bound of at least 16 segments frees it in
+        // steps small enough for `nearly_full` to clear.
+        config.segment_bytes = config.segment_bytes.min(config.max_bytes / 16).max(1);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -349,6 +364,16 @@ impl Writer {
 
     pub fn fsync(&self) -> Fsync {
         self.config.fsync
+    }
+
+    pub fn on_full(&self) -> OnFull {
+        self.config.on_full
+    }
+
+    /// Whether a new exchange should wait (`on_full: wait`): the spool is within an
+    /// eighth of its bound, the room left for the exchanges already in flight.
+    pub fn nearly_full(&self) -> bool {
+        self.total > self.config.max_bytes - self.config.max_bytes / 8
     }
 
     /// Where the next frame will be written.

@@ -284,6 +284,10 @@ impl Phase for TrafficReader {
     fn capture_limit(&self) -> usize {
         self.body_limit
     }
+
+    fn admit(&self) -> Option<crate::proxy::Admission> {
+        self.publisher.ready()
+    }
 }
 
 impl PipelineModule for TrafficReader {

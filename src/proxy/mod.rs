@@ -11,7 +11,7 @@ pub mod upstream;
 use std::sync::Arc;
 
 pub use listener::{ListenerCommand, ListenerHandle, ListenerStatus};
-pub use pipeline::{BodyPrefix, Decision, Exchange, Phase, Pipeline, RunningPipeline};
+pub use pipeline::{Admission, BodyPrefix, Decision, Exchange, Phase, Pipeline, RunningPipeline};
 pub use service::{ForwardSettings, Forwarder, UpstreamTarget};
 
 /// The running proxy as the control operations see it.

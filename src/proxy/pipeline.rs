@@ -109,7 +109,16 @@ pub trait Phase: Send + Sync + 'static {
     fn request_body_needed(&self) -> usize {
         0
     }
+    /// A wait before the request phase, when this phase cannot take another exchange yet
+    /// (a full feed that asked for completeness over latency). `None`, the default, is
+    /// the common case: go on at once.
+    fn admit(&self) -> Option<Admission> {
+        None
+    }
 }
+
+/// What an exchange waits on before its request phase (see [`Phase::admit`]).
+pub type Admission = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// The running phases, in order, as one exchange sees them.
 #[derive(Default)]
@@ -142,6 +151,11 @@ impl Pipeline {
             capture_limit,
             request_body_needed,
         }
+    }
+
+    /// The first wait a phase asks for before this exchange's request phase.
+    pub fn admit(&self) -> Option<Admission> {
+        self.phases.iter().find_map(|p| p.admit())
     }
 
     /// The most request body bytes a phase must see before deciding (0: none).

@@ -188,6 +188,10 @@ impl Forwarder {
         let (decision, reached) = match refusal(&parts, ambiguous) {
             Some((status, reason)) => (Decision::Fail { status, reason }, Reached::NONE),
             None => {
+                // A phase that cannot take the exchange yet slows the client instead.
+                if let Some(wait) = pipeline.admit() {
+                    wait.await;
+                }
                 let needed = pipeline.request_body_needed();
                 // What is read ahead is held in the capture budget (a frame may pass the
                 // bytes asked for by up to the connection's buffer); when it is spent,

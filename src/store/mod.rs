@@ -117,6 +117,8 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<Recording>, StoreError>;
     /// Deletes the recording and its traffic; false when there was no such recording.
     async fn delete_recording(&self, id: &str) -> Result<bool, StoreError>;
+    /// The recording's transactions that are complete (have a response).
+    async fn count_complete(&self, recording_id: &str) -> Result<u64, StoreError>;
     /// Upserts each document by (recording, transaction); a document with a response
     /// completes one without. Returns the number of documents written.
     async fn write_traffic(&self, docs: &[TrafficDoc]) -> Result<u64, StoreError>;

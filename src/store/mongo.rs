@@ -590,6 +590,16 @@ impl Store for MongoStore {
         self.set_fields(id, set).await
     }
 
+    async fn count_complete(&self, recording_id: &str) -> Result<u64, StoreError> {
+        let Some(id) = parse_id(recording_id) else {
+            return Ok(0);
+        };
+        self.traffic
+            .count_documents(doc! { "recordingId": id, "response": { "$ne": null } })
+            .await
+            .map_err(self.error(&self.traffic, "count"))
+    }
+
     async fn delete_recording(&self, id: &str) -> Result<bool, StoreError> {
         let Some(id) = parse_id(id) else {
             return Ok(false);

@@ -59,6 +59,10 @@ impl Store for UnavailableStore {
         self.refuse()
     }
 
+    async fn count_complete(&self, _: &str) -> Result<u64, StoreError> {
+        self.refuse()
+    }
+
     async fn delete_recording(&self, _: &str) -> Result<bool, StoreError> {
         self.refuse()
     }

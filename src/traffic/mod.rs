@@ -412,14 +412,24 @@ impl LostBy {
 
     /// One cause's count added.
     pub fn count(&mut self, cause: Loss, n: u64) {
-        let mut one = LostBy::default();
+        *self.of(cause) += n;
+        self.add(&LostBy::default());
+    }
+
+    /// One cause's count taken back (what was counted lost was stored after all).
+    pub fn uncount(&mut self, cause: Loss, n: u64) {
+        let c = self.of(cause);
+        *c = c.saturating_sub(n);
+        self.add(&LostBy::default());
+    }
+
+    fn of(&mut self, cause: Loss) -> &mut u64 {
         match cause {
-            Loss::SpoolFull => one.spool_full = n,
-            Loss::SpoolError => one.spool_error = n,
-            Loss::Store => one.store = n,
-            Loss::Feed => one.feed = n,
+            Loss::SpoolFull => &mut self.spool_full,
+            Loss::SpoolError => &mut self.spool_error,
+            Loss::Store => &mut self.store,
+            Loss::Feed => &mut self.feed,
         }
-        self.add(&one);
     }
 }
 

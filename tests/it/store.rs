@@ -215,6 +215,20 @@ async fn upsert_completes_and_never_duplicates(s: &mut Subject) {
     assert_eq!(got, vec![s.as_stored(expected), s.as_stored(other)]);
     assert!(got[0].request.body.is_some());
     s.assert_count(&rec.id, 2).await;
+    // Of the two, one is complete (t2 never got its response); the stand-in counts
+    // nothing by an ObjectId.
+    let complete = match s.defects().count_misses_object_ids {
+        true => 0,
+        false => 1,
+    };
+    assert_eq!(store.count_complete(&rec.id).await.unwrap(), complete);
+    assert_eq!(
+        store
+            .count_complete("000000000000000000000000")
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 async fn pages_follow_capture_order(s: &mut Subject) {

@@ -465,6 +465,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn count_complete(&self, recording_id: &str) -> Result<u64, StoreError> {
+        let id = recording_id.to_owned();
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM traffic WHERE recording_id = ?1 AND response IS NOT NULL",
+                )?
+                .query_row([&id], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn delete_recording(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         let writer = move |w: &mut Writer| {
