@@ -277,6 +277,12 @@ impl<'a> From<&'a ::redis::Cmd> for Query<'a> {
     }
 }
 
+impl<'a> From<&'a mut ::redis::Cmd> for Query<'a> {
+    fn from(c: &'a mut ::redis::Cmd) -> Self {
+        Query::Cmd(c)
+    }
+}
+
 impl<'a> From<&'a ::redis::Pipeline> for Query<'a> {
     fn from(p: &'a ::redis::Pipeline) -> Self {
         Query::Pipeline(p)

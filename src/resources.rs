@@ -17,6 +17,7 @@ use crate::config::{ConfigError, Problem};
 use crate::feed::bus::Bus;
 use crate::feed::redis::{RedisFeed, RedisPublisher};
 use crate::feed::spool::{Fsync, OnFull, SpoolConfig};
+use crate::feed::stream::{StreamFeed, StreamPublisher, DEFAULT_MAXLEN};
 use crate::feed::{Feed, FeedError, Interest, Publisher, Refusal};
 use crate::recording::Recordings;
 use crate::redis_link::Endpoint;
@@ -85,8 +86,22 @@ pub enum FeedEndpoint {
     Memory,
     Redis {
         endpoint: Endpoint,
+        /// The channel, or the stream's key.
         channel: String,
+        mode: RedisMode,
     },
+}
+
+/// How a feed uses Redis (`redis_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// PUBLISH/SUBSCRIBE, the seed's: what is published while a subscriber is away is
+    /// lost to it (counted where it can be).
+    #[default]
+    Pubsub,
+    /// A stream read through consumer groups: at least once.
+    Stream,
 }
 
 /// A resource one module's kwargs name for a role that the whole proxy shares.
@@ -410,6 +425,7 @@ impl Plan {
             feeds: Arc::new(Feeds {
                 bus,
                 redis: Mutex::default(),
+                data_dir: data_dir.clone(),
             }),
         })
     }
@@ -583,6 +599,8 @@ pub struct Resources {
 pub struct Feeds {
     bus: Bus,
     redis: Mutex<HashMap<(Endpoint, String), Arc<RedisFeed>>>,
+    /// Where stream publishers keep their outboxes.
+    data_dir: PathBuf,
 }
 
 impl Feeds {
@@ -595,7 +613,16 @@ impl Feeds {
     pub fn subscriber(&self, at: &FeedEndpoint) -> Arc<dyn Feed> {
         match at {
             FeedEndpoint::Memory => Arc::new(self.bus.clone()),
-            FeedEndpoint::Redis { endpoint, channel } => {
+            FeedEndpoint::Redis {
+                endpoint,
+                channel,
+                mode: RedisMode::Stream,
+            } => Arc::new(StreamFeed::new(endpoint, channel)),
+            FeedEndpoint::Redis {
+                endpoint,
+                channel,
+                mode: RedisMode::Pubsub,
+            } => {
                 let mut feeds = self.redis.lock().unwrap_or_else(|p| p.into_inner());
                 feeds
                     .entry((endpoint.clone(), channel.clone()))
@@ -605,17 +632,48 @@ impl Feeds {
         }
     }
 
-    /// A publisher of its own (its counters are its module's): the bus, or a new Redis
-    /// connection with a queue of `queue` messages.
+    /// A publisher of its own (its counters are its module's): the bus, a new Redis
+    /// connection with a queue of `queue` messages, or a stream's outbox sending to a
+    /// stream of at most `maxlen` entries.
     pub async fn publisher(
         &self,
         at: &FeedEndpoint,
         queue: Option<usize>,
+        maxlen: Option<u64>,
     ) -> Result<Arc<dyn Publisher>, FeedError> {
         Ok(match at {
             FeedEndpoint::Memory => Arc::new(self.bus.clone()),
-            FeedEndpoint::Redis { endpoint, channel } => {
-                Arc::new(RedisPublisher::connect(endpoint, channel, queue).await?)
+            FeedEndpoint::Redis {
+                endpoint,
+                channel,
+                mode: RedisMode::Pubsub,
+            } => Arc::new(RedisPublisher::connect(endpoint, channel, queue).await?),
+            FeedEndpoint::Redis {
+                endpoint,
+                channel,
+                mode: RedisMode::Stream,
+            } => {
+                // One outbox per stream, named so that it is found again after a restart.
+                let name: String = format!("{}-{channel}", endpoint.addr())
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                let dir = self.data_dir.join("outbox").join(name);
+                Arc::new(
+                    StreamPublisher::connect(
+                        endpoint,
+                        channel,
+                        maxlen.unwrap_or(DEFAULT_MAXLEN),
+                        dir,
+                    )
+                    .await?,
+                )
             }
         })
     }

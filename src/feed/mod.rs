@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod redis;
 pub mod spool;
+pub mod stream;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer};
 use http::header::{HeaderName, HeaderValue};
 
 use crate::redis_link::Endpoint;
-use crate::resources::{Claim, Claimed, FeedEndpoint, StoreSpec};
+use crate::resources::{Claim, Claimed, FeedEndpoint, RedisMode, StoreSpec};
 
 /// A port written as a number or, as the seed writes `mongo_port`, a string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,12 +150,25 @@ pub fn name_or_default(name: &Option<String>) -> String {
         .unwrap_or_else(|| crate::feed::DEFAULT_CHANNEL.into())
 }
 
-/// The feed a module's Redis kwargs and channel name point at.
-pub fn feed_endpoint(redis: Option<Endpoint>, channel: &Option<String>) -> FeedEndpoint {
+/// The stream's key unless a module names one: not the channel's name, which is also the
+/// live window's sorted set by default.
+pub const DEFAULT_STREAM_KEY: &str = "heliosburn.traffic.stream";
+
+/// The feed a module's Redis kwargs, channel (or stream) name and `redis_mode` point at.
+pub fn feed_endpoint(
+    redis: Option<Endpoint>,
+    channel: &Option<String>,
+    mode: Option<RedisMode>,
+) -> FeedEndpoint {
+    let mode = mode.unwrap_or_default();
     match redis {
         Some(endpoint) => FeedEndpoint::Redis {
             endpoint,
-            channel: name_or_default(channel),
+            channel: match (channel, mode) {
+                (None, RedisMode::Stream) => DEFAULT_STREAM_KEY.into(),
+                _ => name_or_default(channel),
+            },
+            mode,
         },
         None => FeedEndpoint::Memory,
     }

@@ -16,7 +16,7 @@ use crate::feed::Publisher;
 use crate::proxy::{Decision, Exchange, Phase};
 use crate::recording::Recordings;
 use crate::redact::{Redactor, Rules};
-use crate::resources::{Claimed, FeedUse, Resources};
+use crate::resources::{Claimed, FeedUse, RedisMode, Resources};
 use crate::traffic::{self, RequestInfo, ResponseInfo, TrafficMessage};
 
 /// Publishes each request and response to the traffic feed.
@@ -33,8 +33,13 @@ pub struct ReaderKwargs {
     pub redis_host: Option<String>,
     pub redis_port: Option<Port>,
     pub redis_db: Option<i64>,
-    /// Channel to publish on (default `heliosburn.traffic`).
+    /// Channel to publish on (default `heliosburn.traffic`), or the stream's key in
+    /// stream mode (default `heliosburn.traffic.stream`).
     pub redis_pub_queue: Option<String>,
+    /// `pubsub` (the seed's, default) or `stream` (at least once).
+    pub redis_mode: Option<RedisMode>,
+    /// Entries the stream keeps (`XADD MAXLEN ~`, default 1000000).
+    pub redis_stream_maxlen: Option<u64>,
     /// Bytes captured per body direction; 0 turns capture off.
     pub body_limit: Option<usize>,
     /// Messages waiting to be sent to Redis before new ones are dropped.
@@ -59,6 +64,11 @@ impl ModuleConfig for ReaderKwargs {
         // A body is captured up to this, per exchange in flight: 1 GiB is already a lot.
         in_range("body_limit", self.body_limit, 0..=1 << 30)?;
         in_range("queue_capacity", self.queue_capacity, 1..=1 << 20)?;
+        in_range(
+            "redis_stream_maxlen",
+            self.redis_stream_maxlen,
+            1000..=1 << 32,
+        )?;
         Redactor::new(&self.rules(), [0; 32])
             .map(drop)
             .map_err(|e| format!("redact_patterns: {e}"))
@@ -72,12 +82,16 @@ impl ModuleConfig for ReaderKwargs {
         Some(FeedUse::Publishes(feed_endpoint(
             self.redis(),
             &self.redis_pub_queue,
+            self.redis_mode,
         )))
     }
 
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {
-        let at = feed_endpoint(self.redis(), &self.redis_pub_queue);
-        let publisher = resources.feeds.publisher(&at, self.queue_capacity).await?;
+        let at = feed_endpoint(self.redis(), &self.redis_pub_queue, self.redis_mode);
+        let publisher = resources
+            .feeds
+            .publisher(&at, self.queue_capacity, self.redis_stream_maxlen)
+            .await?;
         let redactor = match self.redact.unwrap_or(true) {
             true => Some(
                 Redactor::new(&self.rules(), resources.redaction_key)

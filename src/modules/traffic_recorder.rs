@@ -39,7 +39,7 @@ use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Mark, Received, Subscription};
 use crate::recording::{FlushRequest, Recordings, Target, FLUSH_WAIT};
 use crate::redis_link::Endpoint;
-use crate::resources::{Claim, Claimed, FeedEndpoint, FeedUse, Resources, StoreSpec};
+use crate::resources::{Claim, Claimed, FeedEndpoint, FeedUse, RedisMode, Resources, StoreSpec};
 use crate::store::StoreError;
 use crate::traffic::{Loss, TrafficDoc, TrafficMessage};
 
@@ -54,8 +54,12 @@ pub struct RecorderKwargs {
     pub redis_host: Option<String>,
     pub redis_port: Option<Port>,
     pub redis_db: Option<i64>,
-    /// Channel to subscribe to (default `heliosburn.traffic`).
+    /// Channel to subscribe to (default `heliosburn.traffic`), or the stream's key in
+    /// stream mode (default `heliosburn.traffic.stream`).
     pub redis_sub_queue: Option<String>,
+    /// `pubsub` (the seed's, default) or `stream` (at least once, through a consumer
+    /// group named after the module).
+    pub redis_mode: Option<RedisMode>,
     pub mongo_host: Option<String>,
     pub mongo_port: Option<Port>,
     pub mongo_db: Option<String>,
@@ -77,7 +81,7 @@ pub struct RecorderKwargs {
 impl RecorderKwargs {
     /// The feed it reads.
     fn source(&self) -> FeedEndpoint {
-        feed_endpoint(self.redis(), &self.redis_sub_queue)
+        feed_endpoint(self.redis(), &self.redis_sub_queue, self.redis_mode)
     }
 
     fn redis(&self) -> Option<Endpoint> {

@@ -15,7 +15,7 @@ use super::kwargs::{
 use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Received};
 use crate::redis_link::Endpoint;
-use crate::resources::{Claim, Claimed, FeedEndpoint, FeedUse, Resources, WindowSpec};
+use crate::resources::{Claim, Claimed, FeedEndpoint, FeedUse, RedisMode, Resources, WindowSpec};
 use crate::traffic::TrafficMessage;
 use crate::window::{now_micros, Window};
 
@@ -36,14 +36,18 @@ pub struct StreamerKwargs {
     pub redis_db: Option<i64>,
     /// Sorted-set key of the window (default `heliosburn.traffic`).
     pub redis_key: Option<String>,
-    /// Channel to subscribe to (default `heliosburn.traffic`).
+    /// Channel to subscribe to (default `heliosburn.traffic`), or the stream's key in
+    /// stream mode (default `heliosburn.traffic.stream`).
     pub redis_sub_queue: Option<String>,
+    /// `pubsub` (the seed's, default) or `stream` (at least once, through a consumer
+    /// group named after the module).
+    pub redis_mode: Option<RedisMode>,
 }
 
 impl StreamerKwargs {
     /// The feed it reads.
     fn source(&self) -> FeedEndpoint {
-        feed_endpoint(self.redis(), &self.redis_sub_queue)
+        feed_endpoint(self.redis(), &self.redis_sub_queue, self.redis_mode)
     }
 
     fn redis(&self) -> Option<Endpoint> {

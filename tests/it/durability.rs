@@ -370,3 +370,46 @@ async fn on_full_drop_serves_on_and_counts_what_the_full_spool_lost() {
     assert_eq!(stored + lost, served, "{a}");
     assert_eq!(a["lost"]["total"], lost, "{a}");
 }
+
+/// `redis_mode: stream` on the reader and the recorder, with a Redis that keeps what it
+/// acknowledged (AOF, fsync always), killed and restarted under load: the proxy serves
+/// throughout (its outbox holds the traffic meanwhile), and every exchange it answered
+/// is stored once.
+#[tokio::test]
+async fn stream_mode_loses_nothing_across_a_redis_kill_and_restart() {
+    let mut redis = crate::harness::seed::TestRedis::persistent().await;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .modules_yaml(&format!(
+            "pipeline:\n  - name: TrafficReader\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream }}\n\
+             support:\n  - name: TrafficRecorder\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream }}\n"
+        ))
+        .start()
+        .await;
+    let id = create_recording(&proxy, "streamed", "").await;
+    start_recording(&proxy, &id).await;
+    let load = Load::start(&proxy, 8);
+    load.wait_for(300).await;
+    redis.kill();
+    let during = load.count() + 300;
+    load.wait_for(during).await;
+    redis.restart().await;
+    let after = load.count() + 300;
+    load.wait_for(after).await;
+    let answered = load.finish().await;
+
+    let n = answered.len() as u64;
+    let rec = wait_recording(&proxy, &id, 60, |r| r["accounting"]["stored"] == n).await;
+    assert_eq!(
+        rec["count"], n,
+        "one document per exchange, none twice: {rec}"
+    );
+    assert_eq!(rec["accounting"]["lost"]["total"], 0, "{rec}");
+    let stored = stored_paths(&all_traffic(&proxy, &id).await);
+    let missing = answered.iter().filter(|p| !stored.contains(*p)).count();
+    assert_eq!(missing, 0, "of {n} answered");
+    let log = proxy.stderr();
+    assert!(log.contains("traffic waits in the outbox"), "{log}");
+}

@@ -115,6 +115,9 @@ pub struct TestRedis {
     pub port: u16,
     /// `--requirepass`, when the server was started with one.
     password: Option<String>,
+    /// Where an append-only file keeps every write (synced each time), for a server that
+    /// loses nothing it acknowledged across a kill.
+    aof_dir: Option<std::path::PathBuf>,
     child: Option<Child>,
 }
 
@@ -132,6 +135,24 @@ impl TestRedis {
         let mut r = Self {
             port: super::closed_port(),
             password,
+            aof_dir: None,
+            child: None,
+        };
+        r.restart().await;
+        r
+    }
+
+    /// A server with `appendonly yes` and `appendfsync always` in a directory of its own:
+    /// what it acknowledged survives `kill -9`.
+    pub async fn persistent() -> Self {
+        let port = super::closed_port();
+        let dir =
+            std::env::temp_dir().join(format!("heliosburn-it-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Self {
+            port,
+            password: None,
+            aof_dir: Some(dir),
             child: None,
         };
         r.restart().await;
@@ -159,7 +180,13 @@ impl TestRedis {
         self.kill();
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
+            .args(["--save", "", "--daemonize", "no"]);
+        match &self.aof_dir {
+            Some(dir) => cmd
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir),
+            None => cmd.args(["--appendonly", "no"]),
+        };
         if let Some(pw) = &self.password {
             cmd.args(["--requirepass", pw]);
         }
@@ -188,6 +215,9 @@ impl TestRedis {
 impl Drop for TestRedis {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.aof_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
