@@ -304,12 +304,12 @@ async fn sigterm_with_a_stalled_store_keeps_the_backlog_in_the_spool() {
     assert_eq!(missing, 0, "of {n} answered");
 }
 
-/// Polls TrafficReader's spool counter `name` until it is above 0.
-async fn wait_spool_counter(proxy: &TestProxy, name: &str) {
+/// Polls TrafficReader's spool counter `name` until it is at least `n`.
+async fn wait_spool_counter(proxy: &TestProxy, name: &str, n: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let c = counters(proxy, "TrafficReader").await;
-        if c["spool"][name].as_u64() > Some(0) {
+        if c["spool"][name].as_u64() >= Some(n) {
             return;
         }
         assert!(
@@ -322,22 +322,27 @@ async fn wait_spool_counter(proxy: &TestProxy, name: &str) {
 
 /// A spool of 1 MiB in front of a stalled store, with `on_full` as given: the load runs
 /// until the spool is full, then the store is let go and the recording stopped. The ring
-/// is small (256 messages), so what the spool refuses is not still in memory when the
-/// recorder comes back.
-async fn fill_the_spool(on_full: &str, counter: &str) -> (Value, u64) {
+/// is small (256 messages) and the recorder's batches too (10 documents: it stops reading
+/// as soon as its first write waits for the store), so what the spool refuses is not
+/// still in memory when the recorder comes back.
+async fn fill_the_spool(on_full: &str, counter: &str, n: u64) -> (Value, u64) {
     let up = Upstream::start().await;
     let proxy = TestProxy::builder()
         .upstream(&up)
         .config_yaml(&format!(
             "bus_capacity: 256\nspool:\n  max_bytes: 1048576\n  on_full: {on_full}\n"
         ))
+        .modules_yaml(
+            "pipeline:\n  - name: TrafficReader\n\
+             support:\n  - name: TrafficRecorder\n    kwargs: { batch_size: 10 }\n",
+        )
         .start()
         .await;
     let id = create_recording(&proxy, on_full, "").await;
     start_recording(&proxy, &id).await;
     let lock = StoreLock::take(&proxy).await;
     let load = Load::start(&proxy, 8);
-    wait_spool_counter(&proxy, counter).await;
+    wait_spool_counter(&proxy, counter, n).await;
     lock.release().await;
     let n = load.count() + 100;
     load.wait_for(n).await;
@@ -352,7 +357,7 @@ async fn fill_the_spool(on_full: &str, counter: &str) -> (Value, u64) {
 /// every exchange served is stored.
 #[tokio::test]
 async fn on_full_wait_slows_clients_instead_of_losing_exchanges() {
-    let (a, served) = fill_the_spool("wait", "waited").await;
+    let (a, served) = fill_the_spool("wait", "waited", 1).await;
     assert_eq!(a["stored"], served, "{a}");
     assert_eq!(a["lost"]["total"], 0, "{a}");
 }
@@ -361,7 +366,8 @@ async fn on_full_wait_slows_clients_instead_of_losing_exchanges() {
 /// counted in the recording: served = stored + lost.
 #[tokio::test]
 async fn on_full_drop_serves_on_and_counts_what_the_full_spool_lost() {
-    let (a, served) = fill_the_spool("drop", "full").await;
+    // More refused than the ring holds: those are gone from memory too.
+    let (a, served) = fill_the_spool("drop", "full", 600).await;
     let (stored, lost) = (
         a["stored"].as_u64().unwrap(),
         a["lost"]["spoolFull"].as_u64().unwrap(),
