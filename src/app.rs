@@ -194,7 +194,19 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
             return Ok(());
         }
     };
-    let spooled_until = opened.feeds.bus().spool_last_started();
+    // A recording a crash cut off ran until at least its last heartbeat (and the last
+    // start the spool holds): its messages still on the way are filed in it.
+    let alive_path = settings.data_dir.join(ALIVE_FILE);
+    let alive_until = std::fs::read_to_string(&alive_path)
+        .ok()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
+        .map(|t| t.with_timezone(&chrono::Utc) + HEARTBEAT);
+    let spooled_until = opened
+        .feeds
+        .bus()
+        .spool_last_started()
+        .max(alive_until)
+        .map(|t| t.min(chrono::Utc::now()));
     opened
         .recordings
         .close_interrupted(spooled_until)
@@ -284,6 +296,13 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         ))
     });
 
+    let recordings = controller.recordings.clone();
+    let heartbeat = tokio::spawn(heartbeat(
+        move || recordings.target().active.is_some(),
+        alive_path,
+        shutdown.clone(),
+    ));
+
     // One line on stdout that scripts (and the tests) can wait for.
     println!(
         "heliosburn ready: proxy http://{proxy_addr} -> {}, management http://{mgmt_addr}",
@@ -307,8 +326,42 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         }
     }
     modules.stop_all().await;
+    let _ = heartbeat.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where a running recording's heartbeat is kept in the data directory.
+const ALIVE_FILE: &str = "recording.alive";
+/// How often it beats (the interval below is the same second).
+const HEARTBEAT: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// While a recording runs, writes the time every [`HEARTBEAT`], so that after a crash the
+/// recording is known to have run until then.
+async fn heartbeat(
+    recording: impl Fn() -> bool,
+    path: std::path::PathBuf,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !recording() {
+            continue;
+        }
+        let now = chrono::Utc::now().to_rfc3339();
+        match std::fs::write(&path, now) {
+            Ok(()) => failing = false,
+            Err(e) if !std::mem::replace(&mut failing, true) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the recording's heartbeat: after a crash, its end is taken from its last capture");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Installs the SIGINT/SIGTERM handlers now and returns the wait for either. Installed

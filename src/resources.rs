@@ -632,6 +632,23 @@ impl Feeds {
         }
     }
 
+    /// Where a durable subscriber reads, taking over (on a stream) what another consumer
+    /// of its group left pending for `claim_idle`.
+    pub fn subscriber_claiming(
+        &self,
+        at: &FeedEndpoint,
+        claim_idle: std::time::Duration,
+    ) -> Arc<dyn Feed> {
+        match at {
+            FeedEndpoint::Redis {
+                endpoint,
+                channel,
+                mode: RedisMode::Stream,
+            } => Arc::new(StreamFeed::new(endpoint, channel).with_claim_idle(claim_idle)),
+            other => self.subscriber(other),
+        }
+    }
+
     /// A publisher of its own (its counters are its module's): the bus, a new Redis
     /// connection with a queue of `queue` messages, or a stream's outbox sending to a
     /// stream of at most `maxlen` entries.

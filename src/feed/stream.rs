@@ -187,6 +187,7 @@ impl Sender {
 pub struct StreamFeed {
     endpoint: Endpoint,
     key: String,
+    claim_idle: Duration,
 }
 
 impl StreamFeed {
@@ -194,7 +195,14 @@ impl StreamFeed {
         Self {
             endpoint: endpoint.clone(),
             key: key.to_owned(),
+            claim_idle: CLAIM_IDLE,
         }
+    }
+
+    /// Sets how long another consumer's entry must be pending before this one takes it.
+    pub fn with_claim_idle(mut self, idle: Duration) -> Self {
+        self.claim_idle = idle;
+        self
     }
 
     /// A connection of the subscriber's own: its blocking reads would hold up a shared one.
@@ -208,7 +216,11 @@ impl Feed for StreamFeed {
     async fn subscribe(&self) -> Result<Box<dyn Subscription>, FeedError> {
         let reads = self.connect().await?;
         Ok(Box::new(StreamSubscription::start(
-            reads, None, &self.key, None,
+            reads,
+            None,
+            &self.key,
+            None,
+            self.claim_idle,
         )))
     }
 
@@ -228,6 +240,7 @@ impl Feed for StreamFeed {
             Some(acks),
             &self.key,
             Some(group),
+            self.claim_idle,
         )))
     }
 }
@@ -282,13 +295,20 @@ struct StreamSubscription {
 }
 
 impl StreamSubscription {
-    fn start(reads: Commands, acks: Option<Commands>, key: &str, group: Option<Group>) -> Self {
+    fn start(
+        reads: Commands,
+        acks: Option<Commands>,
+        key: &str,
+        group: Option<Group>,
+        claim_idle: Duration,
+    ) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(2 * BATCH);
         let reader = Reader {
             commands: reads,
             key: key.to_owned(),
             group: group.clone(),
             last_id: "$".into(),
+            claim_idle,
             next_claim: tokio::time::Instant::now(),
             backoff: Backoff::new(),
             down: false,
@@ -388,6 +408,7 @@ struct Reader {
     group: Option<Group>,
     /// Where a plain subscriber reads next (`$`: from now on).
     last_id: String,
+    claim_idle: Duration,
     next_claim: tokio::time::Instant,
     backoff: Backoff,
     down: bool,
@@ -433,7 +454,7 @@ impl Reader {
     async fn read(&mut self) -> Result<Vec<Entry>, FeedError> {
         let raw = match &self.group {
             Some(g) if tokio::time::Instant::now() >= self.next_claim => {
-                self.next_claim = tokio::time::Instant::now() + CLAIM_EVERY;
+                self.next_claim = tokio::time::Instant::now() + CLAIM_EVERY.min(self.claim_idle);
                 let reply: Value = self
                     .commands
                     .query(
@@ -441,7 +462,7 @@ impl Reader {
                             .arg(&self.key)
                             .arg(&g.name)
                             .arg(&g.consumer)
-                            .arg(CLAIM_IDLE.as_millis() as u64)
+                            .arg(self.claim_idle.as_millis() as u64)
                             .arg("0-0")
                             .arg("COUNT")
                             .arg(BATCH),

@@ -60,6 +60,9 @@ pub struct RecorderKwargs {
     /// `pubsub` (the seed's, default) or `stream` (at least once, through a consumer
     /// group named after the module).
     pub redis_mode: Option<RedisMode>,
+    /// Stream mode: ms an entry another recorder of the group read stays unacknowledged
+    /// before this one takes it over (default 30000).
+    pub redis_claim_idle_ms: Option<u64>,
     pub mongo_host: Option<String>,
     pub mongo_port: Option<Port>,
     pub mongo_db: Option<String>,
@@ -114,7 +117,12 @@ impl ModuleConfig for RecorderKwargs {
         in_range("flush_ms", self.flush_ms, 1..=60_000)?;
         in_range("max_pending", self.max_pending, 1..=10_000_000)?;
         in_range("batch_bytes", self.batch_bytes, 1..=1 << 30)?;
-        in_range("max_pending_bytes", self.max_pending_bytes, 1..=1 << 34)
+        in_range("max_pending_bytes", self.max_pending_bytes, 1..=1 << 34)?;
+        in_range(
+            "redis_claim_idle_ms",
+            self.redis_claim_idle_ms,
+            100..=86_400_000,
+        )
     }
 
     fn claims(&self) -> Vec<Claimed> {
@@ -131,7 +139,12 @@ impl ModuleConfig for RecorderKwargs {
     }
 
     async fn build(&self, resources: &Resources) -> Result<Built, ModuleError> {
-        let feed = resources.feeds.subscriber(&self.source());
+        let claim_idle = self
+            .redis_claim_idle_ms
+            .map_or(crate::feed::stream::CLAIM_IDLE, Duration::from_millis);
+        let feed = resources
+            .feeds
+            .subscriber_claiming(&self.source(), claim_idle);
         Ok(Built::Support(Arc::new(TrafficRecorder::new(
             feed,
             resources.recordings.clone(),

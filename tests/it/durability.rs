@@ -419,3 +419,48 @@ async fn stream_mode_loses_nothing_across_a_redis_kill_and_restart() {
     let log = proxy.stderr();
     assert!(log.contains("traffic waits in the outbox"), "{log}");
 }
+
+/// Stream mode, a recorder killed (-9) with entries it read and had not acknowledged
+/// (its batches wait a second): the recorder of the process started in its place takes
+/// them over from the dead consumer (`XAUTOCLAIM`, after 1 s here) and stores each once.
+#[tokio::test]
+async fn stream_mode_hands_a_dead_recorders_pending_entries_to_another() {
+    let redis = crate::harness::seed::TestRedis::start().await;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let mut proxy = TestProxy::builder()
+        .upstream(&up)
+        .modules_yaml(&format!(
+            "pipeline:\n  - name: TrafficReader\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream }}\n\
+             support:\n  - name: TrafficRecorder\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream, \
+             flush_ms: 1000, batch_size: 100000, redis_claim_idle_ms: 1000 }}\n"
+        ))
+        .start()
+        .await;
+    let id = create_recording(&proxy, "taken over", "").await;
+    start_recording(&proxy, &id).await;
+    let load = Load::start(&proxy, 8);
+    load.wait_for(1000).await;
+    proxy.signal("KILL");
+    assert!(!proxy.wait().await.success());
+    let answered = load.finish().await;
+
+    let proxy = proxy.again().start().await;
+    let n = answered.len() as u64;
+    wait_recording(&proxy, &id, 60, |r| r["count"].as_u64() >= Some(n)).await;
+    let docs = all_traffic(&proxy, &id).await;
+    let stored = stored_paths(&docs);
+    let missing = answered.iter().filter(|p| !stored.contains(*p)).count();
+    assert_eq!(missing, 0, "of {n} answered");
+    assert_eq!(
+        stored.len(),
+        docs.iter()
+            .filter(|d| d["response"]["statusCode"] == 200)
+            .count(),
+        "a path stored twice"
+    );
+    let log = proxy
+        .wait_for_log(&["took over entries another consumer left pending"])
+        .await;
+    assert!(!log.is_empty());
+}
