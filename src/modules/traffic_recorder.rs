@@ -546,7 +546,7 @@ impl Worker {
             tracing::warn!(
                 kept = left,
                 store = %self.recordings.store().describe(),
-                "TrafficRecorder {why} with messages the store would not take yet; they stay in the spool and are stored when the recorder starts again"
+                "TrafficRecorder {why} with messages the store would not take yet; they stay unacknowledged in the feed (the spool, or the stream) and are stored when the recorder starts again"
             );
             return;
         }
