@@ -423,7 +423,7 @@ impl Worker {
                 }
                 // While the store is down, a durable feed keeps what comes (the spool
                 // is the backlog); the batch is retried alone instead of growing.
-                received = self.sub.recv(), if !(self.store_down && self.sub.durable()) => match received {
+                received = self.sub.recv(), if !self.holding_back() => match received {
                     Ok(r) => {
                         self.take(r, &target.borrow());
                         if self.full() {
@@ -478,12 +478,22 @@ impl Worker {
     /// Takes everything already delivered (a durable feed's backlog included), writing
     /// batches as they fill.
     async fn drain(&mut self, target: &Target) {
-        while let Some(r) = self.sub.try_recv() {
+        // A durable feed keeps what the store cannot take now: reading it into the batch
+        // would only grow the batch until it sheds.
+        while !self.holding_back() {
+            let Some(r) = self.sub.try_recv() else {
+                break;
+            };
             self.take(r, target);
             if self.full() {
                 self.flush().await;
             }
         }
+    }
+
+    /// The store is down and the feed keeps what is not read: reading waits.
+    fn holding_back(&self) -> bool {
+        self.store_down && self.sub.durable()
     }
 
     fn full(&self) -> bool {
@@ -499,7 +509,10 @@ impl Worker {
             return;
         }
         let deadline = tokio::time::Instant::now() + self.grace;
-        while let Ok(Ok(r)) = tokio::time::timeout_at(deadline, self.sub.recv()).await {
+        while !self.holding_back() {
+            let Ok(Ok(r)) = tokio::time::timeout_at(deadline, self.sub.recv()).await else {
+                break;
+            };
             self.take(r, &t);
             if self.full() {
                 self.flush().await;
