@@ -464,3 +464,39 @@ async fn stream_mode_hands_a_dead_recorders_pending_entries_to_another() {
         .await;
     assert!(!log.is_empty());
 }
+
+/// Stream mode on the live window's side too: TrafficStreamer reads the stream from its
+/// end (`XREAD`) and the window shows the traffic as it passes.
+#[tokio::test]
+async fn stream_mode_feeds_the_live_window() {
+    let redis = crate::harness::seed::TestRedis::start().await;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .modules_yaml(&format!(
+            "pipeline:\n  - name: TrafficReader\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream }}\n\
+             support:\n  - name: TrafficStreamer\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream }}\n"
+        ))
+        .start()
+        .await;
+    let http = Http::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Sent until one shows: the streamer's first XREAD starts at the stream's end.
+    for i in 0.. {
+        let path = format!("/live/{i}");
+        assert_eq!(http.get(&proxy.url(&path)).await.status, 200);
+        let page = proxy.mgmt_get("/traffic?since=0").await.json();
+        let shown = page["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["request"]["path"] == path.as_str()));
+        if shown {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing reached the window: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
