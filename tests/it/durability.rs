@@ -500,3 +500,81 @@ async fn stream_mode_feeds_the_live_window() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The MongoDB store killed (-9) and started again under load, the recorder on the
+/// embedded feed: the spool holds the traffic while the store is away, and every
+/// exchange answered is stored once it is back.
+#[tokio::test]
+async fn a_mongodb_killed_and_restarted_under_load_loses_nothing() {
+    let mut mongo = crate::harness::mongo::PrivateMongo::start().await;
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .modules_yaml(&format!(
+            "pipeline:\n  - name: TrafficReader\n\
+             support:\n  - name: TrafficRecorder\n    kwargs: {{ mongo_uri: \"{}\", mongo_db: hb_durability }}\n",
+            mongo.uri()
+        ))
+        .start()
+        .await;
+    let id = create_recording(&proxy, "mongo outage", "").await;
+    start_recording(&proxy, &id).await;
+    let load = Load::start(&proxy, 8);
+    load.wait_for(300).await;
+    mongo.kill();
+    let during = load.count() + 300;
+    load.wait_for(during).await;
+    mongo.restart().await;
+    let after = load.count() + 300;
+    load.wait_for(after).await;
+    let answered = load.finish().await;
+    stop_recording(&proxy, &id).await;
+
+    // Every message (a request and a response each) written, then the documents read
+    // from MongoDB itself (the stand-in is slow to page through the API).
+    let n = answered.len() as u64;
+    wait_counter(&proxy, "TrafficRecorder", "recorded", 2 * n).await;
+    let client = mongodb::Client::with_uri_str(mongo.uri()).await.unwrap();
+    let cursor = client
+        .database("hb_durability")
+        .collection::<mongodb::bson::Document>("traffic")
+        .find(mongodb::bson::doc! {})
+        .await
+        .unwrap();
+    let docs: Vec<mongodb::bson::Document> = futures_util::TryStreamExt::try_collect(cursor)
+        .await
+        .unwrap();
+    let stored: HashSet<String> = docs
+        .iter()
+        .filter(|d| {
+            d.get_document("response").is_ok_and(|r| {
+                matches!(
+                    r.get("statusCode"),
+                    Some(mongodb::bson::Bson::Int32(200) | mongodb::bson::Bson::Int64(200))
+                )
+            })
+        })
+        .filter_map(|d| {
+            Some(
+                d.get_document("request")
+                    .ok()?
+                    .get_str("path")
+                    .ok()?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let missing = answered.iter().filter(|p| !stored.contains(*p)).count();
+    assert_eq!(
+        missing,
+        0,
+        "of {n} answered ({} documents, e.g. {:?})",
+        docs.len(),
+        docs.first()
+    );
+    let log = proxy.stderr();
+    assert!(
+        log.contains("keeping it to retry"),
+        "the store was away: {log}"
+    );
+}

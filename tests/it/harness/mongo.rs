@@ -191,3 +191,94 @@ impl Drop for TestMongo {
         .join();
     }
 }
+
+/// A MongoDB stand-in of the test's own (nx-27017 from `scripts/mongo.sh`'s virtualenv) on
+/// a free port, its databases in files of a directory of its own, which a test can kill
+/// (-9) and start again with its data. Killed when dropped.
+pub struct PrivateMongo {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateMongo {
+    pub async fn start() -> Self {
+        let port = super::closed_port();
+        let dir =
+            std::env::temp_dir().join(format!("heliosburn-it-mongo-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut m = Self {
+            port,
+            dir,
+            child: None,
+        };
+        m.restart().await;
+        m
+    }
+
+    /// A connection string that gives up on a server that is away within 2 s.
+    pub fn uri(&self) -> String {
+        format!(
+            "mongodb://127.0.0.1:{}/?directConnection=true&serverSelectionTimeoutMS=2000",
+            self.port
+        )
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// (Re)starts it on the same port and data, and waits until it answers a ping.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/.mongo-venv/bin/nx-27017");
+        let child = std::process::Command::new(bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "--data-dir",
+            ])
+            .arg(&self.dir)
+            .arg("--log-file")
+            .arg(self.dir.join("log"))
+            .arg("--pid-file")
+            .arg(self.dir.join("pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{bin}: {e}; run `scripts/mongo.sh start` once to install it")
+            });
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(client) = mongodb::Client::with_uri_str(self.uri()).await {
+                if client
+                    .database("admin")
+                    .run_command(doc! { "ping": 1 })
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the private MongoDB stand-in on port {} did not answer",
+            self.port
+        );
+    }
+}
+
+impl Drop for PrivateMongo {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
