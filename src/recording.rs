@@ -338,6 +338,18 @@ impl Recordings {
         Ok(closed)
     }
 
+    /// For status: the running recording, else the one that stopped last, with its
+    /// accounting (`None` when neither is known to this process).
+    pub async fn current(&self) -> Option<(Recording, bool)> {
+        let target = self.target();
+        let (id, running) = match (&target.active, target.recent.last()) {
+            (Some((id, _)), _) => (id.clone(), true),
+            (None, Some((id, _, _))) => (id.clone(), false),
+            (None, None) => return None,
+        };
+        self.get(&id).await.ok().map(|r| (r, running))
+    }
+
     pub async fn create(&self, name: &str, description: &str) -> Result<Recording, RecordingError> {
         Ok(self.store.create_recording(name, description).await?)
     }

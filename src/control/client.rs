@@ -328,10 +328,28 @@ fn status_text(v: &Value) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    head + &table(
-        &["MODULE", "KIND", "STATE", "SINCE/ERROR", "COUNTERS"],
-        rows,
-    )
+    let recording = match p["recording"].as_object() {
+        Some(r) => format!(
+            "recording {} ({}, {}): {}",
+            s(&p["recording"]["id"]),
+            s(&p["recording"]["name"]),
+            if r.get("running").and_then(Value::as_bool) == Some(true) {
+                "running"
+            } else {
+                "stopped"
+            },
+            match accounting_text(&p["recording"]) {
+                t if t.is_empty() => "\n".to_owned(),
+                t => t,
+            }
+        ),
+        None => String::new(),
+    };
+    head + &recording
+        + &table(
+            &["MODULE", "KIND", "STATE", "SINCE/ERROR", "COUNTERS"],
+            rows,
+        )
 }
 
 fn recordings_text(list: &[Value]) -> String {

@@ -200,10 +200,23 @@ impl Controller {
             // `message` is the original API's list of `{module, state, status}`; the
             // proxy's own state rides beside it.
             ControlCommand::Status(name) => match self.modules.status(name.as_deref()) {
-                Ok(list) => Reply {
-                    proxy: Some(Box::new(self.proxy_status())),
-                    ..Reply::ok(list)
-                },
+                Ok(list) => {
+                    let mut proxy = self.proxy_status();
+                    // The recording running (or stopped last), accounted for.
+                    proxy["recording"] = match self.recordings.current().await {
+                        Some((rec, running)) => json!({
+                            "id": rec.id,
+                            "name": rec.name,
+                            "running": running,
+                            "accounting": rec.accounting,
+                        }),
+                        None => Value::Null,
+                    };
+                    Reply {
+                        proxy: Some(Box::new(proxy)),
+                        ..Reply::ok(list)
+                    }
+                }
                 Err(e) => module_reply::<()>(Err(e)),
             },
             ControlCommand::UpstreamHost(host) => {
