@@ -296,9 +296,9 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         ))
     });
 
-    let recordings = controller.recordings.clone();
     let heartbeat = tokio::spawn(heartbeat(
-        move || recordings.target().active.is_some(),
+        controller.recordings.watch(),
+        |target| target.active.is_some(),
         alive_path,
         shutdown.clone(),
     ));
@@ -336,10 +336,11 @@ const ALIVE_FILE: &str = "recording.alive";
 /// How often it beats (the interval below is the same second).
 const HEARTBEAT: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
-/// While a recording runs, writes the time every [`HEARTBEAT`], so that after a crash the
-/// recording is known to have run until then.
-async fn heartbeat(
-    recording: impl Fn() -> bool,
+/// While a recording runs, writes the time when it starts and every [`HEARTBEAT`], so
+/// that after a crash the recording is known to have run until then.
+async fn heartbeat<T: Send + Sync>(
+    mut target: tokio::sync::watch::Receiver<T>,
+    running: impl Fn(&T) -> bool,
     path: std::path::PathBuf,
     shutdown: CancellationToken,
 ) {
@@ -349,8 +350,9 @@ async fn heartbeat(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            changed = target.changed() => if changed.is_err() { return },
         }
-        if !recording() {
+        if !running(&target.borrow_and_update()) {
             continue;
         }
         let now = chrono::Utc::now().to_rfc3339();

@@ -488,7 +488,7 @@ impl DurableSubscription {
                     if f.seq < self.next.seq {
                         continue;
                     }
-                    match spool::decode(&f.payload) {
+                    match spool::decode(f.payload) {
                         Ok(msg) => {
                             self.next.seq = f.seq + 1;
                             return Ok(Some(msg));

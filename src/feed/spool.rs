@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -24,12 +24,25 @@ use crate::traffic::TrafficMessage;
 /// Bytes of a frame's head: length, CRC, sequence number.
 const HEAD: usize = 16;
 
-/// Messages whose bodies would make a frame larger than this are streamed to the file
-/// instead of made whole in the writer's buffer.
+/// The most a frame made whole in the writer's buffer holds; larger bodies are written
+/// from where they are.
 const BUF_KEPT: usize = 256 << 10;
 
-/// Bytes a large frame is written in at a time.
-const CHUNK: usize = 64 << 10;
+/// A message whose bodies hold more than this is written with them raw ([`RAW_FORMAT`]).
+const RAW_BODIES_FROM: usize = 512;
+
+/// The first byte of a payload written as a JSON head and raw bodies (a JSON payload
+/// begins with `{`).
+const RAW_FORMAT: u8 = 2;
+
+fn body_bytes(msg: &TrafficMessage) -> usize {
+    msg.request.body.as_ref().map_or(0, |b| b.bytes.len())
+        + msg
+            .response
+            .as_ref()
+            .and_then(|r| r.body.as_ref())
+            .map_or(0, |b| b.bytes.len())
+}
 
 fn frame_head(len: u32, crc: u32, seq: u64) -> [u8; HEAD] {
     let mut head = [0u8; HEAD];
@@ -37,46 +50,6 @@ fn frame_head(len: u32, crc: u32, seq: u64) -> [u8; HEAD] {
     head[4..8].copy_from_slice(&crc.to_le_bytes());
     head[8..16].copy_from_slice(&seq.to_le_bytes());
     head
-}
-
-/// Counts what is written to it.
-struct Counted(usize);
-
-impl Write for Counted {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Writes to a file at an offset in chunks, checksumming as it goes.
-struct Chunked<'a> {
-    file: &'a File,
-    at: u64,
-    hasher: crc32fast::Hasher,
-    chunk: Vec<u8>,
-}
-
-impl Write for Chunked<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.chunk.extend_from_slice(buf);
-        if self.chunk.len() >= CHUNK {
-            self.flush()?;
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.hasher.update(&self.chunk);
-        self.file.write_all_at(&self.chunk, self.at)?;
-        self.at += self.chunk.len() as u64;
-        self.chunk.clear();
-        Ok(())
-    }
 }
 
 /// The largest payload a frame may declare (a reader refuses more as corrupt).
@@ -298,7 +271,7 @@ fn scan(file: &File, segment: u64) -> io::Result<Scan> {
             Read::Frame(f) => {
                 out.last_seq = Some(f.seq);
                 out.end = f.end.offset;
-                let started = decode(&f.payload).ok().and_then(|m| m.started_at());
+                let started = decode(f.payload).ok().and_then(|m| m.started_at());
                 out.last_started = out.last_started.max(started);
             }
             Read::End => return Ok(out),
@@ -391,10 +364,10 @@ impl Writer {
 
     /// Appends one message as frame `seq`; returns where the next frame begins.
     pub fn append(&mut self, seq: u64, msg: &TrafficMessage) -> Result<Pos, Refused> {
-        let written = if 1024 + msg.body_bytes() * 4 / 3 > BUF_KEPT {
-            self.streamed(seq, msg)
+        let written = if body_bytes(msg) > RAW_BODIES_FROM {
+            self.raw(seq, msg)
         } else {
-            self.buffered(seq, msg)
+            self.json(seq, msg)
         };
         let frame = match written {
             Ok(frame) => frame,
@@ -416,8 +389,12 @@ impl Writer {
         Ok(self.head())
     }
 
-    /// A small frame: made whole in the buffer, written with one call.
-    fn buffered(&mut self, seq: u64, msg: &TrafficMessage) -> Result<u64, Refused> {
+    /// A message with little or no body: its JSON, made whole in the buffer and written
+    /// with one call.
+    fn json(&mut self, seq: u64, msg: &TrafficMessage) -> Result<u64, Refused> {
+        if self.buf.capacity() > BUF_KEPT {
+            self.buf = Vec::with_capacity(4096);
+        }
         self.buf.clear();
         self.buf.extend_from_slice(&[0u8; HEAD]);
         serde_json::to_writer(&mut self.buf, msg)?;
@@ -432,32 +409,63 @@ impl Writer {
         Ok(frame)
     }
 
-    /// A frame with large bodies: measured first, then encoded straight to the file a
-    /// chunk at a time, its head written last, so that its size is never in memory.
-    fn streamed(&mut self, seq: u64, msg: &TrafficMessage) -> Result<u64, Refused> {
-        let mut counted = Counted(0);
-        serde_json::to_writer(&mut counted, msg)?;
-        let len = u32::try_from(counted.0)
+    /// A message with bodies: its JSON without them, then each body's bytes as they were
+    /// captured (no base64, no copy into a buffer when they are large).
+    fn raw(&mut self, seq: u64, msg: &TrafficMessage) -> Result<u64, Refused> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0u8; HEAD]);
+        self.buf.push(RAW_FORMAT);
+        self.buf.extend_from_slice(&[0u8; 4]);
+        serde_json::to_writer(&mut self.buf, &msg.without_bodies())?;
+        let head_len = (self.buf.len() - HEAD - 5) as u32;
+        self.buf[HEAD + 1..HEAD + 5].copy_from_slice(&head_len.to_le_bytes());
+        let bodies = [
+            msg.request.body.as_ref(),
+            msg.response.as_ref().and_then(|r| r.body.as_ref()),
+        ];
+        // Each body: present, size, truncated, length, then the bytes.
+        let mut parts: [[u8; 14]; 2] = [[0; 14]; 2];
+        for (part, body) in parts.iter_mut().zip(bodies) {
+            if let Some(b) = body {
+                part[0] = 1;
+                part[1..9].copy_from_slice(&b.size.to_le_bytes());
+                part[9] = u8::from(b.truncated);
+                part[10..14].copy_from_slice(&(b.bytes.len() as u32).to_le_bytes());
+            }
+        }
+        let pieces: [&[u8]; 4] = [
+            &parts[0],
+            bodies[0].map_or(&[][..], |b| &b.bytes[..]),
+            &parts[1],
+            bodies[1].map_or(&[][..], |b| &b.bytes[..]),
+        ];
+        let len = self.buf.len() - HEAD + pieces.iter().map(|p| p.len()).sum::<usize>();
+        let len = u32::try_from(len)
             .ok()
             .filter(|&l| l <= MAX_FRAME)
             .ok_or_else(|| io::Error::other("a message larger than a frame may be"))?;
         let frame = HEAD as u64 + u64::from(len);
         self.make_room(frame)?;
-        let mut out = Chunked {
-            file: &self.file,
-            at: self.len + HEAD as u64,
-            hasher: crc32fast::Hasher::new(),
-            chunk: Vec::with_capacity(CHUNK),
-        };
-        out.hasher.update(&seq.to_le_bytes());
-        serde_json::to_writer(&mut out, msg)?;
-        out.flush()?;
-        if out.at != self.len + frame {
-            return Err(io::Error::other("a message encoded to two sizes").into());
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&seq.to_le_bytes());
+        hasher.update(&self.buf[HEAD..]);
+        for p in pieces {
+            hasher.update(p);
         }
-        let crc = out.hasher.finalize();
-        self.file
-            .write_all_at(&frame_head(len, crc, seq), self.len)?;
+        self.buf[0..HEAD].copy_from_slice(&frame_head(len, hasher.finalize(), seq));
+        // Small bodies go out with the head in one call; large ones from where they are.
+        if self.buf.len() + pieces.iter().map(|p| p.len()).sum::<usize>() <= BUF_KEPT {
+            for p in pieces {
+                self.buf.extend_from_slice(p);
+            }
+            self.file.write_all_at(&self.buf, self.len)?;
+        } else {
+            let mut at = self.len;
+            for p in std::iter::once(&self.buf[..]).chain(pieces) {
+                self.file.write_all_at(p, at)?;
+                at += p.len() as u64;
+            }
+        }
         Ok(frame)
     }
 
@@ -662,9 +670,60 @@ pub fn save_cursor(dir: &Path, consumer: &str, cursor: &Cursor, fsync: Fsync) ->
     std::fs::rename(&tmp, dir.join(consumer))
 }
 
-/// Decodes a frame's payload.
-pub fn decode(payload: &[u8]) -> Result<TrafficMessage, serde_json::Error> {
-    serde_json::from_slice(payload)
+/// Why a payload is not a message.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("a body runs past the end of its frame")]
+    Truncated,
+}
+
+/// Decodes a frame's payload: JSON, or a JSON head with the bodies raw after it.
+pub fn decode(payload: Vec<u8>) -> Result<TrafficMessage, DecodeError> {
+    if payload.first() != Some(&RAW_FORMAT) {
+        return Ok(serde_json::from_slice(&payload)?);
+    }
+    let payload = bytes::Bytes::from(payload);
+    let take = |at: &mut usize, n: usize| -> Result<bytes::Bytes, DecodeError> {
+        let end = at.checked_add(n).filter(|&e| e <= payload.len());
+        let end = end.ok_or(DecodeError::Truncated)?;
+        let out = payload.slice(*at..end);
+        *at = end;
+        Ok(out)
+    };
+    let mut at = 1;
+    let head_len = take(&mut at, 4)?;
+    let head_len = u32::from_le_bytes([head_len[0], head_len[1], head_len[2], head_len[3]]);
+    let head = take(&mut at, head_len as usize)?;
+    let mut msg: TrafficMessage = serde_json::from_slice(&head)?;
+    let mut bodies = [None, None];
+    for body in &mut bodies {
+        let part = take(&mut at, 14)?;
+        if part[0] == 0 {
+            continue;
+        }
+        let size = u64::from_le_bytes(part[1..9].try_into().map_err(|_| DecodeError::Truncated)?);
+        let len = u32::from_le_bytes(
+            part[10..14]
+                .try_into()
+                .map_err(|_| DecodeError::Truncated)?,
+        );
+        *body = Some(crate::traffic::BodyCapture {
+            size,
+            truncated: part[9] != 0,
+            // A slice of the frame's buffer: no copy.
+            bytes: take(&mut at, len as usize)?,
+        });
+    }
+    let [request_body, response_body] = bodies;
+    if request_body.is_some() {
+        std::sync::Arc::make_mut(&mut msg.request).body = request_body;
+    }
+    if let (Some(r), Some(b)) = (msg.response.as_mut(), response_body) {
+        std::sync::Arc::make_mut(r).body = Some(b);
+    }
+    Ok(msg)
 }
 
 #[cfg(test)]
@@ -686,7 +745,7 @@ mod tests {
         let mut reader = Reader::new(dir);
         let mut out = Vec::new();
         while let Read::Frame(f) = reader.read(&mut pos, head).unwrap() {
-            out.push((f.seq, decode(&f.payload).unwrap().transaction_id));
+            out.push((f.seq, decode(f.payload).unwrap().transaction_id));
             pos = f.end;
         }
         out
@@ -715,7 +774,7 @@ mod tests {
     }
 
     #[test]
-    fn a_large_message_is_streamed_to_disk_and_reads_back_whole() {
+    fn a_large_message_is_written_raw_and_reads_back_whole() {
         use crate::traffic::BodyCapture;
         let tmp = tempdir();
         let mut writer = Writer::open(config(tmp.path())).unwrap().writer;
@@ -734,13 +793,56 @@ mod tests {
         let mut pos = writer.first();
         let mut got = Vec::new();
         while let Read::Frame(f) = reader.read(&mut pos, writer.head()).unwrap() {
-            got.push(decode(&f.payload).unwrap());
+            got.push(decode(f.payload).unwrap());
             pos = f.end;
         }
         assert_eq!(got.len(), 3);
         let body = got[1].request.body.as_ref().unwrap();
         assert_eq!((body.size, &body.bytes[..]), (5_000_000, &bytes[..]));
         assert_eq!(got[2].transaction_id, "after");
+    }
+
+    #[test]
+    fn bodies_of_both_sides_read_back_as_they_were_in_either_format() {
+        use crate::traffic::{BodyCapture, MultiMap, ResponseInfo};
+        let tmp = tempdir();
+        let mut writer = Writer::open(config(tmp.path())).unwrap().writer;
+        let with = |req: &[u8], resp: &[u8]| {
+            let mut m = TrafficMessage::sample("t", Some(BodyCapture::from_bytes(req, 7_000)));
+            m.response = Some(std::sync::Arc::new(ResponseInfo {
+                created_at: "2026-01-01T00:00:01.000000Z".into(),
+                client_protocol: "HTTP/1.1".into(),
+                status_code: 201,
+                status_description: "Created".into(),
+                headers: MultiMap::from_iter([("content-type", "text/plain")]),
+                body: Some(BodyCapture::from_bytes(resp, resp.len() as u64)),
+            }));
+            m
+        };
+        let small = with(b"tiny", b"ok");
+        let binary: Vec<u8> = (0..3000u32).map(|i| (i % 256) as u8).collect();
+        let mixed = with(&binary, "caf\u{e9} ".repeat(200).as_bytes());
+        for m in [&small, &mixed] {
+            let end = writer.append(1, m).unwrap();
+            let mut pos = Pos {
+                segment: end.segment,
+                offset: 0,
+            };
+            let mut reader = Reader::new(writer.dir());
+            let mut last = None;
+            while let Read::Frame(f) = reader.read(&mut pos, writer.head()).unwrap() {
+                pos = f.end;
+                last = Some(f.payload);
+            }
+            let payload = last.unwrap();
+            let raw = payload[0] == RAW_FORMAT;
+            assert_eq!(
+                raw,
+                std::ptr::eq(m, &mixed),
+                "the format follows the bodies' size"
+            );
+            assert_eq!(&decode(payload).unwrap(), m);
+        }
     }
 
     #[test]

@@ -228,6 +228,8 @@ impl SupportModule for TrafficRecorder {
             batch: Batch::default(),
             in_flight: None,
             in_flight_messages: 0,
+            acked: Mark::default(),
+            idle_ack: tokio::time::Instant::now(),
             store_down: false,
         };
         self.background.spawn(|cancel| worker.run(flush_rx, cancel));
@@ -376,6 +378,9 @@ struct Worker {
     in_flight: Option<(Write, Mark)>,
     /// Messages in the batch being written (counted as failed if its task dies).
     in_flight_messages: u64,
+    /// What was acknowledged last, and when a read with nothing to write last was.
+    acked: Mark,
+    idle_ack: tokio::time::Instant,
     store_down: bool,
 }
 
@@ -525,6 +530,18 @@ impl Worker {
     async fn flush(&mut self) {
         self.settle().await;
         if self.batch.len() == 0 {
+            // Nothing to write, but what was read (messages of no recording) is done
+            // with: acknowledged, so that it is not delivered again.
+            // At most once a second: a durable feed syncs its cursor.
+            let mark = self.sub.mark();
+            if self.in_flight.is_none()
+                && mark != self.acked
+                && !self.store_down
+                && self.idle_ack.elapsed() >= Duration::from_secs(1)
+            {
+                self.idle_ack = tokio::time::Instant::now();
+                self.ack(mark).await;
+            }
             return;
         }
         let batch = std::mem::take(&mut self.batch);
@@ -539,6 +556,7 @@ impl Worker {
 
     /// What was read up to `mark` is stored (or counted lost): the feed may let it go.
     async fn ack(&mut self, mark: Mark) {
+        self.acked = mark;
         if let Err(e) = self.sub.ack(mark).await {
             // Not fatal: the messages come again after a restart, and are stored once.
             tracing::warn!(error = %e, "TrafficRecorder cannot acknowledge what it stored; it will be delivered again after a restart");

@@ -76,6 +76,26 @@ impl TrafficMessage {
 
     /// When the exchange began: the request's `createdAt`, parsed. Used to decide which
     /// recording a transaction belongs to.
+    /// The message without its captured bodies (the rest copied): what a binary frame
+    /// writes as JSON before the bodies' raw bytes.
+    pub fn without_bodies(&self) -> TrafficMessage {
+        TrafficMessage {
+            transaction_id: self.transaction_id.clone(),
+            request_id: self.request_id.clone(),
+            response_id: self.response_id.clone(),
+            request: Arc::new(RequestInfo {
+                body: None,
+                ..RequestInfo::clone(&self.request)
+            }),
+            response: self.response.as_ref().map(|r| {
+                Arc::new(ResponseInfo {
+                    body: None,
+                    ..ResponseInfo::clone(r)
+                })
+            }),
+        }
+    }
+
     pub fn started_at(&self) -> Option<DateTime<Utc>> {
         DateTime::parse_from_rfc3339(&self.request.created_at)
             .ok()
