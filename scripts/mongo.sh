@@ -85,5 +85,7 @@ stop() {
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
-    *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+    # The stand-in installed without starting it (tests start private ones of their own).
+    install) ensure_venv ;;
+    *) echo "usage: $0 start|stop|install" >&2; exit 2 ;;
 esac

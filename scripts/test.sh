@@ -56,6 +56,8 @@ if ! mongo_up; then
     started_mongo=1
     scripts/mongo.sh start
 fi
+# Fault tests kill and restart a stand-in of their own, from the same virtualenv.
+scripts/mongo.sh install
 
 # The HAR schema validator the export tests run (npm har-schema with ajv).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
