@@ -463,13 +463,16 @@ fn open_bus(data_dir: &std::path::Path, capacity: usize, settings: SpoolSettings
 /// Where the spool lives in the data directory.
 pub const SPOOL_DIR: &str = "spool";
 
-/// The spool keeps what some recording will file, and tells the recordings of what it
-/// could not keep.
+/// The spool keeps what some recording will file (the response messages), and tells
+/// the recordings of what it could not keep.
 struct RecordingInterest(Arc<Recordings>);
 
 impl Interest for RecordingInterest {
+    /// The response message of a transaction some recording files: it carries the
+    /// request again, so a request message on its own adds nothing a recording needs once
+    /// the exchange was answered (the ring still hands it to a recorder that keeps up).
     fn wants(&self, msg: &TrafficMessage) -> bool {
-        msg.started_at().is_some_and(|t| self.0.wants(t))
+        msg.response.is_some() && msg.started_at().is_some_and(|t| self.0.wants(t))
     }
 
     fn refused(&self, msg: &TrafficMessage, why: Refusal) {
