@@ -381,7 +381,7 @@ fn accounting_text(r: &Value) -> String {
     }
     let l = &a["lost"];
     format!(
-        "served {} = stored {} + queued {} + lost {} (spool full {}, spool error {}, store {}, feed {})\n",
+        "served {} = stored {} + queued {} + lost {} (spool full {}, spool error {}, store {})\n",
         s(&a["served"]),
         s(&a["stored"]),
         s(&a["queued"]),
@@ -389,7 +389,6 @@ fn accounting_text(r: &Value) -> String {
         s(&l["spoolFull"]),
         s(&l["spoolError"]),
         s(&l["store"]),
-        s(&l["feed"]),
     )
 }
 

@@ -416,8 +416,6 @@ pub struct LostBy {
     pub spool_error: u64,
     /// The store refused them (a full disk), or they outgrew the recorder's retry bound.
     pub store: u64,
-    /// The recorder's feed lost them (it fell behind a ring or a pub/sub queue).
-    pub feed: u64,
     pub total: u64,
 }
 
@@ -426,8 +424,7 @@ impl LostBy {
         self.spool_full += other.spool_full;
         self.spool_error += other.spool_error;
         self.store += other.store;
-        self.feed += other.feed;
-        self.total = self.spool_full + self.spool_error + self.store + self.feed;
+        self.total = self.spool_full + self.spool_error + self.store;
     }
 
     /// One cause's count added.
@@ -448,7 +445,6 @@ impl LostBy {
             Loss::SpoolFull => &mut self.spool_full,
             Loss::SpoolError => &mut self.spool_error,
             Loss::Store => &mut self.store,
-            Loss::Feed => &mut self.feed,
         }
     }
 }
@@ -459,7 +455,6 @@ pub enum Loss {
     SpoolFull,
     SpoolError,
     Store,
-    Feed,
 }
 
 /// A recording the proxy had to stop: when, why, and how many messages of it (a request

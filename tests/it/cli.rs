@@ -127,7 +127,7 @@ async fn recording_commands_print_tables_and_json() {
     let (table_text, accounting) = text.rsplit_once("served ").expect("an accounting line");
     assert_eq!(
         accounting.trim_end(),
-        "3 = stored 3 + queued 0 + lost 0 (spool full 0, spool error 0, store 0, feed 0)"
+        "3 = stored 3 + queued 0 + lost 0 (spool full 0, spool error 0, store 0)"
     );
     let (_, rows) = table(table_text);
     assert_eq!(rows.len(), 1, "{text}");
