@@ -426,6 +426,7 @@ impl Plan {
                 bus,
                 redis: Mutex::default(),
                 data_dir: data_dir.clone(),
+                outboxes: Default::default(),
             }),
         })
     }
@@ -604,6 +605,8 @@ pub struct Feeds {
     redis: Mutex<HashMap<(Endpoint, String), Arc<RedisFeed>>>,
     /// Where stream publishers keep their outboxes.
     data_dir: PathBuf,
+    /// The stream publishers, by outbox directory.
+    outboxes: tokio::sync::Mutex<HashMap<PathBuf, Arc<StreamPublisher>>>,
 }
 
 impl Feeds {
@@ -685,15 +688,24 @@ impl Feeds {
                     })
                     .collect();
                 let dir = self.data_dir.join("outbox").join(name);
-                Arc::new(
-                    StreamPublisher::connect(
-                        endpoint,
-                        channel,
-                        maxlen.unwrap_or(DEFAULT_MAXLEN),
-                        dir,
-                    )
-                    .await?,
-                )
+                // One writer per outbox: a reader built again (reload) shares it.
+                let mut outboxes = self.outboxes.lock().await;
+                match outboxes.get(&dir) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = Arc::new(
+                            StreamPublisher::connect(
+                                endpoint,
+                                channel,
+                                maxlen.unwrap_or(DEFAULT_MAXLEN),
+                                dir.clone(),
+                            )
+                            .await?,
+                        );
+                        outboxes.insert(dir, p.clone());
+                        p
+                    }
+                }
             }
         })
     }

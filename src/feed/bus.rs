@@ -318,7 +318,17 @@ impl Feed for Bus {
         let head = self.lock();
         let rx = self.shared.tx.subscribe();
         let first = head.writer.as_ref().map(Writer::first).unwrap_or_default();
+        let end = head.writer.as_ref().map(Writer::head).unwrap_or_default();
         let cursor = match spool::load_cursor(&side.dir, consumer) {
+            // Past the end: the machine went down before the spool's last writes reached
+            // the disk (they were synced after the cursor). Read on from the end.
+            Some(c) if c.pos > end => {
+                tracing::warn!(consumer, ?c, "the spool ends before where this consumer stopped (its last writes did not reach the disk); it resumes at the end");
+                Cursor {
+                    pos: end,
+                    seq: c.seq,
+                }
+            }
             Some(c) if c.pos >= first => c,
             Some(c) => {
                 tracing::warn!(consumer, ?c, "the spool no longer holds where this consumer stopped; it resumes at the oldest message kept");
@@ -340,6 +350,7 @@ impl Feed for Bus {
             rx,
             held: None,
             next: cursor,
+            skipped: 0,
             acked: cursor,
             reader: Reader::new(&side.dir),
         }))
@@ -385,6 +396,8 @@ struct DurableSubscription {
     held: Option<Arc<Entry>>,
     /// The next message wanted and the next frame to read.
     next: Cursor,
+    /// Messages gone by that were neither in the ring nor kept on disk, not yet told.
+    skipped: u64,
     /// Where it was when it last acknowledged.
     acked: Cursor,
     reader: Reader,
@@ -395,6 +408,9 @@ impl DurableSubscription {
     /// before it. `Ok(None)` when there is nothing yet.
     fn next_now(&mut self) -> Result<Option<Received>, FeedError> {
         loop {
+            if self.skipped > 0 {
+                return Ok(Some(Received::Skipped(std::mem::take(&mut self.skipped))));
+            }
             if self.held.is_none() {
                 match self.rx.try_recv() {
                     Ok(e) => self.held = Some(e),
@@ -429,6 +445,7 @@ impl DurableSubscription {
                     return Ok(Some(Received::Message(Arc::new(msg))));
                 }
                 // The rest were not kept (no recording wanted them, or counted refused).
+                self.skipped += bound - self.next.seq;
                 self.next.seq = bound;
             }
             let Some(e) = self.held.take() else {
@@ -457,7 +474,10 @@ impl DurableSubscription {
                         return Ok(Some(Received::Message(Arc::new(msg))));
                     }
                 }
-                (None, None) => self.next.seq = e.seq + 1,
+                (None, None) => {
+                    self.skipped += 1;
+                    self.next.seq = e.seq + 1;
+                }
             }
         }
     }
@@ -490,6 +510,8 @@ impl DurableSubscription {
                     }
                     match spool::decode(f.payload) {
                         Ok(msg) => {
+                            // Numbers between the last read and this frame were not kept.
+                            self.skipped += f.seq - self.next.seq;
                             self.next.seq = f.seq + 1;
                             return Ok(Some(msg));
                         }
@@ -567,7 +589,11 @@ impl Subscription for DurableSubscription {
             return Ok(());
         };
         let cursor = mark.0;
-        spool::save_cursor(&side.dir, &self.consumer, &cursor, side.fsync)?;
+        // A sync can take the disk's time: not on the runtime's thread.
+        let (dir, consumer, fsync) = (side.dir.clone(), self.consumer.clone(), side.fsync);
+        tokio::task::spawn_blocking(move || spool::save_cursor(&dir, &consumer, &cursor, fsync))
+            .await
+            .map_err(|e| FeedError::Spool(std::io::Error::other(e)))??;
         self.acked = cursor;
         let oldest = {
             let mut consumers = side.consumers.lock().unwrap_or_else(|p| p.into_inner());

@@ -119,6 +119,10 @@ pub enum Received {
     /// The feed was cut off (the backend was away) and has healed: messages published
     /// meanwhile are gone, how many nobody can say.
     Gap,
+    /// This many messages went by that a durable feed did not keep for this subscriber,
+    /// because nothing it files needed them (a request message, whose response carries
+    /// the request again; traffic of no recording). Not a loss.
+    Skipped(u64),
 }
 
 /// How far a subscriber has read: what it acknowledges once that is durable.

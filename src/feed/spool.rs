@@ -315,6 +315,18 @@ impl Writer {
         }
         segments.insert(segment, end);
         let total = segments.values().sum();
+        // Sequence numbers count every message published, most never spooled: a consumer
+        // may have acknowledged past the last frame. Numbering goes on after the furthest
+        // of them, so that no new message looks read already.
+        let acknowledged = std::fs::read_dir(cursor_dir(&config.dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|name| !name.starts_with('.'))
+            .filter_map(|name| load_cursor(&config.dir, &name))
+            .map(|c| c.seq)
+            .max()
+            .unwrap_or(0);
+        let next_seq = found.last_seq.map_or(0, |s| s + 1).max(acknowledged);
         Ok(Opened {
             writer: Self {
                 config,
@@ -326,7 +338,7 @@ impl Writer {
                 buf: Vec::with_capacity(4096),
                 dirty: false,
             },
-            next_seq: found.last_seq.map_or(0, |s| s + 1),
+            next_seq,
             last_started: found.last_started,
         })
     }
@@ -843,6 +855,20 @@ mod tests {
             );
             assert_eq!(&decode(payload).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn numbering_goes_on_after_what_a_consumer_acknowledged_past_the_last_frame() {
+        let tmp = tempdir();
+        let mut writer = Writer::open(config(tmp.path())).unwrap().writer;
+        writer.append(4, &msg("a")).unwrap();
+        let cursor = Cursor {
+            pos: writer.head(),
+            seq: 2000,
+        };
+        save_cursor(writer.dir(), "TrafficRecorder", &cursor, Fsync::Never).unwrap();
+        drop(writer);
+        assert_eq!(Writer::open(config(tmp.path())).unwrap().next_seq, 2000);
     }
 
     #[test]

@@ -233,7 +233,7 @@ impl Feed for StreamFeed {
             // under its name until another takes its entries over.
             consumer: format!("{}-{}", hostname(), std::process::id()),
         };
-        ensure_group(&reads, &self.key, &group.name).await?;
+        ensure_group(&reads, &self.key, &group.name, "$").await?;
         tracing::info!(stream = %self.key, group = %group.name, consumer = %group.consumer, "reading the Redis stream through its consumer group");
         Ok(Box::new(StreamSubscription::start(
             reads,
@@ -253,15 +253,22 @@ fn hostname() -> String {
         .unwrap_or_else(|| "heliosburn".into())
 }
 
-/// `XGROUP CREATE key group $ MKSTREAM`; a group that exists already is fine.
-async fn ensure_group(commands: &Commands, key: &str, group: &str) -> Result<(), FeedError> {
+/// `XGROUP CREATE key group FROM MKSTREAM`; a group that exists already is fine. A new
+/// group starts at the stream's end (`$`); one made again because Redis lost it starts
+/// at its beginning (`0`): whatever is in the stream then came after the loss.
+async fn ensure_group(
+    commands: &Commands,
+    key: &str,
+    group: &str,
+    from: &str,
+) -> Result<(), FeedError> {
     let created = commands
         .query::<()>(
             redis::cmd("XGROUP")
                 .arg("CREATE")
                 .arg(key)
                 .arg(group)
-                .arg("$")
+                .arg(from)
                 .arg("MKSTREAM"),
         )
         .await;
@@ -434,8 +441,8 @@ impl Reader {
                     // The stream or its group went (Redis restarted without them): made
                     // again, from the stream's end.
                     if let Some(g) = &self.group {
-                        tracing::warn!(stream = %self.key, group = %g.name, "the consumer group is gone (Redis lost the stream?); making it again");
-                        let _ = ensure_group(&self.commands, &self.key, &g.name).await;
+                        tracing::warn!(stream = %self.key, group = %g.name, "the consumer group is gone (Redis lost the stream?); making it again from the stream's beginning");
+                        let _ = ensure_group(&self.commands, &self.key, &g.name, "0").await;
                     }
                     tokio::time::sleep(self.backoff.next_delay()).await;
                 }

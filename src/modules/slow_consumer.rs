@@ -80,7 +80,7 @@ impl SupportModule for SlowConsumer {
                     Ok(Received::Lost(n)) => {
                         lost.fetch_add(n, Ordering::Relaxed);
                     }
-                    Ok(Received::Gap) => {}
+                    Ok(Received::Gap | Received::Skipped(_)) => {}
                     Err(_) => break,
                 }
             }

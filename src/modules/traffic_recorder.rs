@@ -15,7 +15,9 @@
 //! counted as failed too, and logged.
 //!
 //! The counters count messages: `received` = `recorded` + `ignored` (no recording
-//! running) + `failed` + `pending`, and `received` + `lost` = what the feed delivered.
+//! running) + `failed` + `pending`, and `received` + `lost` + `skipped` = what was
+//! published (`skipped`: what a durable feed did not keep because no recording needed
+//! it, such as request messages, whose responses carry the request again).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,6 +161,8 @@ struct Counters {
     recorded: AtomicU64,
     ignored: AtomicU64,
     lost: AtomicU64,
+    /// Messages a durable feed did not keep because no recording needed them.
+    skipped: AtomicU64,
     /// Feed interruptions of unknown size (Redis went away and came back).
     gaps: AtomicU64,
     failed: AtomicU64,
@@ -171,6 +175,7 @@ struct CountersView {
     recorded: u64,
     ignored: u64,
     lost: u64,
+    skipped: u64,
     gaps: u64,
     failed: u64,
     pending: u64,
@@ -248,6 +253,7 @@ impl SupportModule for TrafficRecorder {
             recorded: c.recorded.load(Ordering::Relaxed),
             ignored: c.ignored.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
             gaps: c.gaps.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             pending: c.pending.load(Ordering::Relaxed),
@@ -263,6 +269,7 @@ impl SupportModule for TrafficRecorder {
             &c.recorded,
             &c.ignored,
             &c.lost,
+            &c.skipped,
             &c.gaps,
             &c.failed,
         ] {
@@ -476,6 +483,9 @@ impl Worker {
                     lost = n,
                     "TrafficRecorder fell behind the feed; messages lost"
                 );
+            }
+            Received::Skipped(n) => {
+                self.counters.skipped.fetch_add(n, Ordering::Relaxed);
             }
         }
     }

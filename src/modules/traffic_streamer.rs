@@ -115,6 +115,8 @@ fn take(batch: &mut Vec<(i64, Arc<TrafficMessage>)>, counters: &Counters, r: Rec
         Received::Lost(n) => {
             counters.lost.fetch_add(n, Ordering::Relaxed);
         }
+        // Only a durable subscriber is told of these (the streamer is not one).
+        Received::Skipped(_) => {}
     }
 }
 

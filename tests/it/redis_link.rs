@@ -296,6 +296,7 @@ async fn an_outage_costs_counted_messages_never_a_wait() {
             match r {
                 Received::Gap => gap_seen = true,
                 Received::Lost(n) => panic!("a known loss of {n} (the reader kept up)"),
+                Received::Skipped(n) => panic!("pub/sub skips nothing, got {n}"),
                 Received::Message(m) => {
                     assert_eq!(m, msg(999_999));
                     healed = true;
