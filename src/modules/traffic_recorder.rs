@@ -233,6 +233,7 @@ impl SupportModule for TrafficRecorder {
             batch: Batch::default(),
             in_flight: None,
             in_flight_messages: 0,
+            in_flight_complete: Vec::new(),
             acked: Mark::default(),
             idle_ack: tokio::time::Instant::now(),
             store_down: false,
@@ -360,6 +361,18 @@ impl Batch {
 /// A batch being written, which comes back with the store's answer.
 type Write = JoinHandle<(Batch, Result<u64, StoreError>)>;
 
+/// How many complete transactions of each recording a batch holds.
+fn complete_per_recording(batch: &Batch) -> Vec<(String, u64)> {
+    let mut per_recording: HashMap<&str, u64> = HashMap::new();
+    for doc in batch.docs.iter().filter(|d| d.response.is_some()) {
+        *per_recording.entry(&doc.recording_id).or_default() += 1;
+    }
+    per_recording
+        .into_iter()
+        .map(|(r, n)| (r.to_owned(), n))
+        .collect()
+}
+
 /// The write in flight, finished (pending while there is none).
 async fn written(
     in_flight: &mut Option<(Write, Mark)>,
@@ -385,6 +398,8 @@ struct Worker {
     in_flight: Option<(Write, Mark)>,
     /// Messages in the batch being written (counted as failed if its task dies).
     in_flight_messages: u64,
+    /// Its complete transactions per recording (counted lost in them if its task dies).
+    in_flight_complete: Vec<(String, u64)>,
     /// What was acknowledged last, and when a read with nothing to write last was.
     acked: Mark,
     idle_ack: tokio::time::Instant,
@@ -556,6 +571,7 @@ impl Worker {
         }
         let batch = std::mem::take(&mut self.batch);
         self.in_flight_messages = batch.message_count();
+        self.in_flight_complete = complete_per_recording(&batch);
         let store = self.recordings.store().clone();
         let task = tokio::spawn(async move {
             let result = store.write_traffic(&batch.docs).await;
@@ -603,12 +619,8 @@ impl Worker {
     /// The transactions of `docs` are lost to their recordings (the store would not take
     /// them).
     fn count_lost(&self, batch: &Batch) {
-        let mut per_recording: HashMap<&str, u64> = HashMap::new();
-        for doc in batch.docs.iter().filter(|d| d.response.is_some()) {
-            *per_recording.entry(&doc.recording_id).or_default() += 1;
-        }
-        for (recording, n) in per_recording {
-            self.recordings.lost_in(recording, Loss::Store, n);
+        for (recording, n) in complete_per_recording(batch) {
+            self.recordings.lost_in(&recording, Loss::Store, n);
         }
     }
 
@@ -671,10 +683,13 @@ impl Worker {
             }
             Ok((batch, Err(e))) => (batch, e.to_string()),
             Err(join) => {
-                // The batch went down with the task: count it rather than lose it silently.
-                // Not acknowledged: a durable feed delivers it again after a restart.
+                // The batch went down with the task: counted (in its recordings too) rather
+                // than lost silently; a later acknowledgement goes past it.
                 let lost = self.in_flight_messages;
                 self.counters.failed.fetch_add(lost, Ordering::Relaxed);
+                for (recording, n) in std::mem::take(&mut self.in_flight_complete) {
+                    self.recordings.lost_in(&recording, Loss::Store, n);
+                }
                 tracing::error!(error = %join, lost, "the traffic writer failed");
                 return;
             }
