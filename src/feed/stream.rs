@@ -456,6 +456,23 @@ impl Reader {
         }
     }
 
+    /// `cmd` (XREAD, or XREADGROUP with its group) for up to [`BATCH`] entries of the
+    /// stream after `from`, waiting up to [`BLOCK`] for them.
+    async fn blocking_read(
+        &self,
+        mut cmd: redis::Cmd,
+        from: &str,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, FeedError> {
+        cmd.arg("COUNT")
+            .arg(BATCH)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(from);
+        Ok(read_entries(self.commands.query(&cmd).await?))
+    }
+
     /// The next entries (waiting up to [`BLOCK`] for them), parsed; entries that are no
     /// traffic message are acknowledged and skipped.
     async fn read(&mut self) -> Result<Vec<Entry>, FeedError> {
@@ -481,37 +498,15 @@ impl Reader {
                 }
                 claimed
             }
-            Some(g) => read_entries(
-                self.commands
-                    .query(
-                        redis::cmd("XREADGROUP")
-                            .arg("GROUP")
-                            .arg(&g.name)
-                            .arg(&g.consumer)
-                            .arg("COUNT")
-                            .arg(BATCH)
-                            .arg("BLOCK")
-                            .arg(BLOCK.as_millis() as u64)
-                            .arg("STREAMS")
-                            .arg(&self.key)
-                            .arg(">"),
-                    )
-                    .await?,
-            ),
-            None => read_entries(
-                self.commands
-                    .query(
-                        redis::cmd("XREAD")
-                            .arg("COUNT")
-                            .arg(BATCH)
-                            .arg("BLOCK")
-                            .arg(BLOCK.as_millis() as u64)
-                            .arg("STREAMS")
-                            .arg(&self.key)
-                            .arg(&self.last_id),
-                    )
-                    .await?,
-            ),
+            Some(g) => {
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP").arg(&g.name).arg(&g.consumer);
+                self.blocking_read(cmd, ">").await?
+            }
+            None => {
+                let from = self.last_id.clone();
+                self.blocking_read(redis::cmd("XREAD"), &from).await?
+            }
         };
         let mut out = Vec::with_capacity(raw.len());
         for (id, payload) in raw {

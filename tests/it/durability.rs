@@ -110,6 +110,33 @@ impl Load {
     }
 }
 
+/// Waits (at most 60 s) until the recording holds as many documents as exchanges were
+/// answered, then asserts each answered exchange is there with its response; returns
+/// the documents.
+async fn assert_all_stored(proxy: &TestProxy, id: &str, answered: &[String]) -> Vec<Value> {
+    let n = answered.len() as u64;
+    wait_recording(proxy, id, 60, |r| r["count"].as_u64() >= Some(n)).await;
+    let docs = all_traffic(proxy, id).await;
+    let stored = stored_paths(&docs);
+    let missing: Vec<&String> = answered.iter().filter(|p| !stored.contains(*p)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {n} answered exchanges are not in the recording, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    docs
+}
+
+/// modules.yaml with TrafficReader and one support module in stream mode on `url`, the
+/// support module with `kwargs` besides.
+fn stream_modules(url: &str, support: &str, kwargs: &str) -> String {
+    format!(
+        "pipeline:\n  - name: TrafficReader\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream }}\n\
+         support:\n  - name: {support}\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream{kwargs} }}\n"
+    )
+}
+
 /// The paths of a recording's transactions that have a response.
 fn stored_paths(docs: &[Value]) -> HashSet<String> {
     docs.iter()
@@ -137,16 +164,7 @@ async fn kill_9_at_saturation_loses_nothing_that_was_answered() {
     let answered = load.finish().await;
 
     let proxy = proxy.again().start().await;
-    let n = answered.len() as u64;
-    wait_recording(&proxy, &id, 60, |r| r["count"].as_u64() >= Some(n)).await;
-    let stored = stored_paths(&all_traffic(&proxy, &id).await);
-    let missing: Vec<&String> = answered.iter().filter(|p| !stored.contains(*p)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {n} answered exchanges are not in the recording, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_all_stored(&proxy, &id, &answered).await;
     // What was read again belongs to the recording: none of it was ignored.
     let c = wait_counter(&proxy, "TrafficRecorder", "recorded", 1).await;
     assert_eq!(counter(&c, "ignored"), 0, "{c}");
@@ -297,11 +315,7 @@ async fn sigterm_with_a_stalled_store_keeps_the_backlog_in_the_spool() {
     lock.release().await;
 
     let proxy = proxy.again().start().await;
-    let n = answered.len() as u64;
-    wait_recording(&proxy, &id, 60, |r| r["count"].as_u64() >= Some(n)).await;
-    let stored = stored_paths(&all_traffic(&proxy, &id).await);
-    let missing = answered.iter().filter(|p| !stored.contains(*p)).count();
-    assert_eq!(missing, 0, "of {n} answered");
+    assert_all_stored(&proxy, &id, &answered).await;
 }
 
 /// Polls TrafficReader's spool counter `name` until it is at least `n`.
@@ -388,10 +402,7 @@ async fn stream_mode_loses_nothing_across_a_redis_kill_and_restart() {
     let up = Upstream::start().await;
     let proxy = TestProxy::builder()
         .upstream(&up)
-        .modules_yaml(&format!(
-            "pipeline:\n  - name: TrafficReader\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream }}\n\
-             support:\n  - name: TrafficRecorder\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream }}\n"
-        ))
+        .modules_yaml(&stream_modules(&url, "TrafficRecorder", ""))
         .start()
         .await;
     let id = create_recording(&proxy, "streamed", "").await;
@@ -413,9 +424,7 @@ async fn stream_mode_loses_nothing_across_a_redis_kill_and_restart() {
         "one document per exchange, none twice: {rec}"
     );
     assert_eq!(rec["accounting"]["lost"]["total"], 0, "{rec}");
-    let stored = stored_paths(&all_traffic(&proxy, &id).await);
-    let missing = answered.iter().filter(|p| !stored.contains(*p)).count();
-    assert_eq!(missing, 0, "of {n} answered");
+    assert_all_stored(&proxy, &id, &answered).await;
     let log = proxy.stderr();
     assert!(log.contains("traffic waits in the outbox"), "{log}");
 }
@@ -430,10 +439,10 @@ async fn stream_mode_hands_a_dead_recorders_pending_entries_to_another() {
     let up = Upstream::start().await;
     let mut proxy = TestProxy::builder()
         .upstream(&up)
-        .modules_yaml(&format!(
-            "pipeline:\n  - name: TrafficReader\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream }}\n\
-             support:\n  - name: TrafficRecorder\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream, \
-             flush_ms: 1000, batch_size: 100000, redis_claim_idle_ms: 1000 }}\n"
+        .modules_yaml(&stream_modules(
+            &url,
+            "TrafficRecorder",
+            ", flush_ms: 1000, batch_size: 100000, redis_claim_idle_ms: 1000",
         ))
         .start()
         .await;
@@ -446,12 +455,8 @@ async fn stream_mode_hands_a_dead_recorders_pending_entries_to_another() {
     let answered = load.finish().await;
 
     let proxy = proxy.again().start().await;
-    let n = answered.len() as u64;
-    wait_recording(&proxy, &id, 60, |r| r["count"].as_u64() >= Some(n)).await;
-    let docs = all_traffic(&proxy, &id).await;
+    let docs = assert_all_stored(&proxy, &id, &answered).await;
     let stored = stored_paths(&docs);
-    let missing = answered.iter().filter(|p| !stored.contains(*p)).count();
-    assert_eq!(missing, 0, "of {n} answered");
     assert_eq!(
         stored.len(),
         docs.iter()
@@ -474,10 +479,7 @@ async fn stream_mode_feeds_the_live_window() {
     let up = Upstream::start().await;
     let proxy = TestProxy::builder()
         .upstream(&up)
-        .modules_yaml(&format!(
-            "pipeline:\n  - name: TrafficReader\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream }}\n\
-             support:\n  - name: TrafficStreamer\n    kwargs: {{ redis_url: \"{url}\", redis_mode: stream }}\n"
-        ))
+        .modules_yaml(&stream_modules(&url, "TrafficStreamer", ""))
         .start()
         .await;
     let http = Http::new();
