@@ -58,6 +58,7 @@ fn message(i: usize, body: &str) -> (Arc<TrafficMessage>, Arc<TrafficMessage>) {
         status_description: "OK".into(),
         headers,
         body: Some(BodyCapture::from_bytes(body.as_bytes(), body.len() as u64)),
+        trailers: None,
     }));
     (Arc::new(req), Arc::new(resp))
 }

@@ -49,6 +49,10 @@ if ! redis_up; then
     for _ in $(seq 1 50); do redis_up && break; sleep 0.1; done
     redis_up || { echo "redis did not start; see target/redis-ci.log" >&2; exit 1; }
 fi
+# The TLS tests reach the HTTPS listener with curl (HTTP/1.1 and h2).
+if ! command -v curl >/dev/null; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y curl >/dev/null
+fi
 if ! command -v python3 >/dev/null; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3 python3-venv >/dev/null
 fi

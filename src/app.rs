@@ -13,6 +13,8 @@ use crate::config::{
 use crate::control::{self, Controller};
 use crate::modules::registry::{self, ModulePlan};
 use crate::modules::ModuleSet;
+use crate::proxy::tls::ListenerCert;
+use crate::proxy::upstream::Dialer;
 use crate::proxy::{listener, ForwardSettings, Forwarder, Proxy, RunningPipeline, UpstreamTarget};
 use crate::resources::{self, Plan};
 
@@ -53,6 +55,11 @@ fn load_with(
     let overrides = Overrides {
         bind: args.bind.clone(),
         upstream: args.upstream.clone(),
+        upstream_protocol: args.upstream_protocol.clone(),
+        upstream_ca: args.upstream_ca.clone(),
+        upstream_insecure: args.upstream_insecure,
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
         mgmt,
         mgmt_token,
         idle_timeout: args.idle_timeout,
@@ -73,10 +80,7 @@ fn load_with(
     // From the flags or the settings file, for serve's misses.
     let has_upstream = upstream.is_some();
     let upstream = match upstream {
-        None if upstream_optional => Some(Upstream {
-            host: "127.0.0.1".into(),
-            port: 0,
-        }),
+        None if upstream_optional => Some(Upstream::http("127.0.0.1", 0)),
         other => other,
     };
     if settings.is_some() && upstream.is_none() {
@@ -166,6 +170,20 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         resources: plan,
     } = loaded;
     let target = UpstreamTarget::new(upstream).map_err(anyhow::Error::msg)?;
+    let dialer = Dialer::new(
+        settings.upstream_protocol,
+        &settings.upstream_tls,
+        settings.connect_timeout,
+        settings.limits.max_header_size,
+    )
+    .context("setting up TLS to the upstream")?;
+    let listener_cert = match &settings.tls {
+        Some(t) => Some(
+            ListenerCert::load(&t.cert, &t.key)
+                .context("loading the listener's certificate (--tls-cert, --tls-key)")?,
+        ),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     // Watched from now on, so that a signal during a slow connect ends the wait.
     let mut signalled = std::pin::pin!(shutdown_signal());
@@ -242,13 +260,14 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         capture_memory: settings.capture_memory,
         max_header_size: settings.limits.max_header_size,
     };
-    let forwarder = Arc::new(Forwarder::new(target, running, forward));
+    let forwarder = Arc::new(Forwarder::new(target, dialer, running, forward));
     let (listener, proxy_task) = match listener::spawn(
         proxy_listener,
         forwarder.clone(),
         shutdown.clone(),
         settings.drain_timeout,
         settings.limits,
+        listener_cert,
     ) {
         Ok(spawned) => spawned,
         Err(e) => {
@@ -303,9 +322,19 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         shutdown.clone(),
     ));
 
+    let reload_task = tokio::spawn(reload_on_sighup(
+        controller.proxy.listener.clone(),
+        shutdown.clone(),
+    ));
+
     // One line on stdout that scripts (and the tests) can wait for.
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
-        "heliosburn ready: proxy http://{proxy_addr} -> {}, management http://{mgmt_addr}",
+        "heliosburn ready: proxy {scheme}://{proxy_addr} -> {}, management http://{mgmt_addr}",
         forwarder.target().upstream
     );
     tracing::info!(proxy = %proxy_addr, management = %mgmt_addr, upstream = %forwarder.target().upstream, "started");
@@ -327,8 +356,39 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
     }
     modules.stop_all().await;
     let _ = heartbeat.await;
+    let _ = reload_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP reloads the listener's certificate from its files (as nginx does), keeping the
+/// connections open; a file that cannot be used is logged and the old one stays.
+async fn reload_on_sighup(listener: crate::proxy::ListenerHandle, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; reload the certificate with POST /proxy/tls/reload");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            match listener.reload_tls() {
+                Ok(_) => {}
+                Err(e) => tracing::warn!("SIGHUP: cannot reload the listener's certificate: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (listener, shutdown);
+    }
 }
 
 /// Where a running recording's heartbeat is kept in the data directory.

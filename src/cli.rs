@@ -42,6 +42,24 @@ pub struct RunArgs {
     /// Address the proxy listens on [default: 127.0.0.1:8880].
     #[arg(long, value_name = "HOST:PORT")]
     pub bind: Option<String>,
+    /// HTTP to the upstream: auto (ALPN over TLS; h2c for gRPC in plain HTTP), http1,
+    /// h2, or h2c (HTTP/2 prior knowledge) [default: auto].
+    #[arg(long, value_name = "PROTOCOL")]
+    pub upstream_protocol: Option<String>,
+    /// CA certificate (PEM) an https:// upstream's certificate must chain to, instead of
+    /// the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Accept any certificate from an https:// upstream (self-signed test services only).
+    #[arg(long)]
+    pub upstream_insecure: bool,
+    /// Serve HTTPS on the proxy listener with this certificate chain (PEM), reloaded on
+    /// SIGHUP; needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The listener certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Proxy settings file (YAML).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -5,29 +5,42 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{parse_yaml, read_file, yaml_kind, ConfigError, Problems};
 use crate::redis_link::Endpoint;
 
-/// The upstream service every request is forwarded to (plain HTTP).
+/// The upstream service every request is forwarded to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub host: String,
     pub port: u16,
+    /// `https://`: the connection is TLS, verified as [`UpstreamTls`] says.
+    pub tls: bool,
 }
 
 impl Upstream {
-    /// Accepts `http://host:port`, `http://host` (port 80) or `host:port`.
+    /// A plain-HTTP upstream.
+    pub fn http(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            tls: false,
+        }
+    }
+
+    /// Accepts `http://host:port`, `https://host:port`, either without a port (80, 443)
+    /// or `host:port` (plain HTTP).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let rest = match text.split_once("://") {
-            Some(("http", rest)) => rest,
+        let (tls, rest) = match text.split_once("://") {
+            Some(("http", rest)) => (false, rest),
+            Some(("https", rest)) => (true, rest),
             Some((scheme, _)) => {
                 return Err(format!(
-                    "`{text}`: only http:// upstreams are supported, not {scheme}://"
+                    "`{text}`: an upstream is http:// or https://, not {scheme}://"
                 ))
             }
-            None => text,
+            None => (false, text),
         };
         let rest = rest.trim_end_matches('/');
         if rest.contains('/') {
@@ -42,14 +55,17 @@ impl Upstream {
                     .map_err(|_| format!("`{text}`: port `{p}` is not a number from 1 to 65535"))?;
                 (h, port)
             }
-            _ => (rest, 80),
+            _ => (rest, if tls { 443 } else { 80 }),
         };
         if host.is_empty() || port == 0 {
-            return Err(format!("`{text}`: expected http://host:port"));
+            return Err(format!(
+                "`{text}`: expected http://host:port or https://host:port"
+            ));
         }
         Ok(Self {
             host: host.to_owned(),
             port,
+            tls,
         })
     }
 }
@@ -60,8 +76,56 @@ impl std::fmt::Display for Upstream {
         if self.port == 0 {
             return f.write_str("none");
         }
-        write!(f, "http://{}:{}", self.host, self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
     }
+}
+
+/// Which HTTP the proxy speaks to the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// Over TLS, what ALPN settles (h2 when the upstream offers it); in plain HTTP,
+    /// HTTP/1.1, but h2c prior knowledge for gRPC (which needs HTTP/2).
+    #[default]
+    Auto,
+    Http1,
+    /// HTTP/2 over TLS (by ALPN); over plain HTTP, as h2c.
+    H2,
+    /// HTTP/2 with prior knowledge over plain TCP.
+    H2c,
+}
+
+impl std::str::FromStr for UpstreamProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "http1" => Ok(Self::Http1),
+            "h2" => Ok(Self::H2),
+            "h2c" => Ok(Self::H2c),
+            other => Err(format!(
+                "`{other}` is not an upstream protocol (auto, http1, h2 or h2c)"
+            )),
+        }
+    }
+}
+
+/// How an `https://` upstream's certificate is checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Trust this CA file (PEM) instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate: for self-signed test services only.
+    pub insecure: bool,
+}
+
+/// The listener's certificate and key (PEM files): the proxy serves HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// How long a control reply stays readable at its request's key, unless configured.
@@ -229,6 +293,10 @@ pub fn log_filter(directives: &str) -> Option<tracing_subscriber::EnvFilter> {
 pub struct Settings {
     pub bind: SocketAddr,
     pub upstream: Option<Upstream>,
+    pub upstream_protocol: UpstreamProtocol,
+    pub upstream_tls: UpstreamTls,
+    /// The listener serves HTTPS with this certificate (plain HTTP without).
+    pub tls: Option<ListenerTls>,
     pub mgmt: SocketAddr,
     /// Required as `Authorization: Bearer` on the management API when set.
     pub mgmt_token: Option<Secret>,
@@ -257,6 +325,9 @@ impl Default for Settings {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8880)),
             upstream: None,
+            upstream_protocol: UpstreamProtocol::Auto,
+            upstream_tls: UpstreamTls::default(),
+            tls: None,
             mgmt: SocketAddr::from(([127, 0, 0, 1], 5150)),
             mgmt_token: None,
             mgmt_hosts: Vec::new(),
@@ -282,8 +353,17 @@ impl Default for Settings {
 pub struct SettingsFile {
     /// Proxy listener, `host:port` (an IP address).
     pub bind: Option<String>,
-    /// Upstream service, `http://host:port`.
+    /// Upstream service, `http://host:port` or `https://host:port`.
     pub upstream: Option<String>,
+    /// `auto` (default), `http1`, `h2` or `h2c`.
+    pub upstream_protocol: Option<UpstreamProtocol>,
+    /// CA certificate (PEM) an `https://` upstream's certificate must chain to, instead
+    /// of the system's roots.
+    pub upstream_ca: Option<PathBuf>,
+    /// Accept any certificate from the upstream (self-signed test services only).
+    pub upstream_insecure: Option<bool>,
+    /// Serve HTTPS on the listener: `cert` and `key`, PEM files.
+    pub tls: Option<TlsSection>,
     /// Management API listener, `host:port`.
     pub management: Option<String>,
     /// Bearer token the management API requires (prefer `HELIOSBURN_MGMT_TOKEN`).
@@ -321,6 +401,15 @@ pub struct SettingsFile {
     pub log: Option<LogSection>,
     pub control: Option<ControlSection>,
     pub spool: Option<SpoolSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The certificate chain, PEM.
+    pub cert: Option<PathBuf>,
+    /// Its private key, PEM.
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -366,6 +455,10 @@ pub struct ControlSection {
 const TOP_KEYS: &[&str] = &[
     "bind",
     "upstream",
+    "upstream_protocol",
+    "upstream_ca",
+    "upstream_insecure",
+    "tls",
     "management",
     "management_token",
     "management_hosts",
@@ -421,6 +514,10 @@ impl SettingsFile {
             match key {
                 "bind" => out.bind = field(&mut problems, key, v, "an address like 127.0.0.1:8880"),
                 "upstream" => out.upstream = field(&mut problems, key, v, "a URL like http://127.0.0.1:8080"),
+                "upstream_protocol" => out.upstream_protocol = field(&mut problems, key, v, "auto, http1, h2 or h2c"),
+                "upstream_ca" => out.upstream_ca = field(&mut problems, key, v, "a PEM file's path"),
+                "upstream_insecure" => out.upstream_insecure = field(&mut problems, key, v, "true or false"),
+                "tls" => out.tls = section(&mut problems, key, v, "a mapping of cert, key", TLS_FIELDS),
                 "management" => out.management = field(&mut problems, key, v, "an address like 127.0.0.1:5150"),
                 "management_token" => out.management_token = field(&mut problems, key, v, "a token (a string)"),
                 "management_hosts" => out.management_hosts = field(&mut problems, key, v, "a list of host names"),
@@ -491,6 +588,10 @@ fn field<T: DeserializeOwned>(
 }
 
 /// What each key of a section expects, for messages.
+const TLS_FIELDS: &[(&str, &str)] = &[
+    ("cert", "a PEM certificate file's path"),
+    ("key", "a PEM private key file's path"),
+];
 const LOG_FIELDS: &[(&str, &str)] = &[("level", "a log level (error, warn, info, debug, trace)")];
 const SPOOL_FIELDS: &[(&str, &str)] = &[
     ("enabled", "true or false"),
@@ -546,6 +647,11 @@ fn section<T: DeserializeOwned>(
 pub struct Overrides {
     pub bind: Option<String>,
     pub upstream: Option<String>,
+    pub upstream_protocol: Option<String>,
+    pub upstream_ca: Option<PathBuf>,
+    pub upstream_insecure: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub mgmt: Option<String>,
     pub mgmt_token: Option<String>,
     pub idle_timeout: Option<f64>,
@@ -625,6 +731,41 @@ impl Settings {
                 Ok(up) => s.upstream = Some(up),
                 Err(e) => problems.add(flag_problems("upstream"), e),
             }
+        }
+        let protocol = match &flags.upstream_protocol {
+            Some(p) => p
+                .parse()
+                .map_err(|e| problems.add("--upstream-protocol", e))
+                .ok(),
+            None => file.upstream_protocol,
+        };
+        s.upstream_protocol = protocol.unwrap_or_default();
+        s.upstream_tls = UpstreamTls {
+            ca: flags.upstream_ca.clone().or(file.upstream_ca),
+            insecure: flags.upstream_insecure || file.upstream_insecure.unwrap_or(false),
+        };
+        if s.upstream_tls.ca.is_some() && s.upstream_tls.insecure {
+            problems.add(
+                "upstream_insecure",
+                "both upstream_ca (--upstream-ca) and upstream_insecure (--upstream-insecure) are set; \
+                 a CA to verify against and no verification at all contradict each other: keep one",
+            );
+        }
+        let (file_cert, file_key) = file.tls.map_or((None, None), |t| (t.cert, t.key));
+        match (
+            flags.tls_cert.clone().or(file_cert),
+            flags.tls_key.clone().or(file_key),
+        ) {
+            (Some(cert), Some(key)) => s.tls = Some(ListenerTls { cert, key }),
+            (None, None) => {}
+            (Some(_), None) => problems.add(
+                "tls.key",
+                "a certificate without its key (--tls-key FILE, or tls.key)",
+            ),
+            (None, Some(_)) => problems.add(
+                "tls.cert",
+                "a key without its certificate (--tls-cert FILE, or tls.cert)",
+            ),
         }
         s.preserve_host = flags.preserve_host || file.preserve_host.unwrap_or(false);
         for (key, value, slot) in [
@@ -833,16 +974,16 @@ mod tests {
     fn upstream_forms() {
         assert_eq!(
             Upstream::parse("http://127.0.0.1:9000").unwrap(),
-            Upstream {
-                host: "127.0.0.1".into(),
-                port: 9000
-            }
+            Upstream::http("127.0.0.1", 9000)
         );
         assert_eq!(Upstream::parse("localhost:81").unwrap().port, 81);
         assert_eq!(Upstream::parse("http://example.com").unwrap().port, 80);
-        assert!(Upstream::parse("https://x:1")
+        let tls = Upstream::parse("https://api.example.com").unwrap();
+        assert_eq!((tls.port, tls.tls), (443, true));
+        assert_eq!(tls.to_string(), "https://api.example.com:443");
+        assert!(Upstream::parse("ftp://x:1")
             .unwrap_err()
-            .contains("only http://"));
+            .contains("http:// or https://"));
         assert!(Upstream::parse("http://x:99999").is_err());
         assert!(Upstream::parse("http://x:1/path").is_err());
     }

@@ -29,6 +29,7 @@ pub fn router(ctl: Arc<Controller>, access: Arc<Access>) -> Router {
         .route("/control", post(control))
         .route("/modules/{name}/{action}", post(module_action))
         .route("/proxy", get(proxy).put(proxy_update))
+        .route("/proxy/tls/reload", post(reload_tls))
         .route("/proxy/{action}", post(proxy_action))
         .route("/test", post(selftest))
         .route("/recording", get(list_recordings).post(create_recording))
@@ -244,6 +245,20 @@ async fn proxy_action(State(ctl): State<Arc<Controller>>, Path(action): Path<Str
             format!("no proxy action `{other}`; use start or stop"),
         )
         .into_response(),
+    }
+}
+
+/// Reads the listener's certificate and key files again (as SIGHUP does).
+async fn reload_tls(State(ctl): State<Arc<Controller>>) -> Response {
+    let listener = &ctl.proxy.listener;
+    let code = if listener.tls_status().is_none() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    match listener.reload_tls() {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => ApiError::new(code, e).into_response(),
     }
 }
 

@@ -220,12 +220,12 @@ impl Controller {
                 Err(e) => module_reply::<()>(Err(e)),
             },
             ControlCommand::UpstreamHost(host) => {
-                let port = self.proxy.forwarder.target().upstream.port;
-                self.set_upstream(Upstream { host, port })
+                let now = self.proxy.forwarder.target().upstream.clone();
+                self.set_upstream(Upstream { host, ..now })
             }
             ControlCommand::UpstreamPort(port) => {
-                let host = self.proxy.forwarder.target().upstream.host.clone();
-                self.set_upstream(Upstream { host, port })
+                let now = self.proxy.forwarder.target().upstream.clone();
+                self.set_upstream(Upstream { port, ..now })
             }
             ControlCommand::BindHost(ip) => {
                 let port = self.proxy.listener.status().addr.port();
@@ -247,11 +247,22 @@ impl Controller {
 
     pub fn proxy_status(&self) -> Value {
         let l = self.proxy.listener.status();
+        let (target, dialer) = (self.proxy.forwarder.target(), self.proxy.forwarder.dialer());
         json!({
             "listening": l.listening,
             "bind": l.addr.to_string(),
-            "upstream": self.proxy.forwarder.target().upstream.to_string(),
-            "upstream_idle_connections": self.proxy.forwarder.target().pool.idle(),
+            "tls": self.proxy.listener.tls_status(),
+            "upstream": target.upstream.to_string(),
+            "upstream_protocol": dialer.protocol(),
+            "upstream_tls_verify": if !target.upstream.tls {
+                "none (plain HTTP)"
+            } else if dialer.insecure() {
+                "OFF (--upstream-insecure: any certificate is accepted)"
+            } else {
+                "on"
+            },
+            "upstream_idle_connections": target.pool.idle(),
+            "upstream_h2_connections": target.pool.h2_connections(),
             "connections": self.proxy.listener.connections(),
             "capture": self.proxy.forwarder.capture_stats(),
         })

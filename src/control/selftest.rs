@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Reply;
 use crate::config::Upstream;
+use crate::proxy::upstream::Dialer;
 use crate::proxy::{listener, Forwarder, Proxy, UpstreamTarget};
 
 const PAYLOAD: &str = "heliosburn self-test";
@@ -40,18 +41,12 @@ async fn round_trip(proxy: &Proxy) -> Result<Vec<String>, String> {
     let echo_addr = echo.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(serve_echo(echo, shutdown.clone()));
 
-    let target = UpstreamTarget::new(Upstream {
-        host: echo_addr.ip().to_string(),
-        port: echo_addr.port(),
-    })?;
+    let target = UpstreamTarget::new(Upstream::http(echo_addr.ip().to_string(), echo_addr.port()))?;
+    let settings = proxy.forwarder.settings().clone();
+    let dialer = Dialer::plain(settings.connect_timeout, settings.max_header_size);
     // Through the real pipeline, but marked as the proxy's own: not recorded.
     let forwarder = Arc::new(
-        Forwarder::new(
-            target,
-            proxy.forwarder.pipeline().clone(),
-            proxy.forwarder.settings().clone(),
-        )
-        .internal(),
+        Forwarder::new(target, dialer, proxy.forwarder.pipeline().clone(), settings).internal(),
     );
     let front = TcpListener::bind("127.0.0.1:0")
         .await
@@ -63,6 +58,7 @@ async fn round_trip(proxy: &Proxy) -> Result<Vec<String>, String> {
         shutdown.clone(),
         Duration::from_secs(1),
         listener::Limits::default(),
+        None,
     )
     .map_err(|e| e.to_string())?;
 

@@ -828,6 +828,7 @@ mod tests {
                 status_description: "Created".into(),
                 headers: MultiMap::from_iter([("content-type", "text/plain")]),
                 body: Some(BodyCapture::from_bytes(resp, resp.len() as u64)),
+                trailers: None,
             }));
             m
         };

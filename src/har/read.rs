@@ -569,6 +569,7 @@ impl RawResponse {
             status_description: self.status_text,
             headers: headers(self.headers),
             body,
+            trailers: None,
         }))
     }
 }
@@ -614,6 +615,7 @@ mod tests {
                 status_description: "Created".into(),
                 headers,
                 body: Some(BodyCapture::from_bytes(&[0xff, 0, 1], 10)),
+                trailers: None,
             })),
         };
         let mut no_body = doc.clone();

@@ -313,6 +313,7 @@ mod tests {
                 status_description: "Created".into(),
                 headers: rheaders,
                 body: Some(BodyCapture::from_bytes(&[0xff, 0, 1], 10)),
+                trailers: None,
             })),
         }
     }

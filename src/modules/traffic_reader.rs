@@ -246,6 +246,7 @@ impl Phase for TrafficReader {
             status_description: description,
             headers: traffic::header_multimap(&resp.headers),
             body: None,
+            trailers: None,
         };
         if let Some(r) = &self.redactor {
             let n = r.headers(&mut info.headers);
@@ -268,8 +269,16 @@ impl Phase for TrafficReader {
                 status_description: status.canonical_reason().unwrap_or("").to_owned(),
                 headers: Default::default(),
                 body: None,
+                trailers: None,
             }
         });
+        if let Some(trailers) = &ex.response_trailers {
+            let mut fields = traffic::header_multimap(trailers);
+            if let Some(r) = &self.redactor {
+                self.count(r.headers(&mut fields));
+            }
+            response.trailers = Some(fields);
+        }
         // Ids and the shared request; the request gets its own copy only to carry the body
         // that had not arrived when the request event went out.
         let mut msg = TrafficMessage::clone(&pending.request);

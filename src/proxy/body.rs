@@ -16,7 +16,6 @@ use hyper::body::Incoming;
 use crate::proxy::pipeline::{Exchange, Pipeline, Reached};
 use crate::proxy::service::UpstreamTarget;
 use crate::traffic::BodyCapture;
-use hyper::client::conn::http1::SendRequest;
 
 /// The bytes of bodies held for captures at once, across every exchange in flight: what
 /// bounds capture memory however many clients there are (each exchange still keeps at most
@@ -497,14 +496,14 @@ pub struct Completion {
     pub request_capture: Option<SharedCapture>,
     pub response_capture: Option<Capture>,
     /// The upstream connection, back to its pool once the body has been read through.
-    pub upstream: Option<(Arc<UpstreamTarget>, SendRequest<RequestBody>)>,
+    pub upstream: Option<(Arc<UpstreamTarget>, crate::proxy::upstream::Lent)>,
 }
 
 impl Completion {
     fn finish(mut self, completed: bool) {
         self.ex.completed = completed;
-        if let (true, Some((target, sender))) = (completed, self.upstream.take()) {
-            target.pool.put(sender);
+        if let (true, Some((target, lent))) = (completed, self.upstream.take()) {
+            target.pool.put(lent);
         }
         if let Some(cap) = self.request_capture.take() {
             self.ex.request_body = Some(std::mem::take(
@@ -588,6 +587,9 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.observe(data);
+                } else if let (Some(trailers), Some(done)) = (frame.trailers_ref(), &mut this.done)
+                {
+                    done.ex.response_trailers = Some(trailers.clone());
                 }
                 if this.is_end_stream() {
                     this.finish(true);

@@ -13,6 +13,10 @@ pub enum ProxyError {
     /// The upstream could not be reached (refused, unreachable, bad address).
     #[error("upstream {upstream} could not be reached: {cause}")]
     Connect { upstream: String, cause: String },
+    /// The TLS handshake with the upstream failed (its certificate, most often), or it
+    /// does not speak the protocol asked of it.
+    #[error("upstream {upstream} refused: {cause}")]
+    Handshake { upstream: String, cause: String },
     /// The upstream accepted the request but broke off before a response.
     #[error("upstream {upstream} closed the connection without a response: {cause}")]
     Upstream { upstream: String, cause: String },
@@ -47,6 +51,9 @@ impl ProxyError {
                 upstream,
                 cause: e.to_string(),
             },
+            SendError::Tls(cause) | SendError::Protocol(cause) => {
+                ProxyError::Handshake { upstream, cause }
+            }
             SendError::Exchange(e) if e.is_parse_too_large() => ProxyError::BadResponse {
                 upstream,
                 cause: "its head is larger than max_header_size allows (raise max_header_size)"
@@ -66,6 +73,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Connect { .. }
+            | ProxyError::Handshake { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::BadResponse { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,

@@ -28,6 +28,7 @@ use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 pub use crate::config::settings::ConnectionLimits as Limits;
 use crate::proxy::framing::{Scanner, WireMarks};
 use crate::proxy::service::{Client, Forwarder};
+use crate::proxy::tls::{CertStatus, ListenerCert};
 
 /// What the listener counted, for status.
 #[derive(Debug, Default)]
@@ -39,6 +40,8 @@ pub struct ListenerCounters {
     pub cap_reached: AtomicU64,
     /// Accepts that failed (out of file descriptors and the like).
     pub accept_errors: AtomicU64,
+    /// TLS handshakes that failed or did not finish within the header-read timeout.
+    pub tls_failed: AtomicU64,
     /// The cap is reached now (an episode is logged once).
     at_cap: AtomicBool,
 }
@@ -58,6 +61,7 @@ pub struct ConnectionStats {
     pub idle_closed: u64,
     pub cap_reached: u64,
     pub accept_errors: u64,
+    pub tls_failed: u64,
 }
 
 #[derive(Debug)]
@@ -80,9 +84,25 @@ pub struct ListenerHandle {
     counters: Arc<ListenerCounters>,
     connections: TaskTracker,
     limits: Limits,
+    tls: Option<Arc<ListenerCert>>,
 }
 
 impl ListenerHandle {
+    /// The certificate the listener serves, when it serves HTTPS.
+    pub fn tls_status(&self) -> Option<CertStatus> {
+        self.tls.as_ref().map(|t| t.status())
+    }
+
+    /// Reads the certificate and key files again; handshakes from now on use them, and
+    /// connections already open are not touched. A file that cannot be used leaves the
+    /// certificate in service as it was.
+    pub fn reload_tls(&self) -> Result<CertStatus, String> {
+        match &self.tls {
+            Some(t) => t.reload().map_err(|e| format!("the certificate in service stays: {e}")),
+            None => Err("the listener serves plain HTTP: there is no certificate to reload (start with --tls-cert and --tls-key)".into()),
+        }
+    }
+
     pub fn status(&self) -> ListenerStatus {
         *self.status.borrow()
     }
@@ -95,6 +115,7 @@ impl ListenerHandle {
             idle_closed: c.idle_closed.load(Ordering::Relaxed),
             cap_reached: c.cap_reached.load(Ordering::Relaxed),
             accept_errors: c.accept_errors.load(Ordering::Relaxed),
+            tls_failed: c.tls_failed.load(Ordering::Relaxed),
         }
     }
 
@@ -110,14 +131,16 @@ impl ListenerHandle {
     }
 }
 
-/// Starts the listener task on an already bound socket. The returned future ends after
-/// shutdown has been signalled and open connections have drained (or `drain` passed).
+/// Starts the listener task on an already bound socket, serving HTTPS with `tls`'s
+/// certificate when it is given. The returned future ends after shutdown has been
+/// signalled and open connections have drained (or `drain` passed).
 pub fn spawn(
     listener: TcpListener,
     forwarder: Arc<Forwarder>,
     shutdown: CancellationToken,
     drain: Duration,
     limits: Limits,
+    tls: Option<Arc<ListenerCert>>,
 ) -> std::io::Result<(ListenerHandle, tokio::task::JoinHandle<()>)> {
     let addr = listener.local_addr()?;
     let (tx, rx) = mpsc::channel(8);
@@ -132,12 +155,17 @@ pub fn spawn(
         counters: conns.counters.clone(),
         connections: conns.tracker.clone(),
         limits,
+        tls: tls.clone(),
     };
-    let task = tokio::spawn(run(listener, forwarder, conns, rx, status_tx, drain));
+    let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server_config()));
+    let task = tokio::spawn(run(
+        listener, forwarder, conns, acceptor, rx, status_tx, drain,
+    ));
     Ok((handle, task))
 }
 
 /// What every connection of the listener shares.
+#[derive(Clone)]
 struct Connections {
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -162,6 +190,7 @@ async fn run(
     listener: TcpListener,
     forwarder: Arc<Forwarder>,
     conns: Connections,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     mut commands: mpsc::Receiver<Request>,
     status: watch::Sender<ListenerStatus>,
     drain: Duration,
@@ -208,13 +237,36 @@ async fn run(
                     let fwd = forwarder.clone();
                     let wire = Arc::new(WireMarks::default());
                     let scanner = Scanner::new(conns.limits.max_header_size, wire.clone());
-                    serve(stream, peer, permit, &conns, &builder, Some(scanner), move |lease| {
-                        let client = Arc::new(Client::new(peer).leased(lease).with_wire(wire));
+                    let tls = acceptor.is_some();
+                    let make_svc = move |lease| {
+                        let client = Arc::new(
+                            Client::new(peer).leased(lease).with_wire(wire).over_tls(tls),
+                        );
                         service_fn(move |req| {
                             let (fwd, client) = (fwd.clone(), client.clone());
                             async move { Ok::<_, Infallible>(fwd.handle(req, &client).await) }
                         })
-                    })
+                    };
+                    match &acceptor {
+                        None => serve(stream, peer, permit, &conns, &builder, Some(scanner), make_svc),
+                        Some(acceptor) => {
+                            let (acceptor, conns, builder) = (acceptor.clone(), conns.clone(), builder.clone());
+                            tokio::spawn(async move {
+                                // The handshake is bounded as a request head is, and holds
+                                // its place under the cap meanwhile.
+                                let timeout = conns.limits.header_read_timeout;
+                                let failed = |why: String| {
+                                    conns.counters.tls_failed.fetch_add(1, Ordering::Relaxed);
+                                    tracing::debug!(%peer, error = %why, "TLS handshake failed (counted in status)");
+                                };
+                                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls)) => serve(tls, peer, permit, &conns, &builder, Some(scanner), make_svc),
+                                    Ok(Err(e)) => failed(e.to_string()),
+                                    Err(_) => failed(format!("no handshake within {timeout:?}")),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -488,8 +540,8 @@ impl Quiet {
     }
 }
 
-fn serve<S: HttpService>(
-    stream: TcpStream,
+fn serve<S: HttpService, IO: ClientIo>(
+    stream: IO,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     conns: &Connections,
@@ -497,7 +549,7 @@ fn serve<S: HttpService>(
     scanner: Option<Scanner>,
     make_svc: impl FnOnce(Arc<Lease>) -> S,
 ) {
-    let _ = stream.set_nodelay(true);
+    stream.set_nodelay();
     let activity = Arc::new(AtomicBool::new(true));
     let write_blocked = Arc::new(AtomicBool::new(false));
     let lease = Arc::new(Lease {
@@ -558,16 +610,34 @@ fn serve<S: HttpService>(
     });
 }
 
+/// What a client connection runs on: its TCP socket, or TLS over it.
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn set_nodelay(&self);
+}
+
+impl ClientIo for TcpStream {
+    fn set_nodelay(&self) {
+        let _ = TcpStream::set_nodelay(self, true);
+    }
+}
+
+impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
+    fn set_nodelay(&self) {
+        let _ = self.get_ref().0.set_nodelay(true);
+    }
+}
+
 /// A connection's socket that notes when bytes move, and whether a write waits on the
-/// client, for the idle timeout; and shows what the client sends to the framing scanner.
-struct Watched {
-    inner: TcpStream,
+/// client, for the idle timeout; and shows what the client sends (after TLS) to the
+/// framing scanner.
+struct Watched<IO> {
+    inner: IO,
     activity: Arc<AtomicBool>,
     write_blocked: Arc<AtomicBool>,
     scanner: Option<Scanner>,
 }
 
-impl Watched {
+impl<IO> Watched<IO> {
     fn moved<T>(&self, polled: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
         if polled.is_ready() {
             self.activity.store(true, Ordering::Relaxed);
@@ -582,7 +652,7 @@ impl Watched {
     }
 }
 
-impl AsyncRead for Watched {
+impl<IO: ClientIo> AsyncRead for Watched<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -597,7 +667,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<IO: ClientIo> AsyncWrite for Watched<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -6,6 +6,7 @@ pub mod framing;
 pub mod listener;
 pub mod pipeline;
 pub mod service;
+pub mod tls;
 pub mod upstream;
 
 use std::sync::Arc;

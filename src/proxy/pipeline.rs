@@ -33,6 +33,8 @@ pub struct Exchange {
     pub response_body: Option<Capture>,
     /// The status sent to the client, once known.
     pub status: Option<http::StatusCode>,
+    /// The response's trailer fields, once they have passed (gRPC's status).
+    pub response_trailers: Option<http::HeaderMap>,
     /// Response body bytes sent to the client.
     pub bytes_sent: u64,
     /// False when the exchange ended before the whole response was sent.
@@ -53,6 +55,7 @@ impl Exchange {
             request_prefix: None,
             response_body: None,
             status: None,
+            response_trailers: None,
             bytes_sent: 0,
             completed: false,
             internal: false,

@@ -22,7 +22,7 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::framing::WireMarks;
 use crate::proxy::listener::Lease;
 use crate::proxy::pipeline::{Decision, Exchange, Reached, RunningPipeline};
-use crate::proxy::upstream::Pool;
+use crate::proxy::upstream::{self, Dialer, Needs, Pool};
 
 /// The upstream with what every request needs of it precomputed.
 pub struct UpstreamTarget {
@@ -64,6 +64,8 @@ pub struct Client {
     lease: Option<Arc<Lease>>,
     /// How the client framed its requests on the wire (none for the proxy's own).
     wire: Option<Arc<WireMarks>>,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    tls: bool,
 }
 
 impl Client {
@@ -75,7 +77,13 @@ impl Client {
             forwarded_for,
             lease: None,
             wire: None,
+            tls: false,
         }
+    }
+
+    /// The connection is TLS.
+    pub fn over_tls(self, tls: bool) -> Self {
+        Self { tls, ..self }
     }
 
     pub fn with_wire(self, wire: Arc<WireMarks>) -> Self {
@@ -112,6 +120,8 @@ pub struct ForwardSettings {
 /// Forwards exchanges to the current upstream through a pooled client.
 pub struct Forwarder {
     target: ArcSwap<UpstreamTarget>,
+    /// How connections to whichever upstream are made (protocol, TLS).
+    dialer: Arc<Dialer>,
     pipeline: Arc<RunningPipeline>,
     settings: ForwardSettings,
     captures: Arc<CaptureBudget>,
@@ -122,11 +132,13 @@ pub struct Forwarder {
 impl Forwarder {
     pub fn new(
         target: UpstreamTarget,
+        dialer: Dialer,
         pipeline: Arc<RunningPipeline>,
         settings: ForwardSettings,
     ) -> Self {
         Self {
             target: ArcSwap::from_pointee(target),
+            dialer: Arc::new(dialer),
             pipeline,
             captures: CaptureBudget::new(settings.capture_memory),
             settings,
@@ -154,6 +166,10 @@ impl Forwarder {
     /// New exchanges go to this upstream; exchanges in flight finish where they are.
     pub fn set_target(&self, target: UpstreamTarget) {
         self.target.store(Arc::new(target));
+    }
+
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
     }
 
     pub fn settings(&self) -> &ForwardSettings {
@@ -291,18 +307,13 @@ impl Forwarder {
         );
 
         let timeout = self.settings.upstream_timeout;
-        let host = target
-            .upstream
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let send = target.pool.send(
-            host,
-            target.upstream.port,
-            self.settings.connect_timeout,
-            self.settings.max_header_size,
-            upstream_req,
-        );
+        let needs = Needs {
+            grpc: is_grpc(upstream_req.headers()),
+            upgrade,
+        };
+        let send = target
+            .pool
+            .send(&self.dialer, &target.upstream, needs, upstream_req);
         // The upstream's time to answer counts from the last piece of the request body it
         // took: a long upload is no slow upstream (the client's stalls have their timeout).
         let sent = tokio::select! {
@@ -316,7 +327,7 @@ impl Forwarder {
                 .fault()
                 .map(|fault| ProxyError::Client { fault, cause })
         };
-        let (mut resp, sender) = match sent {
+        let (mut resp, lent) = match sent {
             Ok(Ok(sent)) => sent,
             Ok(Err(e)) => {
                 let upstream = ProxyError::from_send(target.name.clone(), e, timeout);
@@ -363,7 +374,7 @@ impl Forwarder {
             // The connection now belongs to the tunnel; it never goes back to the pool.
             ResponseBody::full("", Some(done))
         } else {
-            done.upstream = Some((target, sender));
+            done.upstream = Some((target, lent));
             ResponseBody::upstream(rbody, Some(done))
         };
         Response::from_parts(rparts, body)
@@ -434,6 +445,14 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     }
 }
 
+/// A gRPC call (`application/grpc`, `application/grpc+proto`, …): it needs HTTP/2.
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
@@ -502,7 +521,14 @@ fn rewrite_request(
     preserve_host: bool,
     upgrade: bool,
 ) {
+    let trailers = upstream::te_trailers(parts.headers.get(header::TE));
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    if trailers {
+        // The client takes trailers (gRPC says so): the upstream may send them.
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if parts.version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
@@ -529,9 +555,10 @@ fn rewrite_request(
             .headers
             .insert(X_FORWARDED_FOR.clone(), client.forwarded_for.clone());
     }
+    let proto = if client.tls { "https" } else { "http" };
     parts
         .headers
-        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     match (&original_host, preserve_host) {
         (Some(host), true) => {
             parts.headers.insert(X_FORWARDED_HOST.clone(), host.clone());
@@ -613,11 +640,7 @@ mod tests {
 
     #[test]
     fn request_is_pointed_at_the_upstream() {
-        let target = UpstreamTarget::new(Upstream {
-            host: "10.0.0.1".into(),
-            port: 81,
-        })
-        .unwrap();
+        let target = UpstreamTarget::new(Upstream::http("10.0.0.1", 81)).unwrap();
         let (mut parts, ()) = Request::get("/a?b=1")
             .header("host", "front:8880")
             .header("x-forwarded-for", "1.1.1.1")

@@ -1,42 +1,164 @@
-//! Keep-alive connections to the upstream: a LIFO pool of HTTP/1.1 senders per target.
+//! Connections to the upstream: plain or TLS, HTTP/1.1 or HTTP/2, kept for reuse.
+//!
+//! HTTP/1.1 connections carry one exchange at a time: a LIFO pool of idle senders, to
+//! which a connection goes back only once its response body has been read to the end
+//! (see `proxy::body`), so a sender taken from it is idle. HTTP/2 connections carry many
+//! streams at once: a few shared connections, a new one opened only when every open one
+//! has [`STREAMS_PER_CONNECTION`] streams in flight.
 //!
 //! Why not hyper-util's pooled client: it keys its pool by scheme and authority in a
 //! hashed map behind a lock, and wants absolute URIs that we would rebuild per request.
 //! One upstream at a time needs none of that; a `Vec` under an uncontended mutex does.
-//! A connection goes back to the pool only once its response body has been read to the
-//! end (see `proxy::body`), so a sender taken from the pool is idle.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::header::{self, HeaderValue};
+use http::{Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::config::settings::{UpstreamProtocol, UpstreamTls};
+use crate::config::Upstream;
 use crate::proxy::body::RequestBody;
+use crate::proxy::tls;
 
-/// Idle connections kept per upstream; more are closed when they come back.
+/// Idle HTTP/1.1 connections kept per upstream; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
+/// Streams in flight on one HTTP/2 connection before another is opened (servers
+/// commonly allow 100 or more at once).
+const STREAMS_PER_CONNECTION: usize = 100;
+/// HTTP/2 connections kept per upstream at most; beyond, streams queue on the least
+/// busy one.
+const MAX_H2_CONNECTIONS: usize = 16;
 
 /// Why the upstream could not be asked.
 #[derive(Debug)]
 pub enum SendError {
     /// No connection: refused, unreachable, or name resolution failed.
     Connect(std::io::Error),
-    /// Connecting took longer than the connect timeout.
+    /// Connecting (TCP and TLS) took longer than the connect timeout.
     ConnectTimeout,
+    /// The TLS handshake failed: what was wrong, in words ([`tls::describe_handshake_error`]).
+    Tls(String),
+    /// The upstream does not speak the protocol asked for.
+    Protocol(String),
     /// The connection broke before a response arrived.
     Exchange(hyper::Error),
 }
 
+/// How connections to the upstream are made: fixed for the proxy's run, whichever
+/// upstream the control operations point it at.
+pub struct Dialer {
+    protocol: UpstreamProtocol,
+    /// Offering, by ALPN, what `protocol` allows.
+    tls: Arc<rustls::ClientConfig>,
+    insecure: bool,
+    connect_timeout: Duration,
+    /// What an HTTP/1.1 connection buffers each way, and the largest response head.
+    buffer: usize,
+}
+
+impl Dialer {
+    pub fn new(
+        protocol: UpstreamProtocol,
+        verification: &UpstreamTls,
+        connect_timeout: Duration,
+        buffer: usize,
+    ) -> Result<Self, tls::TlsError> {
+        let alpn: &[&[u8]] = match protocol {
+            UpstreamProtocol::Auto => &[b"h2", b"http/1.1"],
+            UpstreamProtocol::Http1 => &[b"http/1.1"],
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => &[b"h2"],
+        };
+        if verification.insecure {
+            tracing::warn!(
+                "--upstream-insecure: the upstream's TLS certificate is NOT verified; anyone on \
+                 the path can read and change the traffic (for self-signed test services only)"
+            );
+        }
+        Ok(Self {
+            protocol,
+            tls: tls::client_config(verification, alpn)?,
+            insecure: verification.insecure,
+            connect_timeout,
+            buffer,
+        })
+    }
+
+    /// A dialer for plain HTTP/1.1 (the proxy's self-test, unit tests).
+    pub fn plain(connect_timeout: Duration, buffer: usize) -> Self {
+        Self::new(
+            UpstreamProtocol::Http1,
+            &UpstreamTls {
+                ca: None,
+                insecure: true,
+            },
+            connect_timeout,
+            buffer,
+        )
+        .expect("no file is read for an insecure dialer")
+    }
+
+    pub fn protocol(&self) -> UpstreamProtocol {
+        self.protocol
+    }
+
+    pub fn insecure(&self) -> bool {
+        self.insecure
+    }
+}
+
+/// What a request needs of the connection it goes on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    /// gRPC: HTTP/2 even to a plain upstream under `auto` (gRPC needs its trailers).
+    pub grpc: bool,
+    /// An upgrade (WebSocket): HTTP/1.1, whatever else the upstream speaks.
+    pub upgrade: bool,
+}
+
+/// What an exchange holds of its connection until its response has been read.
+pub enum Lent {
+    /// An HTTP/1.1 connection, back to the pool once the exchange is complete.
+    Http1(http1::SendRequest<RequestBody>),
+    /// A stream of a shared HTTP/2 connection, counted until it ends.
+    Http2(StreamSlot),
+}
+
+/// One stream in flight on an HTTP/2 connection.
+pub struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct H2Connection {
+    sender: http2::SendRequest<RequestBody>,
+    streams: Arc<AtomicUsize>,
+}
+
+/// What the upstream agreed to by ALPN, learnt from the last TLS handshake under `auto`
+/// (0 until one is made).
+const ALPN_H1: u8 = 1;
+const ALPN_H2: u8 = 2;
+
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<Vec<SendRequest<RequestBody>>>,
+    idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
+    h2: Mutex<Vec<H2Connection>>,
+    alpn: AtomicU8,
 }
 
 impl Pool {
-    fn take(&self) -> Option<SendRequest<RequestBody>> {
+    fn take(&self) -> Option<http1::SendRequest<RequestBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(sender) = idle.pop() {
             if !sender.is_closed() {
@@ -46,13 +168,23 @@ impl Pool {
         None
     }
 
-    /// Returns a connection whose exchange is complete.
     /// Idle connections waiting for a request (shown in the proxy's status).
     pub fn idle(&self) -> usize {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    pub fn put(&self, sender: SendRequest<RequestBody>) {
+    /// HTTP/2 connections open to the upstream (shown in the proxy's status).
+    pub fn h2_connections(&self) -> usize {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        h2.retain(|c| !c.sender.is_closed());
+        h2.len()
+    }
+
+    /// Returns a connection whose exchange is complete.
+    pub fn put(&self, lent: Lent) {
+        let Lent::Http1(sender) = lent else {
+            return;
+        };
         if sender.is_closed() {
             return;
         }
@@ -62,53 +194,229 @@ impl Pool {
         }
     }
 
-    /// Sends the request on an idle connection, or a new one (which buffers `buffer` bytes
-    /// each way at most, and refuses a response head larger). A request that a pooled
-    /// connection could not take (it closed meanwhile) is retried on a new connection;
-    /// one that was written is never sent twice.
+    /// A stream on an open HTTP/2 connection with room for it, if there is one.
+    fn h2_stream(&self) -> Option<(http2::SendRequest<RequestBody>, StreamSlot)> {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        h2.retain(|c| !c.sender.is_closed());
+        let least = h2
+            .iter()
+            .min_by_key(|c| c.streams.load(Ordering::Relaxed))?;
+        let busy = least.streams.load(Ordering::Relaxed) >= STREAMS_PER_CONNECTION;
+        if busy && h2.len() < MAX_H2_CONNECTIONS {
+            return None;
+        }
+        least.streams.fetch_add(1, Ordering::Relaxed);
+        Some((least.sender.clone(), StreamSlot(least.streams.clone())))
+    }
+
+    fn add_h2(&self, sender: http2::SendRequest<RequestBody>) -> StreamSlot {
+        let streams = Arc::new(AtomicUsize::new(1));
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        h2.push(H2Connection {
+            sender,
+            streams: streams.clone(),
+        });
+        StreamSlot(streams)
+    }
+
+    /// Whether this request goes on HTTP/2.
+    fn wants_h2(&self, dialer: &Dialer, upstream: &Upstream, needs: Needs) -> Option<bool> {
+        if needs.upgrade {
+            return Some(false);
+        }
+        match (dialer.protocol, upstream.tls) {
+            (UpstreamProtocol::Http1, _) => Some(false),
+            (UpstreamProtocol::H2 | UpstreamProtocol::H2c, _) => Some(true),
+            (UpstreamProtocol::Auto, false) => Some(needs.grpc),
+            (UpstreamProtocol::Auto, true) => match self.alpn.load(Ordering::Relaxed) {
+                ALPN_H2 => Some(true),
+                ALPN_H1 => Some(false),
+                _ => None,
+            },
+        }
+    }
+
+    /// Sends the request on a connection that can take it now, or a new one. An
+    /// HTTP/1.1 request that a pooled connection could not take (it closed meanwhile) is
+    /// retried on a new connection; one that was written is never sent twice.
     pub async fn send(
         &self,
-        host: &str,
-        port: u16,
-        connect_timeout: Duration,
-        buffer: usize,
+        dialer: &Dialer,
+        upstream: &Upstream,
+        needs: Needs,
         mut req: http::Request<RequestBody>,
-    ) -> Result<(http::Response<Incoming>, SendRequest<RequestBody>), SendError> {
-        while let Some(mut sender) = self.take() {
-            if sender.ready().await.is_err() {
-                continue;
+    ) -> Result<(http::Response<Incoming>, Lent), SendError> {
+        let wants_h2 = self.wants_h2(dialer, upstream, needs);
+        // `TE: trailers` is kept for HTTP/2 (gRPC servers look for it); in HTTP/1.1 it
+        // is the hop-by-hop it always was.
+        let te = req.headers_mut().remove(header::TE);
+        if wants_h2 == Some(true) {
+            if let Some((mut sender, slot)) = self.h2_stream() {
+                as_h2(&mut req, upstream, te);
+                let resp = sender.send_request(req).await;
+                return resp
+                    .map(|r| (r, Lent::Http2(slot)))
+                    .map_err(SendError::Exchange);
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, sender)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(SendError::Exchange(e.into_error())),
-                },
+        } else {
+            while let Some(mut sender) = self.take() {
+                if sender.ready().await.is_err() {
+                    continue;
+                }
+                match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok((resp, Lent::Http1(sender))),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(SendError::Exchange(e.into_error())),
+                    },
+                }
             }
         }
-        let mut sender = connect(host, port, connect_timeout, buffer).await?;
-        match sender.send_request(req).await {
-            Ok(resp) => Ok((resp, sender)),
-            Err(e) => Err(SendError::Exchange(e)),
+        // Under `auto`, an upgrade must not learn (and settle on) h2 from its connection.
+        let alpn_h1_only = needs.upgrade;
+        match connect(dialer, upstream, wants_h2.unwrap_or(false), alpn_h1_only).await? {
+            Connection::Http1(mut sender, alpn) => {
+                if let Some(alpn) = alpn {
+                    self.alpn.store(alpn, Ordering::Relaxed);
+                }
+                match sender.send_request(req).await {
+                    Ok(resp) => Ok((resp, Lent::Http1(sender))),
+                    Err(e) => Err(SendError::Exchange(e)),
+                }
+            }
+            Connection::Http2(mut sender) => {
+                if upstream.tls {
+                    self.alpn.store(ALPN_H2, Ordering::Relaxed);
+                }
+                let slot = self.add_h2(sender.clone());
+                as_h2(&mut req, upstream, te);
+                match sender.send_request(req).await {
+                    Ok(resp) => Ok((resp, Lent::Http2(slot))),
+                    Err(e) => Err(SendError::Exchange(e)),
+                }
+            }
         }
     }
 }
 
+/// HTTP/2 carries the target as `:scheme` and `:authority` (from what would have been
+/// the Host header) rather than a Host line; `te` goes back as it came (`trailers`).
+fn as_h2(req: &mut http::Request<RequestBody>, upstream: &Upstream, te: Option<HeaderValue>) {
+    if let Some(te) = te {
+        req.headers_mut().insert(header::TE, te);
+    }
+    let scheme = if upstream.tls { "https" } else { "http" };
+    let authority = req
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_owned))
+        .unwrap_or_else(|| format!("{}:{}", upstream.host, upstream.port));
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    match Uri::builder()
+        .scheme(scheme)
+        .authority(authority.as_str())
+        .path_and_query(pq)
+        .build()
+    {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(e) => {
+            tracing::debug!(error = %e, %authority, "cannot make an h2 target; sending the origin form")
+        }
+    }
+    *req.version_mut() = Version::HTTP_2;
+}
+
+enum Connection {
+    /// With what ALPN said, over TLS.
+    Http1(http1::SendRequest<RequestBody>, Option<u8>),
+    Http2(http2::SendRequest<RequestBody>),
+}
+
+/// A new connection: TCP, TLS for an `https://` upstream (the protocol then is what
+/// ALPN settles), and the HTTP handshake.
 async fn connect(
-    host: &str,
-    port: u16,
-    timeout: Duration,
-    buffer: usize,
-) -> Result<SendRequest<RequestBody>, SendError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
+    dialer: &Dialer,
+    upstream: &Upstream,
+    h2: bool,
+    h1_only: bool,
+) -> Result<Connection, SendError> {
+    let host = upstream.host.trim_start_matches('[').trim_end_matches(']');
+    let timeout = dialer.connect_timeout;
+    let started = tokio::time::Instant::now();
+    let stream =
+        match tokio::time::timeout(timeout, TcpStream::connect((host, upstream.port))).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(SendError::Connect(e)),
+            Err(_) => return Err(SendError::ConnectTimeout),
+        };
+    let _ = stream.set_nodelay(true);
+    if !upstream.tls {
+        return handshake(TokioIo::new(stream), h2, dialer.buffer, None).await;
+    }
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+        SendError::Tls(format!("`{host}` is no name a certificate can be for: {e}"))
+    })?;
+    let config = if h1_only && dialer.protocol == UpstreamProtocol::Auto {
+        let mut c = (*dialer.tls).clone();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(c)
+    } else {
+        dialer.tls.clone()
+    };
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let left = timeout.saturating_sub(started.elapsed());
+    let tls = match tokio::time::timeout(left, connector.connect(name, stream)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(SendError::Connect(e)),
+        Ok(Err(e)) => return Err(SendError::Tls(tls::describe_handshake_error(&e, host))),
         Err(_) => return Err(SendError::ConnectTimeout),
     };
-    let _ = stream.set_nodelay(true);
+    let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    if matches!(
+        dialer.protocol,
+        UpstreamProtocol::H2 | UpstreamProtocol::H2c
+    ) && !negotiated_h2
+    {
+        return Err(SendError::Protocol(
+            "the upstream did not agree to HTTP/2 (ALPN h2) though upstream_protocol asks for it; \
+             use upstream_protocol auto or http1"
+                .into(),
+        ));
+    }
+    let alpn = Some(if negotiated_h2 { ALPN_H2 } else { ALPN_H1 });
+    handshake(TokioIo::new(tls), negotiated_h2, dialer.buffer, alpn).await
+}
+
+async fn handshake<I>(
+    io: TokioIo<I>,
+    h2: bool,
+    buffer: usize,
+    alpn: Option<u8>,
+) -> Result<Connection, SendError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if h2 {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(buffer).unwrap_or(u32::MAX))
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(io)
+            .await
+            .map_err(SendError::Exchange)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream h2 connection ended with an error");
+            }
+        });
+        return Ok(Connection::Http2(sender));
+    }
     let (sender, conn) = http1::Builder::new()
         .max_buf_size(buffer)
-        .handshake(TokioIo::new(stream))
+        .handshake(io)
         .await
         .map_err(SendError::Exchange)?;
     tokio::spawn(async move {
@@ -116,5 +424,14 @@ async fn connect(
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(Connection::Http1(sender, alpn))
+}
+
+/// The value an h2 request to the upstream keeps of the client's `TE`: only
+/// `trailers` (what gRPC sends) may cross, in HTTP/2 and as a hop-by-hop in HTTP/1.1.
+pub fn te_trailers(te: Option<&HeaderValue>) -> bool {
+    te.and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+    })
 }

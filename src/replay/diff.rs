@@ -480,6 +480,7 @@ mod tests {
             status_description: String::new(),
             headers: map,
             body: Some(BodyCapture::from_bytes(body, body.len() as u64)),
+            trailers: None,
         }
     }
 

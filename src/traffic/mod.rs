@@ -127,6 +127,10 @@ pub struct ResponseInfo {
     pub headers: MultiMap,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<BodyCapture>,
+    /// The trailer fields that followed the body (gRPC's `grpc-status` and
+    /// `grpc-message`); absent when there were none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trailers: Option<MultiMap>,
 }
 
 /// A body as captured beside the stream: its full size, whether the capture stopped at

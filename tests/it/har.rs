@@ -229,6 +229,7 @@ async fn exporting_100000_entries_keeps_memory_flat() {
             status_description: "OK".into(),
             headers,
             body: Some(body),
+            trailers: None,
         });
         for batch in 0..ENTRIES / 1000 {
             let docs: Vec<TrafficDoc> = (0..1000)

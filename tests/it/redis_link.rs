@@ -62,6 +62,7 @@ fn msg(i: usize) -> Arc<TrafficMessage> {
             status_description: "OK".into(),
             headers,
             body: None,
+            trailers: None,
         })),
     })
 }

@@ -134,6 +134,7 @@ fn doc(recording_id: &str, txn: &str, with_response: bool, body_len: usize) -> T
                 status_description: "Created".into(),
                 headers,
                 body: None,
+                trailers: None,
             })
         }),
     }

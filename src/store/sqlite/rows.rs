@@ -101,6 +101,8 @@ struct StoredResponse<'a> {
     headers: &'a MultiMap,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<BodyShape>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trailers: Option<&'a MultiMap>,
 }
 
 impl<'a> StoredResponse<'a> {
@@ -112,6 +114,7 @@ impl<'a> StoredResponse<'a> {
             status_description,
             headers,
             body,
+            trailers,
         } = response;
         Self {
             created_at,
@@ -120,6 +123,7 @@ impl<'a> StoredResponse<'a> {
             status_description,
             headers,
             body: body.as_ref().map(BodyShape::of),
+            trailers: trailers.as_ref(),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The test harness: a real upstream, the real proxy binary, and clients.
 
 pub mod client;
+pub mod grpc;
 pub mod mongo;
 pub mod proxy;
 pub mod recordings;
 pub mod seed;
+pub mod tls;
 pub mod upstream;
 
 pub use client::{body, channel_body, chunked, Http, RawConn, Resp};

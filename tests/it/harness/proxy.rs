@@ -233,7 +233,8 @@ async fn collect_lines(stream: impl AsyncRead + Unpin, into: Arc<Mutex<String>>)
     }
 }
 
-/// `heliosburn ready: proxy http://ADDR -> UPSTREAM, management http://ADDR`
+/// `heliosburn ready: proxy http://ADDR -> UPSTREAM, management http://ADDR` (the
+/// proxy `https://` when it serves TLS).
 fn parse_ready(line: &str) -> (SocketAddr, SocketAddr) {
     let addr_after = |marker: &str| -> SocketAddr {
         let rest = line
@@ -244,10 +245,12 @@ fn parse_ready(line: &str) -> (SocketAddr, SocketAddr) {
         addr.parse()
             .unwrap_or_else(|e| panic!("`{addr}` in the ready line {line:?}: {e}"))
     };
-    (
-        addr_after("proxy http://"),
-        addr_after("management http://"),
-    )
+    let proxy = if line.contains("proxy https://") {
+        "proxy https://"
+    } else {
+        "proxy http://"
+    };
+    (addr_after(proxy), addr_after("management http://"))
 }
 
 /// A running proxy.

@@ -103,12 +103,19 @@ type Handler = Arc<dyn Fn(&Seen) -> Response<Bytes> + Send + Sync>;
 pub struct UpstreamBuilder {
     name: Option<String>,
     routes: Vec<(String, Handler)>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl UpstreamBuilder {
     /// Sent as `x-upstream` on every response, to tell two upstreams apart.
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_owned());
+        self
+    }
+
+    /// Serves HTTPS with this config (its certificate, its ALPN).
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 
@@ -136,8 +143,15 @@ impl UpstreamBuilder {
             seen: Mutex::new(Vec::new()),
             connections: Mutex::new(Vec::new()),
         });
-        let task = tokio::spawn(accept_loop(listener, state.clone()));
-        Upstream { addr, state, task }
+        let tls = self.tls.is_some();
+        let acceptor = self.tls.map(tokio_rustls::TlsAcceptor::from);
+        let task = tokio::spawn(accept_loop(listener, state.clone(), acceptor));
+        Upstream {
+            addr,
+            state,
+            task,
+            tls,
+        }
     }
 }
 
@@ -153,6 +167,7 @@ pub struct Upstream {
     addr: SocketAddr,
     state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
+    tls: bool,
 }
 
 impl Upstream {
@@ -174,9 +189,10 @@ impl Upstream {
         self.addr.port()
     }
 
-    /// `http://127.0.0.1:PORT`, as `--upstream` takes it.
+    /// `http://127.0.0.1:PORT` (`https://` when it serves TLS), as `--upstream` takes it.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn name(&self) -> &str {
@@ -207,18 +223,37 @@ impl Drop for Upstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         state.connections.lock().unwrap().push(peer);
         let state = state.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle(state.clone(), req, peer));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .await;
+            let server = auto::Builder::new(TokioExecutor::new());
+            match acceptor {
+                None => {
+                    let _ = server
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                }
+                Some(acceptor) => {
+                    // A handshake the client refuses (a certificate it does not trust)
+                    // ends here.
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        let _ = server
+                            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                            .await;
+                    }
+                }
+            }
         });
     }
 }

@@ -1,0 +1,157 @@
+//! HTTP/2 to the upstream (by ALPN over TLS, or h2c when configured) and gRPC end to
+//! end: a tonic client through the proxy to a tonic server, statuses and trailers intact,
+//! each call recorded with its trailers.
+
+use std::time::Duration;
+
+use http::Version;
+
+use crate::harness::grpc::{Greeter, GrpcServer};
+use crate::harness::recordings::{all_traffic, create_recording, start_recording};
+use crate::harness::seed::eventually;
+use crate::harness::tls::TestCa;
+use crate::harness::{body, Http, TestProxy, Upstream};
+
+#[tokio::test]
+async fn an_h2_client_reaches_an_h2c_upstream_as_http2_on_one_connection() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .arg("--upstream-protocol")
+        .arg("h2c")
+        .start()
+        .await;
+    let h2 = Http::h2c();
+    let r = h2
+        .request("POST", &proxy.url("/echo?n=0"), body("over h2"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.version, Version::HTTP_2);
+    let echo = r.json();
+    assert_eq!(echo["version"], "HTTP/2.0", "the upstream saw {echo}");
+    assert_eq!(echo["body"], "over h2");
+
+    // Twenty at once share the one connection (multiplexed streams).
+    let calls = (1..=20).map(|i| {
+        let (h2, url) = (h2.clone(), proxy.url(&format!("/sleep/50?n={i}")));
+        tokio::spawn(async move { h2.get(&url).await })
+    });
+    for c in calls {
+        let r = c.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["version"], "HTTP/2.0");
+    }
+    assert_eq!(up.connections().len(), 1, "streams share a connection");
+    // An HTTP/1.1 client is carried over the same HTTP/2.
+    let r = Http::new().get(&proxy.url("/echo")).await;
+    assert_eq!(r.json()["version"], "HTTP/2.0");
+    let status = proxy.mgmt_get("/proxy").await.json();
+    assert_eq!(status["upstream_h2_connections"], 1, "{status}");
+}
+
+#[tokio::test]
+async fn alpn_settles_http2_with_an_https_upstream_that_offers_it() {
+    let ca = TestCa::new();
+    let cert = ca.issue("up", &["localhost"]);
+    let up = Upstream::new()
+        .tls(cert.server_config(&[b"h2", b"http/1.1"]))
+        .run()
+        .await;
+    let proxy = TestProxy::builder()
+        .upstream_url(format!("https://localhost:{}", up.port()))
+        .arg("--upstream-ca")
+        .arg(ca.cert.display().to_string())
+        .start()
+        .await;
+    let r = Http::h2c().get(&proxy.url("/echo")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["version"], "HTTP/2.0");
+    // With only http/1.1 on offer, `auto` speaks HTTP/1.1; `h2` refuses with a 502.
+    let h1_only = Upstream::new()
+        .tls(cert.server_config(&[b"http/1.1"]))
+        .run()
+        .await;
+    let proxy = TestProxy::builder()
+        .upstream_url(format!("https://localhost:{}", h1_only.port()))
+        .arg("--upstream-ca")
+        .arg(ca.cert.display().to_string())
+        .start()
+        .await;
+    assert_eq!(
+        Http::h2c().get(&proxy.url("/echo")).await.json()["version"],
+        "HTTP/1.1"
+    );
+    let strict = TestProxy::builder()
+        .upstream_url(format!("https://localhost:{}", h1_only.port()))
+        .arg("--upstream-ca")
+        .arg(ca.cert.display().to_string())
+        .arg("--upstream-protocol")
+        .arg("h2")
+        .start()
+        .await;
+    let r = Http::new().get(&strict.url("/echo")).await;
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("HTTP/2"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn grpc_calls_pass_with_their_statuses_and_are_recorded_with_trailers() {
+    let server = GrpcServer::start().await;
+    // `auto` to a plain upstream: gRPC goes as h2c, as it must.
+    let proxy = TestProxy::builder()
+        .upstream_url(server.url())
+        .start()
+        .await;
+    let id = create_recording(&proxy, "grpc", "").await;
+    start_recording(&proxy, &id).await;
+    let mut greeter = Greeter::connect(proxy.proxy_url()).await;
+
+    let ok = greeter.say_hello("proxy").await.expect("the call succeeds");
+    assert_eq!(ok.get_ref().message, "hello proxy");
+    assert_eq!(
+        ok.metadata().get("x-greeter").and_then(|v| v.to_str().ok()),
+        Some("test")
+    );
+
+    let err = greeter.say_hello("nobody").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(err.message(), "no greeter for nobody");
+
+    let (replies, end) = greeter.count("n").await;
+    assert_eq!(replies, ["n 1", "n 2", "n 3"]);
+    assert!(end.is_ok(), "{end:?}");
+
+    // Each call is recorded: its trailers, and its length-prefixed messages as bodies.
+    let traffic = eventually("three calls recorded", Duration::from_secs(10), || async {
+        let t = all_traffic(&proxy, &id).await;
+        (t.len() == 3 && t.iter().all(|d| !d["response"].is_null())).then_some(t)
+    })
+    .await;
+    let by_path = |p: &str| {
+        traffic
+            .iter()
+            .filter(|d| d["request"]["path"] == p)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let hello = by_path("/test.Greeter/SayHello");
+    assert_eq!(hello.len(), 2);
+    let ok_doc = hello
+        .iter()
+        .find(|d| d["response"]["trailers"]["grpc-status"][0] == "0")
+        .unwrap_or_else(|| panic!("no call recorded with grpc-status 0: {hello:?}"));
+    let body = &ok_doc["response"]["body"];
+    // 5 bytes of prefix (no compression, length 13) and the message `hello proxy`.
+    assert_eq!(body["size"], 18, "{body}");
+    assert_eq!(ok_doc["request"]["headers"]["te"][0], "trailers");
+    // A failing call is a trailers-only response: its status is in the headers.
+    assert!(
+        hello
+            .iter()
+            .any(|d| d["response"]["headers"]["grpc-status"][0] == "5"
+                && d["response"]["headers"]["grpc-message"][0] == "no%20greeter%20for%20nobody"),
+        "{hello:?}"
+    );
+    let count = by_path("/test.Greeter/Count");
+    assert_eq!(count[0]["response"]["trailers"]["grpc-status"][0], "0");
+}
