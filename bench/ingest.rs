@@ -59,6 +59,7 @@ fn message(i: usize, body: &str) -> (Arc<TrafficMessage>, Arc<TrafficMessage>) {
         headers,
         body: Some(BodyCapture::from_bytes(body.as_bytes(), body.len() as u64)),
         trailers: None,
+        web_socket_messages: None,
     }));
     (Arc::new(req), Arc::new(resp))
 }

@@ -829,6 +829,7 @@ mod tests {
                 headers: MultiMap::from_iter([("content-type", "text/plain")]),
                 body: Some(BodyCapture::from_bytes(resp, resp.len() as u64)),
                 trailers: None,
+                web_socket_messages: None,
             }));
             m
         };

@@ -570,6 +570,7 @@ impl RawResponse {
             headers: headers(self.headers),
             body,
             trailers: None,
+            web_socket_messages: None,
         }))
     }
 }
@@ -616,6 +617,7 @@ mod tests {
                 headers,
                 body: Some(BodyCapture::from_bytes(&[0xff, 0, 1], 10)),
                 trailers: None,
+                web_socket_messages: None,
             })),
         };
         let mut no_body = doc.clone();

@@ -6,10 +6,14 @@
 
 use std::borrow::Cow;
 
+use base64::Engine as _;
 use chrono::DateTime;
 use serde::Serialize;
 
-use crate::traffic::{BodyCapture, BodyEncoding, MultiMap, RequestInfo, ResponseInfo, TrafficDoc};
+use crate::traffic::{
+    BodyCapture, BodyEncoding, MultiMap, RequestInfo, ResponseInfo, TrafficDoc, WebSocketMessage,
+    WsDirection,
+};
 
 /// What ends the document after the last entry.
 pub const TAIL: &[u8] = b"]}}";
@@ -44,6 +48,21 @@ pub struct Entry<'a> {
     timings: Timings,
     #[serde(rename = "_transactionId")]
     transaction_id: &'a str,
+    /// A WebSocket upgrade's messages, in the shape Chrome and mitmproxy export.
+    #[serde(rename = "_webSocketMessages", skip_serializing_if = "Vec::is_empty")]
+    web_socket_messages: Vec<WsMessage<'a>>,
+}
+
+#[derive(Serialize)]
+struct WsMessage<'a> {
+    /// `send` or `receive`.
+    #[serde(rename = "type")]
+    direction: WsDirection,
+    /// Seconds since the epoch.
+    time: f64,
+    opcode: u8,
+    /// Text as it was; binary in base64.
+    data: Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -148,6 +167,30 @@ pub fn entry(doc: &TrafficDoc) -> Entry<'_> {
             receive: 0.0,
         },
         transaction_id: &doc.transaction_id,
+        web_socket_messages: doc
+            .response
+            .as_deref()
+            .and_then(|r| r.web_socket_messages.as_ref())
+            .map(|ms| ms.iter().map(ws_message).collect())
+            .unwrap_or_default(),
+    }
+}
+
+fn ws_message(m: &WebSocketMessage) -> WsMessage<'_> {
+    let time = DateTime::parse_from_rfc3339(&m.time)
+        .map(|t| t.timestamp_micros() as f64 / 1e6)
+        .unwrap_or(0.0);
+    WsMessage {
+        direction: m.direction,
+        time,
+        opcode: m.opcode,
+        // Binary in base64 even when its bytes happen to be UTF-8, as Chrome writes it.
+        data: match m.opcode {
+            2 => base64::engine::general_purpose::STANDARD
+                .encode(&m.data.bytes)
+                .into(),
+            _ => m.data.wire().1,
+        },
     }
 }
 
@@ -314,6 +357,7 @@ mod tests {
                 headers: rheaders,
                 body: Some(BodyCapture::from_bytes(&[0xff, 0, 1], 10)),
                 trailers: None,
+                web_socket_messages: None,
             })),
         }
     }

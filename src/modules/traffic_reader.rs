@@ -17,7 +17,7 @@ use crate::proxy::{Decision, Exchange, Phase};
 use crate::recording::Recordings;
 use crate::redact::{Redactor, Rules};
 use crate::resources::{Claimed, FeedUse, RedisMode, Resources};
-use crate::traffic::{self, RequestInfo, ResponseInfo, TrafficMessage};
+use crate::traffic::{self, RequestInfo, ResponseInfo, TrafficMessage, WebSocketMessage};
 
 /// Publishes each request and response to the traffic feed.
 pub static FACTORY: Factory = Factory::new::<ReaderKwargs>("TrafficReader", Kind::Pipeline);
@@ -159,6 +159,14 @@ struct Pending {
     response: Option<ResponseInfo>,
 }
 
+/// An exchange upgraded to WebSocket, after its completion: its response event and the
+/// messages seen so far.
+#[derive(Clone)]
+struct Socket {
+    exchange: Arc<TrafficMessage>,
+    messages: Vec<WebSocketMessage>,
+}
+
 impl TrafficReader {
     pub fn new(
         publisher: Arc<dyn Publisher>,
@@ -247,6 +255,7 @@ impl Phase for TrafficReader {
             headers: traffic::header_multimap(&resp.headers),
             body: None,
             trailers: None,
+            web_socket_messages: None,
         };
         if let Some(r) = &self.redactor {
             let n = r.headers(&mut info.headers);
@@ -270,6 +279,7 @@ impl Phase for TrafficReader {
                 headers: Default::default(),
                 body: None,
                 trailers: None,
+                web_socket_messages: None,
             }
         });
         if let Some(trailers) = &ex.response_trailers {
@@ -301,6 +311,37 @@ impl Phase for TrafficReader {
         }
         msg.response = Some(Arc::new(response));
         self.recordings.served(pending.started);
+        let msg = Arc::new(msg);
+        if ex.status == Some(http::StatusCode::SWITCHING_PROTOCOLS) {
+            // Its WebSocket messages, if a tunnel reads them, complete it later.
+            ex.extensions.insert(Socket {
+                exchange: msg.clone(),
+                messages: Vec::new(),
+            });
+        }
+        self.publisher.publish(msg);
+    }
+
+    /// Each batch goes out as the upgrade's response event again, with every message so
+    /// far (kept within the body limit by the tunnel), so that the recorded document
+    /// lists them all, in order.
+    fn on_messages(&self, ex: &mut Exchange, batch: &[WebSocketMessage]) {
+        let Some(socket) = ex.extensions.get_mut::<Socket>() else {
+            return;
+        };
+        for m in batch {
+            let mut m = m.clone();
+            if let Some(r) = &self.redactor {
+                // Text messages are most often JSON: its fields are redacted as a body's.
+                let kind = (m.opcode == 1).then_some("application/json");
+                self.count(r.body(&mut m.data, kind));
+            }
+            socket.messages.push(m);
+        }
+        let mut msg = TrafficMessage::clone(&socket.exchange);
+        if let Some(r) = msg.response.as_mut() {
+            Arc::make_mut(r).web_socket_messages = Some(socket.messages.clone());
+        }
         self.publisher.publish(Arc::new(msg));
     }
 

@@ -287,6 +287,9 @@ struct Batch {
     /// How many messages each document holds (1, or 2 for a request and its response):
     /// the counters count messages, so that received = recorded + ignored + failed + pending.
     messages: Vec<u64>,
+    /// Whether each document holds the response event that completes its transaction
+    /// (a WebSocket upgrade's later events, which add messages, complete nothing new).
+    completes: Vec<bool>,
     index: HashMap<(String, String), usize>,
     /// Bytes of the bodies the documents hold (a completed document counts both of
     /// its versions: an upper bound).
@@ -295,17 +298,26 @@ struct Batch {
 
 impl Batch {
     fn add(&mut self, recording: &str, msg: &TrafficMessage, started: DateTime<Utc>) {
-        self.add_doc(TrafficDoc::from_message(recording, msg, started), 1);
+        let completes = msg
+            .response
+            .as_ref()
+            .is_some_and(|r| r.web_socket_messages.is_none());
+        self.add_doc(
+            TrafficDoc::from_message(recording, msg, started),
+            1,
+            completes,
+        );
     }
 
     /// Adds a document, or completes the one of the same transaction: the document with
     /// a response (and the request body that comes with it) wins.
-    fn add_doc(&mut self, doc: TrafficDoc, messages: u64) {
+    fn add_doc(&mut self, doc: TrafficDoc, messages: u64, completes: bool) {
         self.bytes += doc.body_bytes();
         let key = (doc.recording_id.clone(), doc.transaction_id.clone());
         match self.index.get(&key) {
             Some(&i) => {
                 self.messages[i] += messages;
+                self.completes[i] |= completes;
                 if doc.response.is_some() {
                     self.docs[i].request = doc.request;
                     self.docs[i].response = doc.response;
@@ -315,8 +327,18 @@ impl Batch {
                 self.index.insert(key, self.docs.len());
                 self.docs.push(doc);
                 self.messages.push(messages);
+                self.completes.push(completes);
             }
         }
+    }
+
+    /// The documents with what each holds, to be added to another batch.
+    fn into_parts(self) -> impl Iterator<Item = (TrafficDoc, u64, bool)> {
+        self.docs
+            .into_iter()
+            .zip(self.messages)
+            .zip(self.completes)
+            .map(|((doc, n), completes)| (doc, n, completes))
     }
 
     fn len(&self) -> usize {
@@ -342,12 +364,12 @@ impl Batch {
             .map_or(0, |i| i + 1);
         let old = std::mem::take(self);
         let mut lost = 0;
-        for (i, (doc, n)) in old.docs.into_iter().zip(old.messages).enumerate() {
+        for (i, (doc, n, completes)) in old.into_parts().enumerate() {
             if i < keep_from {
                 lost += n;
-                gone.add_doc(doc, n);
+                gone.add_doc(doc, n, completes);
             } else {
-                self.add_doc(doc, n);
+                self.add_doc(doc, n, completes);
             }
         }
         (lost, gone)
@@ -364,7 +386,7 @@ type Write = JoinHandle<(Batch, Result<u64, StoreError>)>;
 /// How many complete transactions of each recording a batch holds.
 fn complete_per_recording(batch: &Batch) -> Vec<(String, u64)> {
     let mut per_recording: HashMap<&str, u64> = HashMap::new();
-    for doc in batch.docs.iter().filter(|d| d.response.is_some()) {
+    for (doc, _) in batch.docs.iter().zip(&batch.completes).filter(|(_, c)| **c) {
         *per_recording.entry(&doc.recording_id).or_default() += 1;
     }
     per_recording
@@ -699,8 +721,8 @@ impl Worker {
             self.store_down = true;
         }
         let newer = std::mem::replace(&mut self.batch, failed);
-        for (doc, n) in newer.docs.into_iter().zip(newer.messages) {
-            self.batch.add_doc(doc, n);
+        for (doc, n, completes) in newer.into_parts() {
+            self.batch.add_doc(doc, n, completes);
         }
         let (lost, shed) = self
             .batch
@@ -729,7 +751,7 @@ mod tests {
     fn a_batch_kept_for_retry_sheds_its_oldest_by_count_and_by_bytes() {
         let mut batch = Batch::default();
         for i in 0..10 {
-            batch.add_doc(doc(&i.to_string(), 100), 2);
+            batch.add_doc(doc(&i.to_string(), 100), 2, true);
         }
         assert_eq!(batch.shed(10, 1000).0, 0, "within both bounds");
         let (lost, gone) = batch.shed(8, 10_000);

@@ -497,6 +497,8 @@ pub struct Completion {
     pub response_capture: Option<Capture>,
     /// The upstream connection, back to its pool once the body has been read through.
     pub upstream: Option<(Arc<UpstreamTarget>, crate::proxy::upstream::Lent)>,
+    /// An upgrade whose WebSocket messages are read: the completed exchange goes there.
+    pub upgraded: Option<tokio::sync::oneshot::Sender<crate::proxy::websocket::Upgraded>>,
 }
 
 impl Completion {
@@ -523,6 +525,13 @@ impl Completion {
             completed,
             "exchange"
         );
+        if let Some(tx) = self.upgraded.take() {
+            let _ = tx.send(crate::proxy::websocket::Upgraded {
+                pipeline: self.pipeline,
+                reached: self.reached,
+                ex: self.ex,
+            });
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod pipeline;
 pub mod service;
 pub mod tls;
 pub mod upstream;
+pub mod websocket;
 
 use std::sync::Arc;
 

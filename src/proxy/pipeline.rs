@@ -101,6 +101,10 @@ pub trait Phase: Send + Sync + 'static {
     fn on_response(&self, _ex: &mut Exchange, _resp: &mut http::response::Parts) {}
     /// The exchange is over: bodies captured, status and sizes known.
     fn on_complete(&self, _ex: &mut Exchange) {}
+    /// An exchange upgraded to WebSocket, completed already, carried these messages
+    /// (when a phase captures: [`Phase::capture_limit`]). Called in batches, in the
+    /// order they passed, while the connection lives; phases run in reverse order.
+    fn on_messages(&self, _ex: &mut Exchange, _messages: &[crate::traffic::WebSocketMessage]) {}
     /// Bytes of each body this phase wants captured beside the stream (0: none).
     fn capture_limit(&self) -> usize {
         0
@@ -194,6 +198,17 @@ impl Pipeline {
     pub fn complete(&self, reached: Reached, ex: &mut Exchange) {
         for p in self.phases[..reached.0].iter().rev() {
             p.on_complete(ex);
+        }
+    }
+
+    pub fn messages(
+        &self,
+        reached: Reached,
+        ex: &mut Exchange,
+        messages: &[crate::traffic::WebSocketMessage],
+    ) {
+        for p in self.phases[..reached.0].iter().rev() {
+            p.on_messages(ex, messages);
         }
     }
 }

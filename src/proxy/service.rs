@@ -273,6 +273,7 @@ impl Forwarder {
             request_capture: request_capture.clone(),
             response_capture: (limit > 0).then(|| Capture::new(limit, self.captures.clone())),
             upstream: None,
+            upgraded: None,
         });
         match decision {
             // What was read ahead goes upstream in the body's frames; no copy is kept.
@@ -348,8 +349,18 @@ impl Forwarder {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            // A WebSocket whose messages a phase captures: they are read beside the tunnel.
+            let websocket = resp
+                .headers()
+                .get(header::UPGRADE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            let capture = (websocket && limit > 0).then(|| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                done.upgraded = Some(tx);
+                (limit, rx)
+            });
             let (work, lease) = (
-                tunnel(client_upgrade, upstream_upgrade),
+                tunnel(client_upgrade, upstream_upgrade, capture),
                 client.lease.clone(),
             );
             tokio::spawn(async move {
@@ -432,16 +443,37 @@ fn answered(resp: Response<Bytes>, mut done: Box<Completion>) -> Response<Respon
     Response::from_parts(parts, ResponseBody::full(body, Some(done)))
 }
 
-/// Copies bytes both ways between an upgraded client and upstream until either closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    match tokio::try_join!(client, upstream) {
-        Ok((c, u)) => {
-            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+/// Copies bytes both ways between an upgraded client and upstream until either closes;
+/// with `capture`, reads the WebSocket messages beside them, `limit` bytes each at most,
+/// for the completed exchange that comes on the channel.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    capture: Option<(
+        usize,
+        tokio::sync::oneshot::Receiver<crate::proxy::websocket::Upgraded>,
+    )>,
+) {
+    let (c, u) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::warn!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+    match capture {
+        None => {
             if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
                 tracing::debug!(error = %e, "upgraded connection ended");
             }
         }
-        Err(e) => tracing::warn!(error = %e, "upgrade failed"),
+        Some((limit, exchange)) => {
+            // The 101 has gone out whole before the upgrade resolves: the exchange is
+            // complete, and here (unless it was cut short).
+            let upgraded = exchange.await.ok();
+            crate::proxy::websocket::relay(c, u, limit, upgraded).await;
+        }
     }
 }
 

@@ -481,6 +481,7 @@ mod tests {
             headers: map,
             body: Some(BodyCapture::from_bytes(body, body.len() as u64)),
             trailers: None,
+            web_socket_messages: None,
         }
     }
 

@@ -131,6 +131,36 @@ pub struct ResponseInfo {
     /// `grpc-message`); absent when there were none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trailers: Option<MultiMap>,
+    /// For an upgrade to WebSocket (101): the messages the connection carried so far,
+    /// in the order they passed (HAR exporters' `_webSocketMessages`, in our shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_socket_messages: Option<Vec<WebSocketMessage>>,
+}
+
+/// Which way a WebSocket message went, as HAR's `_webSocketMessages` names it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WsDirection {
+    /// From the client to the upstream.
+    Send,
+    /// From the upstream to the client.
+    Receive,
+}
+
+/// One WebSocket message, captured beside the tunnel: text (opcode 1), binary (2) or a
+/// close (8, with its code; its reason is the data).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketMessage {
+    #[serde(rename = "type")]
+    pub direction: WsDirection,
+    /// When its last frame passed (the seed's timestamp form).
+    pub time: String,
+    pub opcode: u8,
+    /// Its payload as a body is kept: size, truncation, and the bytes kept.
+    pub data: BodyCapture,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_code: Option<u16>,
 }
 
 /// A body as captured beside the stream: its full size, whether the capture stopped at

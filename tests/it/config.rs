@@ -156,7 +156,7 @@ fn bad_addresses_are_named() {
     );
     assert_has(
         &stderr,
-        &format!("{path}: upstream (or --upstream): `ftp://127.0.0.1:21`: only http:// upstreams are supported"),
+        &format!("{path}: upstream (or --upstream): `ftp://127.0.0.1:21`: an upstream is http:// or https://, not ftp://"),
     );
 
     // The same check on a flag.

@@ -230,6 +230,7 @@ async fn exporting_100000_entries_keeps_memory_flat() {
             headers,
             body: Some(body),
             trailers: None,
+            web_socket_messages: None,
         });
         for batch in 0..ENTRIES / 1000 {
             let docs: Vec<TrafficDoc> = (0..1000)

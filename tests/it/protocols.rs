@@ -1,5 +1,7 @@
 //! HTTP/2 cleartext from clients, and WebSocket upgrades through the proxy.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::Version;
@@ -108,4 +110,87 @@ where
         .expect("no WebSocket message within 5 s")
         .expect("the WebSocket ended")
         .expect("a WebSocket message")
+}
+
+/// A WebSocket's messages are recorded with the upgrade, in the order they passed, each
+/// with its direction and time: text, binary and the close with its code, both ways.
+#[tokio::test]
+async fn websocket_messages_are_recorded_in_order_both_ways() {
+    use crate::harness::recordings::{all_traffic, create_recording, start_recording};
+    use crate::harness::seed::eventually;
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let id = create_recording(&proxy, "ws", "").await;
+    start_recording(&proxy, &id).await;
+    let url = format!("ws://{}/ws", proxy.proxy_addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Message::text(WS_GREETING));
+    ws.send(Message::text(r#"{"n":1}"#)).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Message::text(r#"{"n":1}"#));
+    let binary = Bytes::from(vec![0u8, 1, 2, 254, 255]);
+    ws.send(Message::binary(binary.clone())).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Message::binary(binary));
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done".into(),
+    }))
+    .await
+    .unwrap();
+    // The upstream's close answers ours: the stream ends.
+    assert!(matches!(next_msg(&mut ws).await, Message::Close(Some(_))));
+
+    let messages = eventually("the messages recorded", Duration::from_secs(10), || async {
+        let traffic = all_traffic(&proxy, &id).await;
+        let doc = traffic.iter().find(|d| d["request"]["path"] == "/ws")?;
+        let ms = doc["response"]["webSocketMessages"].as_array()?.clone();
+        (ms.len() >= 7).then_some(ms)
+    })
+    .await;
+    let seen: Vec<(String, u64, String)> = messages
+        .iter()
+        .map(|m| {
+            (
+                m["type"].as_str().unwrap().to_owned(),
+                m["opcode"].as_u64().unwrap(),
+                m["data"]["data"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("receive", 1, WS_GREETING),
+        ("send", 1, r#"{"n":1}"#),
+        ("receive", 1, r#"{"n":1}"#),
+        ("send", 2, "AAEC/v8="),
+        ("receive", 2, "AAEC/v8="),
+        ("send", 8, "done"),
+    ];
+    for (i, (dir, op, data)) in expected.iter().enumerate() {
+        assert_eq!(
+            (seen[i].0.as_str(), seen[i].1, seen[i].2.as_str()),
+            (*dir, *op, *data),
+            "message {i} of {seen:?}"
+        );
+    }
+    assert_eq!(messages[5]["closeCode"], 1000);
+    assert_eq!(messages[6]["type"], "receive");
+    assert_eq!(messages[6]["opcode"], 8);
+    assert!(messages
+        .windows(2)
+        .all(|w| w[0]["time"].as_str() <= w[1]["time"].as_str()));
+
+    // The HAR export carries them as Chrome does.
+    let har = proxy.mgmt_get(&format!("/recording/{id}/har")).await.json();
+    let entry = har["log"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["request"]["url"].as_str().unwrap().ends_with("/ws"))
+        .unwrap()
+        .clone();
+    let ms = entry["_webSocketMessages"].as_array().unwrap();
+    assert_eq!(ms[0]["type"], "receive");
+    assert_eq!(ms[3]["data"], "AAEC/v8=");
+    assert!(ms[0]["time"].as_f64().unwrap() > 1.7e9);
 }

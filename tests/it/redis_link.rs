@@ -63,6 +63,7 @@ fn msg(i: usize) -> Arc<TrafficMessage> {
             headers,
             body: None,
             trailers: None,
+            web_socket_messages: None,
         })),
     })
 }

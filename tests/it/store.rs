@@ -135,6 +135,7 @@ fn doc(recording_id: &str, txn: &str, with_response: bool, body_len: usize) -> T
                 headers,
                 body: None,
                 trailers: None,
+                web_socket_messages: None,
             })
         }),
     }

@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use super::bodies::BodyIds;
 use super::{parse_time, Blocking, Failure};
-use crate::traffic::{timestamp, BodyCapture, MultiMap, RequestInfo, ResponseInfo, TrafficDoc};
+use crate::traffic::{
+    timestamp, BodyCapture, MultiMap, RequestInfo, ResponseInfo, TrafficDoc, WebSocketMessage,
+};
 
 /// The first insert fixes `seq` and `created_at`; the response event completes the row
 /// (its request copy carries the captured body), and a repeat of the request changes
@@ -103,6 +105,9 @@ struct StoredResponse<'a> {
     body: Option<BodyShape>,
     #[serde(skip_serializing_if = "Option::is_none")]
     trailers: Option<&'a MultiMap>,
+    /// An upgrade's WebSocket messages, data and all (bounded by the capture limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    web_socket_messages: Option<&'a Vec<WebSocketMessage>>,
 }
 
 impl<'a> StoredResponse<'a> {
@@ -115,6 +120,7 @@ impl<'a> StoredResponse<'a> {
             headers,
             body,
             trailers,
+            web_socket_messages,
         } = response;
         Self {
             created_at,
@@ -124,6 +130,7 @@ impl<'a> StoredResponse<'a> {
             headers,
             body: body.as_ref().map(BodyShape::of),
             trailers: trailers.as_ref(),
+            web_socket_messages: web_socket_messages.as_ref(),
         }
     }
 }

@@ -552,7 +552,8 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
         }
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_close() {
-                let _ = ws.close(None).await;
+                // tungstenite queued the answer to the client's close: it goes out here.
+                let _ = ws.flush().await;
                 return;
             }
             if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
