@@ -16,6 +16,13 @@ fn body_bytes(request: &RequestInfo, response: Option<&ResponseInfo>) -> usize {
     len(&request.body) + response.map_or(0, |r| len(&r.body))
 }
 
+/// Bytes a response's WebSocket messages hold: their data, and a rough cost per message.
+fn web_socket_bytes(response: Option<&ResponseInfo>) -> usize {
+    response
+        .and_then(|r| r.web_socket_messages.as_ref())
+        .map_or(0, |ms| ms.iter().map(|m| 64 + m.data.bytes.len()).sum())
+}
+
 mod multimap;
 
 pub use multimap::{MultiMap, Values};
@@ -34,12 +41,13 @@ pub struct TrafficMessage {
 }
 
 impl TrafficMessage {
-    /// A copy whose captured bodies keep at most `limit` bytes of data, or `None` when
-    /// none is longer (nothing to copy).
+    /// A copy whose captured bodies keep at most `limit` bytes of data (a WebSocket's
+    /// messages as many together), or `None` when none is longer (nothing to copy).
     pub fn with_bodies_cut(&self, limit: usize) -> Option<TrafficMessage> {
         let long = |b: &Option<BodyCapture>| b.as_ref().is_some_and(|b| b.bytes.len() > limit);
+        let messages_long = web_socket_bytes(self.response.as_deref()) > limit;
         let response_long = self.response.as_ref().is_some_and(|r| long(&r.body));
-        if !long(&self.request.body) && !response_long {
+        if !long(&self.request.body) && !response_long && !messages_long {
             return None;
         }
         let mut out = self.clone();
@@ -49,6 +57,13 @@ impl TrafficMessage {
         if let (true, Some(r)) = (response_long, out.response.as_mut()) {
             if let Some(b) = Arc::make_mut(r).body.as_mut() {
                 b.cut(limit);
+            }
+        }
+        if let (true, Some(r)) = (messages_long, out.response.as_mut()) {
+            let mut left = limit;
+            for m in Arc::make_mut(r).web_socket_messages.iter_mut().flatten() {
+                m.data.cut(left);
+                left -= m.data.bytes.len();
             }
         }
         Some(out)
@@ -69,9 +84,11 @@ impl TrafficMessage {
         256 + self.transaction_id.len() * 3 + request + response + self.body_bytes()
     }
 
-    /// Bytes of the bodies it carries.
+    /// Bytes of the bodies it carries, a WebSocket's messages with them: what the
+    /// queues' and batches' byte bounds weigh.
     pub fn body_bytes(&self) -> usize {
         body_bytes(&self.request, self.response.as_deref())
+            + web_socket_bytes(self.response.as_deref())
     }
 
     /// When the exchange began: the request's `createdAt`, parsed. Used to decide which
@@ -535,9 +552,10 @@ pub struct TrafficDoc {
 }
 
 impl TrafficDoc {
-    /// Bytes of the bodies it holds.
+    /// Bytes of the bodies it holds (a WebSocket's messages with them).
     pub fn body_bytes(&self) -> usize {
         body_bytes(&self.request, self.response.as_deref())
+            + web_socket_bytes(self.response.as_deref())
     }
 
     /// The document a message that began at `started` makes (or completes) in a
@@ -579,6 +597,42 @@ impl TrafficMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_websockets_messages_are_weighed_and_cut_like_bodies() {
+        let mut msg = TrafficMessage::sample("t", None);
+        let messages = (0..10)
+            .map(|_| WebSocketMessage {
+                direction: WsDirection::Send,
+                time: String::new(),
+                opcode: 1,
+                data: BodyCapture::from_bytes(&[b'a'; 1000], 1000),
+                close_code: None,
+            })
+            .collect();
+        msg.response = Some(Arc::new(ResponseInfo {
+            created_at: String::new(),
+            client_protocol: String::new(),
+            status_code: 101,
+            status_description: String::new(),
+            headers: MultiMap::new(),
+            body: None,
+            trailers: None,
+            web_socket_messages: Some(messages),
+        }));
+        assert!(msg.body_bytes() >= 10_000, "the queues weigh the messages");
+        let cut = msg.with_bodies_cut(2500).expect("longer than the cut");
+        let kept: Vec<usize> = cut
+            .response
+            .unwrap()
+            .web_socket_messages
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.data.bytes.len())
+            .collect();
+        assert_eq!(kept, [1000, 1000, 500, 0, 0, 0, 0, 0, 0, 0]);
+    }
 
     #[test]
     fn times_keep_six_fractional_digits_even_when_they_end_in_zeros() {

@@ -155,3 +155,39 @@ async fn grpc_calls_pass_with_their_statuses_and_are_recorded_with_trailers() {
     let count = by_path("/test.Greeter/Count");
     assert_eq!(count[0]["response"]["trailers"]["grpc-status"][0], "0");
 }
+
+/// Trailers cross in both directions: the request's reach an HTTP/2 upstream (which
+/// echoes its body, trailers and all) and the response's reach the client.
+#[tokio::test]
+async fn trailers_pass_both_ways_over_http2() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    let up = Upstream::start().await;
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .arg("--upstream-protocol")
+        .arg("h2c")
+        .start()
+        .await;
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", "abc123".parse().unwrap());
+    let frames = vec![
+        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from("payload"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let req = http::Request::post(proxy.url("/echo-body"))
+        .header("te", "trailers")
+        .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        .unwrap();
+    let resp = Http::h2c().stream(req).await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap();
+    assert_eq!(
+        body.trailers().and_then(|t| t.get("x-checksum")),
+        Some(&http::HeaderValue::from_static("abc123")),
+        "the trailers came back"
+    );
+    assert_eq!(body.to_bytes(), "payload");
+}
