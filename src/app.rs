@@ -26,6 +26,10 @@ pub struct Loaded {
     pub upstream: Upstream,
     pub modules: ModulePlan,
     pub resources: Plan,
+    /// How upstream connections are made: the TLS roots (or CA file) read already.
+    pub dialer: Dialer,
+    /// The listener's certificate, read already, when it serves HTTPS.
+    pub listener_cert: Option<Arc<ListenerCert>>,
 }
 
 /// Reads both files and the flags, reporting the problems of every file together.
@@ -129,16 +133,54 @@ fn load_with(
         }
         _ => None,
     };
-    match (settings, upstream, modules, plan) {
-        (Some(settings), Some(upstream), Some(modules), Some(resources)) if problems.is_empty() => {
+    // The files TLS needs are read now, so that --check-config reports them too.
+    let tls = settings.as_ref().map(|s| {
+        let dialer = Dialer::new(
+            s.upstream_protocol,
+            &s.upstream_tls,
+            s.connect_timeout,
+            s.limits.max_header_size,
+        )
+        .map_err(|e| problem(&file_name, "upstream_ca (or --upstream-ca)", e.to_string()));
+        let cert = match &s.tls {
+            Some(t) => ListenerCert::load(&t.cert, &t.key)
+                .map(Some)
+                .map_err(|e| problem(&file_name, "tls (or --tls-cert, --tls-key)", e.to_string())),
+            None => Ok(None),
+        };
+        (dialer, cert)
+    });
+    let (dialer, listener_cert) = match tls {
+        Some((Ok(d), Ok(c))) => (Some(d), c),
+        Some((d, c)) => {
+            problems.extend(d.err());
+            problems.extend(c.err());
+            (None, None)
+        }
+        None => (None, None),
+    };
+    match (settings, upstream, modules, plan, dialer) {
+        (Some(settings), Some(upstream), Some(modules), Some(resources), Some(dialer))
+            if problems.is_empty() =>
+        {
             Ok(Loaded {
                 settings,
                 upstream,
                 modules,
                 resources,
+                dialer,
+                listener_cert,
             })
         }
         _ => Err(ConfigError { problems }),
+    }
+}
+
+fn problem(file: &str, key: &str, message: String) -> Problem {
+    Problem {
+        file: file.to_owned(),
+        key: key.to_owned(),
+        message,
     }
 }
 
@@ -168,22 +210,16 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         upstream,
         modules: module_plan,
         resources: plan,
+        dialer,
+        listener_cert,
     } = loaded;
     let target = UpstreamTarget::new(upstream).map_err(anyhow::Error::msg)?;
-    let dialer = Dialer::new(
-        settings.upstream_protocol,
-        &settings.upstream_tls,
-        settings.connect_timeout,
-        settings.limits.max_header_size,
-    )
-    .context("setting up TLS to the upstream")?;
-    let listener_cert = match &settings.tls {
-        Some(t) => Some(
-            ListenerCert::load(&t.cert, &t.key)
-                .context("loading the listener's certificate (--tls-cert, --tls-key)")?,
-        ),
-        None => None,
-    };
+    if dialer.insecure() {
+        tracing::warn!(
+            "--upstream-insecure: the upstream's TLS certificate is NOT verified; anyone on \
+             the path can read and change the traffic (for self-signed test services only)"
+        );
+    }
     let shutdown = CancellationToken::new();
     // Watched from now on, so that a signal during a slow connect ends the wait.
     let mut signalled = std::pin::pin!(shutdown_signal());

@@ -76,12 +76,6 @@ impl Dialer {
             UpstreamProtocol::Http1 => &[b"http/1.1"],
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => &[b"h2"],
         };
-        if verification.insecure {
-            tracing::warn!(
-                "--upstream-insecure: the upstream's TLS certificate is NOT verified; anyone on \
-                 the path can read and change the traffic (for self-signed test services only)"
-            );
-        }
         Ok(Self {
             protocol,
             tls: tls::client_config(verification, alpn)?,

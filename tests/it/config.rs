@@ -140,6 +140,46 @@ fn wrong_types_say_what_was_expected() {
 }
 
 #[test]
+fn tls_settings_are_checked_with_their_files() {
+    let stderr = check_fails(&["--tls-cert", "tests/fixtures/tls/cert.pem"]);
+    assert_has(&stderr, "tls.key: a certificate without its key");
+    let stderr = check_fails(&[
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "tests/fixtures/tls/key.pem",
+    ]);
+    assert_has(
+        &stderr,
+        "tls (or --tls-cert, --tls-key): cannot read certificate /nonexistent/cert.pem",
+    );
+    // A key file that holds no key (the certificate in its place).
+    let stderr = check_fails(&[
+        "--tls-cert",
+        "tests/fixtures/tls/cert.pem",
+        "--tls-key",
+        "tests/fixtures/tls/cert.pem",
+    ]);
+    assert_has(&stderr, "holds no private key");
+    let stderr = check_fails(&["--upstream-protocol", "h3"]);
+    assert_has(
+        &stderr,
+        "`h3` is not an upstream protocol (auto, http1, h2 or h2c)",
+    );
+    let stderr = check_fails(&[
+        "--upstream-ca",
+        "tests/fixtures/tls/cert.pem",
+        "--upstream-insecure",
+    ]);
+    assert_has(&stderr, "contradict each other");
+    let stderr = check_fails(&["--upstream-ca", "/nonexistent/ca.pem"]);
+    assert_has(
+        &stderr,
+        "upstream_ca (or --upstream-ca): cannot read CA certificate /nonexistent/ca.pem",
+    );
+}
+
+#[test]
 fn bad_addresses_are_named() {
     let path = fixture("bad-addresses.yaml");
     let stderr = check_fails(&["--config", &path]);
