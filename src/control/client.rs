@@ -293,8 +293,14 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 
 fn status_text(v: &Value) -> String {
     let p = &v["proxy"];
+    let https = if p["tls"].is_object() { " (HTTPS)" } else { "" };
+    let unverified = if s(&p["upstream_tls_verify"]).starts_with("OFF") {
+        " (its certificate NOT verified: --upstream-insecure)"
+    } else {
+        ""
+    };
     let head = format!(
-        "proxy: {} on {} -> {}\n",
+        "proxy: {} on {}{https} -> {}{unverified}\n",
         if p["listening"].as_bool() == Some(true) {
             "listening"
         } else {

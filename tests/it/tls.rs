@@ -120,6 +120,9 @@ async fn upstream_insecure_takes_a_self_signed_service_and_says_so_loudly() {
             .is_some_and(|v| v.starts_with("OFF")),
         "{status}"
     );
+    let out = proxy.cli(&["status"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("certificate NOT verified"), "{text}");
 }
 
 /// A proxy serving HTTPS with a certificate of the test CA for localhost.
@@ -163,6 +166,8 @@ async fn the_https_listener_is_reached_by_curl_in_http1_and_h2() {
     let up = Upstream::start().await;
     let (proxy, _cert) = https_proxy(&ca, &up).await;
     assert!(proxy.ready_line().contains("proxy https://"));
+    let out = proxy.cli(&["status"]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(HTTPS)"));
     let url = format!(
         "https://localhost:{}/echo?via=tls",
         proxy.proxy_addr().port()
