@@ -313,7 +313,8 @@ pub struct RequestBody {
     prefix: std::collections::VecDeque<Frame<Bytes>>,
     /// The capture budget those frames hold until they are sent.
     reserved: Option<Reservation>,
-    inner: Incoming,
+    /// The client's body; none for a request sent again without one.
+    inner: Option<Incoming>,
     capture: Option<SharedCapture>,
     watch: Arc<BodyWatch>,
     stall: Duration,
@@ -332,10 +333,25 @@ impl RequestBody {
         Self {
             prefix: Default::default(),
             reserved: None,
-            inner,
+            inner: Some(inner),
             capture,
             watch,
             stall,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// No body at all: a request without one, sent again (its exchange watches the
+    /// first sending's body, which has ended).
+    pub fn empty() -> Self {
+        Self {
+            prefix: Default::default(),
+            reserved: None,
+            inner: None,
+            capture: None,
+            watch: Arc::new(BodyWatch::default()),
+            stall: Duration::ZERO,
             timer: None,
             armed: false,
         }
@@ -424,7 +440,10 @@ impl Body for RequestBody {
             this.watch.progressed();
             return Poll::Ready(Some(Ok(frame)));
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(cap)) = (frame.data_ref(), &this.capture) {
                     cap.lock().unwrap_or_else(|p| p.into_inner()).push(data);
@@ -466,11 +485,14 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.is_empty() && self.inner.is_end_stream()
+        self.prefix.is_empty() && self.inner.as_ref().is_none_or(|i| i.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        let inner = self.inner.size_hint();
+        let inner = self
+            .inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |i| i.size_hint());
         let held: u64 = self
             .prefix
             .iter()

@@ -13,10 +13,10 @@ pub enum ProxyError {
     /// The upstream could not be reached (refused, unreachable, bad address).
     #[error("upstream {upstream} could not be reached: {cause}")]
     Connect { upstream: String, cause: String },
-    /// The TLS handshake with the upstream failed (its certificate, most often), or it
-    /// does not speak the protocol asked of it.
+    /// The upstream declined: the TLS handshake failed (its certificate, most often),
+    /// it does not speak the protocol asked of it, or it refused the request unprocessed.
     #[error("upstream {upstream} refused: {cause}")]
-    Handshake { upstream: String, cause: String },
+    Declined { upstream: String, cause: String },
     /// The upstream accepted the request but broke off before a response.
     #[error("upstream {upstream} closed the connection without a response: {cause}")]
     Upstream { upstream: String, cause: String },
@@ -52,8 +52,15 @@ impl ProxyError {
                 cause: e.to_string(),
             },
             SendError::Tls(cause) | SendError::Protocol(cause) => {
-                ProxyError::Handshake { upstream, cause }
+                ProxyError::Declined { upstream, cause }
             }
+            SendError::Refused => ProxyError::Declined {
+                upstream,
+                cause: "it did not take this request (an HTTP/2 GOAWAY or REFUSED_STREAM), so \
+                        it was not processed; its body was streamed and could not be sent \
+                        again by the proxy, but the request can be sent again"
+                    .into(),
+            },
             SendError::Exchange(e) if e.is_parse_too_large() => ProxyError::BadResponse {
                 upstream,
                 cause: "its head is larger than max_header_size allows (raise max_header_size)"
@@ -73,7 +80,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Connect { .. }
-            | ProxyError::Handshake { .. }
+            | ProxyError::Declined { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::BadResponse { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,

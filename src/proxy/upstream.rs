@@ -48,6 +48,9 @@ pub enum SendError {
     Tls(String),
     /// The upstream does not speak the protocol asked for.
     Protocol(String),
+    /// The upstream closed its HTTP/2 connection (or refused the stream) before it took
+    /// the request, which had a body and so could not be sent again.
+    Refused,
     /// The connection broke before a response arrived.
     Exchange(hyper::Error),
 }
@@ -245,12 +248,9 @@ impl Pool {
         // is the hop-by-hop it always was.
         let te = req.headers_mut().remove(header::TE);
         if wants_h2 == Some(true) {
-            if let Some((mut sender, slot)) = self.h2_stream() {
+            if let Some((sender, slot)) = self.h2_stream() {
                 as_h2(&mut req, upstream, te);
-                let resp = sender.send_request(req).await;
-                return resp
-                    .map(|r| (r, Lent::Http2(slot)))
-                    .map_err(SendError::Exchange);
+                return self.send_h2(dialer, upstream, sender, slot, req).await;
             }
         } else {
             while let Some(mut sender) = self.take() {
@@ -278,19 +278,91 @@ impl Pool {
                     Err(e) => Err(SendError::Exchange(e)),
                 }
             }
-            Connection::Http2(mut sender) => {
+            Connection::Http2(sender) => {
                 if upstream.tls {
                     self.alpn.store(ALPN_H2, Ordering::Relaxed);
                 }
                 let slot = self.add_h2(sender.clone());
                 as_h2(&mut req, upstream, te);
-                match sender.send_request(req).await {
-                    Ok(resp) => Ok((resp, Lent::Http2(slot))),
-                    Err(e) => Err(SendError::Exchange(e)),
-                }
+                self.send_h2(dialer, upstream, sender, slot, req).await
             }
         }
     }
+
+    /// Sends on an HTTP/2 connection. A request the upstream refused unprocessed (a
+    /// GOAWAY that ends its connection before this stream, or REFUSED_STREAM: servers
+    /// do this every so many requests) goes once more on another connection, when it has
+    /// no body to send again; the refusing connection takes no new stream.
+    async fn send_h2(
+        &self,
+        dialer: &Dialer,
+        upstream: &Upstream,
+        mut sender: http2::SendRequest<RequestBody>,
+        slot: StreamSlot,
+        req: http::Request<RequestBody>,
+    ) -> Result<(http::Response<Incoming>, Lent), SendError> {
+        let again = http_body::Body::is_end_stream(req.body()).then(|| {
+            let mut copy = http::Request::new(RequestBody::empty());
+            *copy.method_mut() = req.method().clone();
+            *copy.uri_mut() = req.uri().clone();
+            *copy.version_mut() = req.version();
+            *copy.headers_mut() = req.headers().clone();
+            copy
+        });
+        let e = match sender.send_request(req).await {
+            Ok(resp) => return Ok((resp, Lent::Http2(slot))),
+            Err(e) if refused_unprocessed(&e) => e,
+            Err(e) => return Err(SendError::Exchange(e)),
+        };
+        self.forget_h2(&slot);
+        drop(slot);
+        let Some(req) = again else {
+            return Err(SendError::Refused);
+        };
+        tracing::debug!(error = %e, "the upstream refused a stream unprocessed; sending it again");
+        let (mut sender, slot) = match self.h2_stream() {
+            Some(open) => open,
+            None => match connect(dialer, upstream, true, false).await? {
+                Connection::Http2(sender) => {
+                    let slot = self.add_h2(sender.clone());
+                    (sender, slot)
+                }
+                Connection::Http1(..) => {
+                    return Err(SendError::Protocol(
+                        "the upstream no longer agrees to HTTP/2 (ALPN)".into(),
+                    ))
+                }
+            },
+        };
+        match sender.send_request(req).await {
+            Ok(resp) => Ok((resp, Lent::Http2(slot))),
+            Err(e) => Err(SendError::Exchange(e)),
+        }
+    }
+
+    /// Takes the connection of `slot` out of the pool: it is going away.
+    fn forget_h2(&self, slot: &StreamSlot) {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        h2.retain(|c| !Arc::ptr_eq(&c.streams, &slot.0));
+    }
+}
+
+/// Whether the upstream refused the stream without processing it: a GOAWAY without an
+/// error (the connection ends before this stream's id) or REFUSED_STREAM (RFC 9113 §8.7:
+/// such a request may be retried).
+fn refused_unprocessed(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return match h2.reason() {
+                Some(h2::Reason::REFUSED_STREAM) => true,
+                Some(h2::Reason::NO_ERROR) => h2.is_go_away() && h2.is_remote(),
+                _ => false,
+            };
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// HTTP/2 carries the target as `:scheme` and `:authority` (from what would have been

@@ -191,3 +191,73 @@ async fn trailers_pass_both_ways_over_http2() {
     );
     assert_eq!(body.to_bytes(), "payload");
 }
+
+/// An HTTP/2 server that refuses its first `refuse` streams with REFUSED_STREAM (as a
+/// server going away does) and answers the rest `200 ok`; counts its connections.
+async fn refusing_h2_server(
+    refuse: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (streams, connections) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let streams = streams.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    if streams.fetch_add(1, Ordering::SeqCst) < refuse {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let resp = http::Response::new(());
+                    if let Ok(mut body) = respond.send_response(resp, false) {
+                        let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test]
+async fn a_stream_the_upstream_refuses_unprocessed_is_sent_again_when_it_has_no_body() {
+    let (addr, connections) = refusing_h2_server(1).await;
+    let proxy = TestProxy::builder()
+        .upstream_url(format!("http://{addr}"))
+        .arg("--upstream-protocol")
+        .arg("h2c")
+        .start()
+        .await;
+    let r = Http::new().get(&proxy.url("/a")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"));
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "sent again on a new connection: the refusing one takes no new stream"
+    );
+
+    // With a body, it cannot be sent again: a 502 that says it was not processed.
+    let (addr, _) = refusing_h2_server(1).await;
+    let proxy = TestProxy::builder()
+        .upstream_url(format!("http://{addr}"))
+        .arg("--upstream-protocol")
+        .arg("h2c")
+        .start()
+        .await;
+    let r = Http::new()
+        .request("POST", &proxy.url("/a"), body("data"))
+        .await;
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("can be sent again"), "{}", r.text());
+}
