@@ -358,10 +358,14 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         shutdown.clone(),
     ));
 
-    let reload_task = tokio::spawn(reload_on_sighup(
-        controller.proxy.listener.clone(),
-        shutdown.clone(),
-    ));
+    // Only a proxy that serves HTTPS takes SIGHUP as "read the certificate again"; for
+    // any other, a hang-up stops it, as it always did.
+    let reload_task = settings.tls.is_some().then(|| {
+        tokio::spawn(reload_on_sighup(
+            controller.proxy.listener.clone(),
+            shutdown.clone(),
+        ))
+    });
 
     // One line on stdout that scripts (and the tests) can wait for.
     let scheme = if settings.tls.is_some() {
@@ -392,38 +396,47 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
     }
     modules.stop_all().await;
     let _ = heartbeat.await;
-    let _ = reload_task.await;
+    if let Some(t) = reload_task {
+        let _ = t.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
 /// SIGHUP reloads the listener's certificate from its files (as nginx does), keeping the
-/// connections open; a file that cannot be used is logged and the old one stays.
-async fn reload_on_sighup(listener: crate::proxy::ListenerHandle, shutdown: CancellationToken) {
+/// connections open; a file that cannot be used is logged and the old one stays. The
+/// handler is installed when this is called (before the ready line), the wait returned.
+fn reload_on_sighup(
+    listener: crate::proxy::ListenerHandle,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGHUP; reload the certificate with POST /proxy/tls/reload");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                got = hup.recv() => if got.is_none() { return },
-            }
-            match listener.reload_tls() {
-                Ok(_) => {}
-                Err(e) => tracing::warn!("SIGHUP: cannot reload the listener's certificate: {e}"),
+        let hup = signal(SignalKind::hangup());
+        async move {
+            let mut hup = match hup {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGHUP; reload the certificate with POST /proxy/tls/reload");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    got = hup.recv() => if got.is_none() { return },
+                }
+                if let Err(e) = listener.reload_tls() {
+                    tracing::warn!("SIGHUP: cannot reload the listener's certificate: {e}");
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = (listener, shutdown);
+        async {}
     }
 }
 

@@ -487,9 +487,14 @@ impl Interest for RecordingInterest {
 
 impl RecordingInterest {
     /// A transaction is lost when its response message is: the request message's
-    /// content comes again with it.
+    /// content comes again with it. A WebSocket upgrade's later events (its messages)
+    /// complete no transaction, and losing one loses none.
     fn count(&self, msg: &TrafficMessage, why: Refusal, lost: bool) {
-        if msg.response.is_none() {
+        let completes = msg
+            .response
+            .as_ref()
+            .is_some_and(|r| r.web_socket_messages.is_none());
+        if !completes {
             return;
         }
         let cause = match why {

@@ -105,6 +105,20 @@ pub struct Reservation {
     n: usize,
 }
 
+impl Reservation {
+    /// Holds `more` bytes besides, if they are left; when they are not, the cut is
+    /// counted (and logged once per episode) and the reservation stays as it was.
+    pub fn grow(&mut self, more: usize) -> bool {
+        if self.budget.take(more) {
+            self.n += more;
+            true
+        } else {
+            self.budget.count_cut();
+            false
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.give_back(self.n);

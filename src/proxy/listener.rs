@@ -251,18 +251,22 @@ async fn run(
                         None => serve(stream, peer, permit, &conns, &builder, Some(scanner), make_svc),
                         Some(acceptor) => {
                             let (acceptor, conns, builder) = (acceptor.clone(), conns.clone(), builder.clone());
-                            tokio::spawn(async move {
-                                // The handshake is bounded as a request head is, and holds
-                                // its place under the cap meanwhile.
+                            // The handshake is bounded as a request head is, holds its place
+                            // under the cap meanwhile, and is drained (or ended) at shutdown.
+                            conns.tracker.clone().spawn(async move {
                                 let timeout = conns.limits.header_read_timeout;
                                 let failed = |why: String| {
                                     conns.counters.tls_failed.fetch_add(1, Ordering::Relaxed);
                                     tracing::debug!(%peer, error = %why, "TLS handshake failed (counted in status)");
                                 };
-                                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                                    Ok(Ok(tls)) => serve(tls, peer, permit, &conns, &builder, Some(scanner), make_svc),
-                                    Ok(Err(e)) => failed(e.to_string()),
-                                    Err(_) => failed(format!("no handshake within {timeout:?}")),
+                                let handshake = tokio::time::timeout(timeout, acceptor.accept(stream));
+                                tokio::select! {
+                                    _ = conns.shutdown.cancelled() => {}
+                                    done = handshake => match done {
+                                        Ok(Ok(tls)) => serve(tls, peer, permit, &conns, &builder, Some(scanner), make_svc),
+                                        Ok(Err(e)) => failed(e.to_string()),
+                                        Err(_) => failed(format!("no handshake within {timeout:?}")),
+                                    },
                                 }
                             });
                         }

@@ -23,6 +23,7 @@ use crate::proxy::framing::WireMarks;
 use crate::proxy::listener::Lease;
 use crate::proxy::pipeline::{Decision, Exchange, Reached, RunningPipeline};
 use crate::proxy::upstream::{self, Dialer, Needs, Pool};
+use crate::proxy::websocket;
 
 /// The upstream with what every request needs of it precomputed.
 pub struct UpstreamTarget {
@@ -354,10 +355,17 @@ impl Forwarder {
                 .headers()
                 .get(header::UPGRADE)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            // permessage-deflate, when the upstream took it: the reader inflates.
+            let deflate = resp
+                .headers()
+                .get_all("sec-websocket-extensions")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("permessage-deflate"));
             let capture = (websocket && limit > 0).then(|| {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 done.upgraded = Some(tx);
-                (limit, rx)
+                (limit, deflate, self.captures.clone(), rx)
             });
             let (work, lease) = (
                 tunnel(client_upgrade, upstream_upgrade, capture),
@@ -444,14 +452,17 @@ fn answered(resp: Response<Bytes>, mut done: Box<Completion>) -> Response<Respon
 }
 
 /// Copies bytes both ways between an upgraded client and upstream until either closes;
-/// with `capture`, reads the WebSocket messages beside them, `limit` bytes each at most,
-/// for the completed exchange that comes on the channel.
+/// with `capture`, reads the WebSocket messages beside them (each keeping `limit` bytes
+/// at most, inflated when `deflate` was negotiated, charged to the budget) for the
+/// completed exchange that comes on the channel.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     capture: Option<(
         usize,
-        tokio::sync::oneshot::Receiver<crate::proxy::websocket::Upgraded>,
+        bool,
+        Arc<CaptureBudget>,
+        tokio::sync::oneshot::Receiver<websocket::Upgraded>,
     )>,
 ) {
     let (c, u) = match tokio::try_join!(client, upstream) {
@@ -468,21 +479,29 @@ async fn tunnel(
                 tracing::debug!(error = %e, "upgraded connection ended");
             }
         }
-        Some((limit, exchange)) => {
+        Some((limit, deflate, budget, exchange)) => {
             // The 101 has gone out whole before the upgrade resolves: the exchange is
             // complete, and here (unless it was cut short).
-            let upgraded = exchange.await.ok();
-            crate::proxy::websocket::relay(c, u, limit, upgraded).await;
+            let reading = websocket::Reading {
+                limit,
+                deflate,
+                budget,
+                upgraded: exchange.await.ok(),
+            };
+            websocket::relay(c, u, reading).await;
         }
     }
 }
 
 /// A gRPC call (`application/grpc`, `application/grpc+proto`, …): it needs HTTP/2.
+/// gRPC-Web (`application/grpc-web…`) is made for HTTP/1.1 and is none.
 fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
+        .is_some_and(|v| {
+            v.starts_with("application/grpc") && !v.starts_with("application/grpc-web")
+        })
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {

@@ -61,6 +61,8 @@ pub struct Dialer {
     protocol: UpstreamProtocol,
     /// Offering, by ALPN, what `protocol` allows.
     tls: Arc<rustls::ClientConfig>,
+    /// Offering http/1.1 only, for upgrades (WebSocket is an HTTP/1.1 upgrade).
+    tls_h1: Arc<rustls::ClientConfig>,
     insecure: bool,
     connect_timeout: Duration,
     /// What an HTTP/1.1 connection buffers each way, and the largest response head.
@@ -79,9 +81,13 @@ impl Dialer {
             UpstreamProtocol::Http1 => &[b"http/1.1"],
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => &[b"h2"],
         };
+        let tls = tls::client_config(verification, alpn)?;
+        let mut h1 = (*tls).clone();
+        h1.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             protocol,
-            tls: tls::client_config(verification, alpn)?,
+            tls,
+            tls_h1: Arc::new(h1),
             insecure: verification.insecure,
             connect_timeout,
             buffer,
@@ -151,6 +157,9 @@ const ALPN_H2: u8 = 2;
 pub struct Pool {
     idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
     h2: Mutex<Vec<H2Connection>>,
+    /// Held while an HTTP/2 connection is being made: requests that find none open wait
+    /// for it instead of each making their own.
+    connecting: tokio::sync::Mutex<()>,
     alpn: AtomicU8,
 }
 
@@ -206,13 +215,18 @@ impl Pool {
         Some((least.sender.clone(), StreamSlot(least.streams.clone())))
     }
 
+    /// Shares a new connection, unless [`MAX_H2_CONNECTIONS`] are open: then it serves
+    /// its first stream only, and closes when that is done.
     fn add_h2(&self, sender: http2::SendRequest<RequestBody>) -> StreamSlot {
         let streams = Arc::new(AtomicUsize::new(1));
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-        h2.push(H2Connection {
-            sender,
-            streams: streams.clone(),
-        });
+        h2.retain(|c| !c.sender.is_closed());
+        if h2.len() < MAX_H2_CONNECTIONS {
+            h2.push(H2Connection {
+                sender,
+                streams: streams.clone(),
+            });
+        }
         StreamSlot(streams)
     }
 
@@ -247,8 +261,13 @@ impl Pool {
         // `TE: trailers` is kept for HTTP/2 (gRPC servers look for it); in HTTP/1.1 it
         // is the hop-by-hop it always was.
         let te = req.headers_mut().remove(header::TE);
+        let mut connecting = None;
         if wants_h2 == Some(true) {
+            if self.h2_connections() == 0 {
+                connecting = Some(self.connecting.lock().await);
+            }
             if let Some((sender, slot)) = self.h2_stream() {
+                drop(connecting);
                 as_h2(&mut req, upstream, te);
                 return self.send_h2(dialer, upstream, sender, slot, req).await;
             }
@@ -266,11 +285,10 @@ impl Pool {
                 }
             }
         }
-        // Under `auto`, an upgrade must not learn (and settle on) h2 from its connection.
-        let alpn_h1_only = needs.upgrade;
-        match connect(dialer, upstream, wants_h2.unwrap_or(false), alpn_h1_only).await? {
+        match connect(dialer, upstream, wants_h2.unwrap_or(false), needs.upgrade).await? {
             Connection::Http1(mut sender, alpn) => {
-                if let Some(alpn) = alpn {
+                // An upgrade offered http/1.1 only: it learns nothing of the upstream.
+                if let (Some(alpn), false) = (alpn, needs.upgrade) {
                     self.alpn.store(alpn, Ordering::Relaxed);
                 }
                 match sender.send_request(req).await {
@@ -283,16 +301,18 @@ impl Pool {
                     self.alpn.store(ALPN_H2, Ordering::Relaxed);
                 }
                 let slot = self.add_h2(sender.clone());
+                drop(connecting);
                 as_h2(&mut req, upstream, te);
                 self.send_h2(dialer, upstream, sender, slot, req).await
             }
         }
     }
 
-    /// Sends on an HTTP/2 connection. A request the upstream refused unprocessed (a
-    /// GOAWAY that ends its connection before this stream, or REFUSED_STREAM: servers
-    /// do this every so many requests) goes once more on another connection, when it has
-    /// no body to send again; the refusing connection takes no new stream.
+    /// Sends on an HTTP/2 connection. A request that did not go (the connection closed
+    /// meanwhile) goes on another; so does one the upstream refused unprocessed (a
+    /// GOAWAY that ends its connection before this stream, or REFUSED_STREAM: servers do
+    /// this every so many requests) when it has no body to send again. The connection
+    /// that did not take it takes no new stream.
     async fn send_h2(
         &self,
         dialer: &Dialer,
@@ -309,17 +329,28 @@ impl Pool {
             *copy.headers_mut() = req.headers().clone();
             copy
         });
-        let e = match sender.send_request(req).await {
+        let req = match sender.try_send_request(req).await {
             Ok(resp) => return Ok((resp, Lent::Http2(slot))),
-            Err(e) if refused_unprocessed(&e) => e,
-            Err(e) => return Err(SendError::Exchange(e)),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => unsent,
+                None => {
+                    let e = e.into_error();
+                    if !refused_unprocessed(&e) {
+                        return Err(SendError::Exchange(e));
+                    }
+                    tracing::debug!(error = %e, "the upstream refused a stream unprocessed");
+                    match again {
+                        Some(copy) => copy,
+                        None => {
+                            self.forget_h2(&slot);
+                            return Err(SendError::Refused);
+                        }
+                    }
+                }
+            },
         };
         self.forget_h2(&slot);
         drop(slot);
-        let Some(req) = again else {
-            return Err(SendError::Refused);
-        };
-        tracing::debug!(error = %e, "the upstream refused a stream unprocessed; sending it again");
         let (mut sender, slot) = match self.h2_stream() {
             Some(open) => open,
             None => match connect(dialer, upstream, true, false).await? {
@@ -408,7 +439,7 @@ async fn connect(
     dialer: &Dialer,
     upstream: &Upstream,
     h2: bool,
-    h1_only: bool,
+    upgrade: bool,
 ) -> Result<Connection, SendError> {
     let host = upstream.host.trim_start_matches('[').trim_end_matches(']');
     let timeout = dialer.connect_timeout;
@@ -426,10 +457,9 @@ async fn connect(
     let name = ServerName::try_from(host.to_owned()).map_err(|e| {
         SendError::Tls(format!("`{host}` is no name a certificate can be for: {e}"))
     })?;
-    let config = if h1_only && dialer.protocol == UpstreamProtocol::Auto {
-        let mut c = (*dialer.tls).clone();
-        c.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(c)
+    // An upgrade is HTTP/1.1 whatever the upstream speaks otherwise.
+    let config = if upgrade {
+        dialer.tls_h1.clone()
     } else {
         dialer.tls.clone()
     };
@@ -445,6 +475,7 @@ async fn connect(
         dialer.protocol,
         UpstreamProtocol::H2 | UpstreamProtocol::H2c
     ) && !negotiated_h2
+        && !upgrade
     {
         return Err(SendError::Protocol(
             "the upstream did not agree to HTTP/2 (ALPN h2) though upstream_protocol asks for it; \
@@ -470,6 +501,7 @@ where
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(buffer).unwrap_or(u32::MAX))
             .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
             .handshake(io)
             .await
             .map_err(SendError::Exchange)?;

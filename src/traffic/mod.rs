@@ -178,6 +178,10 @@ pub struct WebSocketMessage {
     pub data: BodyCapture,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close_code: Option<u16>,
+    /// Sent compressed (permessage-deflate): `data` is what it inflated to, or, when it
+    /// could not be inflated, empty with the size it had on the wire.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compressed: bool,
 }
 
 /// A body as captured beside the stream: its full size, whether the capture stopped at
@@ -608,6 +612,7 @@ mod tests {
                 opcode: 1,
                 data: BodyCapture::from_bytes(&[b'a'; 1000], 1000),
                 close_code: None,
+                compressed: false,
             })
             .collect();
         msg.response = Some(Arc::new(ResponseInfo {

@@ -100,7 +100,7 @@ async fn websocket_echo_both_ways() {
     assert!(seen.header("sec-websocket-key").is_some());
 }
 
-async fn next_msg<S, E>(ws: &mut S) -> Message
+pub(crate) async fn next_msg<S, E>(ws: &mut S) -> Message
 where
     S: futures_util::Stream<Item = Result<Message, E>> + Unpin,
     E: std::fmt::Debug,
@@ -180,6 +180,15 @@ async fn websocket_messages_are_recorded_in_order_both_ways() {
         .windows(2)
         .all(|w| w[0]["time"].as_str() <= w[1]["time"].as_str()));
 
+    // The events that carried the messages complete no exchange of their own.
+    let a = crate::harness::recordings::get_recording(&proxy, &id).await["accounting"].clone();
+    assert_eq!(
+        (a["served"].as_u64(), a["stored"].as_u64()),
+        (Some(1), Some(1)),
+        "{a}"
+    );
+    assert_eq!(a["lost"]["total"], 0, "{a}");
+
     // The HAR export carries them as Chrome does.
     let har = proxy.mgmt_get(&format!("/recording/{id}/har")).await.json();
     let entry = har["log"]["entries"]
@@ -193,4 +202,66 @@ async fn websocket_messages_are_recorded_in_order_both_ways() {
     assert_eq!(ms[0]["type"], "receive");
     assert_eq!(ms[3]["data"], "AAEC/v8=");
     assert!(ms[0]["time"].as_f64().unwrap() > 1.7e9);
+}
+
+/// A stop while a WebSocket is open: the tunnel ends with the drain, and the messages it
+/// carried since the last hand-over are recorded all the same, and accounted for.
+#[tokio::test]
+async fn websocket_messages_in_flight_at_a_stop_are_recorded() {
+    use std::sync::Arc;
+
+    use crate::harness::recordings::{
+        all_traffic, create_recording, get_recording, start_recording,
+    };
+    use crate::harness::TempDir;
+
+    let up = Upstream::start().await;
+    let dir = Arc::new(TempDir::new("ws-stop"));
+    let mut proxy = TestProxy::builder()
+        .upstream(&up)
+        .data_dir(dir.clone())
+        .start()
+        .await;
+    let id = create_recording(&proxy, "ws", "").await;
+    start_recording(&proxy, &id).await;
+    let url = format!("ws://{}/ws", proxy.proxy_addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Message::text(WS_GREETING));
+    ws.send(Message::text("last words")).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Message::text("last words"));
+    let served = get_recording(&proxy, &id).await["accounting"]["served"].clone();
+    proxy.sigterm();
+    assert!(proxy.wait().await.success());
+
+    let proxy = TestProxy::builder()
+        .upstream(&up)
+        .data_dir(dir.clone())
+        .start()
+        .await;
+    let traffic = all_traffic(&proxy, &id).await;
+    let doc = traffic
+        .iter()
+        .find(|d| d["request"]["path"] == "/ws")
+        .unwrap_or_else(|| panic!("no /ws in {traffic:?}"));
+    let texts: Vec<(&str, &str)> = doc["response"]["webSocketMessages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages in {doc}"))
+        .iter()
+        .map(|m| {
+            (
+                m["type"].as_str().unwrap(),
+                m["data"]["data"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("receive", WS_GREETING),
+            ("send", "last words"),
+            ("receive", "last words")
+        ]
+    );
+    assert_eq!(served, 1, "the upgrade is one exchange served");
+    assert_eq!(traffic.len(), 1);
 }

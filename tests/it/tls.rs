@@ -279,3 +279,63 @@ async fn a_plain_listener_has_no_certificate_to_reload() {
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(r.text().contains("--tls-cert"), "{}", r.text());
 }
+
+/// A WebSocket over TLS on both sides: wss to the proxy, https to the upstream, which
+/// also offers h2. Frames pass at once (TLS flushed), the upgrade goes over HTTP/1.1
+/// even when the upstream is spoken to in h2, and it teaches `auto` nothing.
+#[tokio::test]
+async fn a_websocket_crosses_tls_on_both_sides_beside_http2() {
+    // Within 5 s: nothing may wait in a TLS buffer.
+    use crate::protocols::next_msg;
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let ca = TestCa::new();
+    let up_cert = ca.issue("up", &["localhost"]);
+    let up = Upstream::new()
+        .tls(up_cert.server_config(&[b"h2", b"http/1.1"]))
+        .run()
+        .await;
+    let front = ca.issue("front", &["localhost"]);
+    for protocol in ["h2", "auto"] {
+        let proxy = TestProxy::builder()
+            .upstream_url(by_name(&up))
+            .arg("--upstream-ca")
+            .arg(ca.cert.display().to_string())
+            .arg("--upstream-protocol")
+            .arg(protocol)
+            .arg("--tls-cert")
+            .arg(front.cert.display().to_string())
+            .arg("--tls-key")
+            .arg(front.key.display().to_string())
+            .start()
+            .await;
+        let tcp = TcpStream::connect(proxy.proxy_addr()).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(ca.client_config(&[b"http/1.1"]))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let url = format!("wss://localhost:{}/ws", proxy.proxy_addr().port());
+        let (mut ws, resp) = tokio_tungstenite::client_async(url, tls)
+            .await
+            .unwrap_or_else(|e| panic!("{protocol}: the WebSocket handshake: {e}"));
+        assert_eq!(resp.status(), 101);
+        assert_eq!(
+            next_msg(&mut ws).await,
+            Message::text(crate::harness::upstream::WS_GREETING)
+        );
+        ws.send(Message::text("over wss")).await.unwrap();
+        assert_eq!(next_msg(&mut ws).await, Message::text("over wss"));
+
+        // A plain request after it still goes over HTTP/2.
+        let (mut sender, _) = tls_connection(&ca, &proxy).await;
+        let req = http::Request::get("/echo")
+            .header("host", "localhost")
+            .body(Empty::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echo["version"], "HTTP/2.0", "{protocol}: {echo}");
+    }
+}
