@@ -27,6 +27,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::traffic::{
     query_multimap, timestamp, BodyCapture, MultiMap, RequestInfo, ResponseInfo, TrafficDoc,
+    WebSocketMessage, WsDirection,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +232,49 @@ struct RawEntry {
     response: RawResponse,
     #[serde(rename = "_transactionId", default)]
     transaction_id: Option<String>,
+    /// A WebSocket upgrade's messages, as Chrome, mitmproxy and our export write them.
+    #[serde(rename = "_webSocketMessages", default)]
+    web_socket_messages: Option<Vec<RawWsMessage>>,
+}
+
+#[derive(Deserialize)]
+struct RawWsMessage {
+    /// `send` or `receive`.
+    #[serde(rename = "type")]
+    direction: WsDirection,
+    /// Seconds since the epoch.
+    time: f64,
+    opcode: u8,
+    /// Text as it was; binary (opcode 2) in base64.
+    #[serde(default)]
+    data: String,
+    #[serde(rename = "_closeCode", default)]
+    close_code: Option<u16>,
+}
+
+impl RawWsMessage {
+    fn into_message(self, index: usize) -> Result<WebSocketMessage, HarError> {
+        let field = "_webSocketMessages";
+        let at = DateTime::from_timestamp_micros((self.time * 1e6).round() as i64)
+            .filter(|_| self.time.is_finite())
+            .ok_or_else(|| entry_error(index, field, format!("{} is no time", self.time)))?;
+        let bytes = match self.opcode {
+            2 => base64::engine::general_purpose::STANDARD
+                .decode(&self.data)
+                .map_err(|e| {
+                    entry_error(index, field, format!("binary data is not base64: {e}"))
+                })?,
+            _ => self.data.into_bytes(),
+        };
+        Ok(WebSocketMessage {
+            direction: self.direction,
+            time: timestamp(at),
+            opcode: self.opcode,
+            data: BodyCapture::from_bytes(&bytes, bytes.len() as u64),
+            close_code: self.close_code,
+            compressed: false,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -358,6 +402,13 @@ impl RawEntry {
             if let Some(r) = response.as_mut() {
                 decoded(&mut r.headers, r.body.as_ref());
             }
+        }
+        if let (Some(list), Some(r)) = (self.web_socket_messages, response.as_mut()) {
+            r.web_socket_messages = Some(
+                list.into_iter()
+                    .map(|m| m.into_message(index))
+                    .collect::<Result<_, _>>()?,
+            );
         }
         let response = response.map(Arc::new);
         Ok(TrafficDoc {
@@ -627,8 +678,44 @@ mod tests {
         let mut unanswered = doc.clone();
         unanswered.transaction_id = "t3".into();
         unanswered.response = None;
+        let mut socket = no_body.clone();
+        socket.transaction_id = "t4".into();
+        let message = |direction, time: &str, opcode, data: &[u8], close_code| WebSocketMessage {
+            direction,
+            time: time.into(),
+            opcode,
+            data: BodyCapture::from_bytes(data, data.len() as u64),
+            close_code,
+            compressed: false,
+        };
+        Arc::make_mut(socket.response.as_mut().unwrap()).web_socket_messages = Some(vec![
+            message(
+                WsDirection::Receive,
+                "2026-12-01T10:00:00.020001Z",
+                1,
+                b"hi",
+                None,
+            ),
+            message(
+                WsDirection::Send,
+                "2026-12-01T10:00:00.030002Z",
+                2,
+                &[0, 0xff],
+                None,
+            ),
+            message(
+                WsDirection::Send,
+                "2026-12-01T10:00:01.000000Z",
+                8,
+                b"bye",
+                Some(1000),
+            ),
+        ]);
         let mut har = crate::har::head("0", "c");
-        for (i, d) in [&doc, &no_body, &unanswered].into_iter().enumerate() {
+        for (i, d) in [&doc, &no_body, &unanswered, &socket]
+            .into_iter()
+            .enumerate()
+        {
             if i > 0 {
                 har.push(b',');
             }
@@ -636,8 +723,8 @@ mod tests {
         }
         har.extend_from_slice(crate::har::TAIL);
         let (info, docs) = read_all(std::str::from_utf8(&har).unwrap()).unwrap();
-        assert_eq!((info.entries, info.creator.as_str()), (3, "heliosburn 0"));
-        assert_eq!(docs, [doc, no_body, unanswered]);
+        assert_eq!((info.entries, info.creator.as_str()), (4, "heliosburn 0"));
+        assert_eq!(docs, [doc, no_body, unanswered, socket]);
     }
 
     #[test]

@@ -63,6 +63,8 @@ struct WsMessage<'a> {
     opcode: u8,
     /// Text as it was; binary in base64.
     data: Cow<'a, str>,
+    #[serde(rename = "_closeCode", skip_serializing_if = "Option::is_none")]
+    close_code: Option<u16>,
 }
 
 #[derive(Serialize)]
@@ -191,6 +193,7 @@ fn ws_message(m: &WebSocketMessage) -> WsMessage<'_> {
                 .into(),
             _ => m.data.wire().1,
         },
+        close_code: m.close_code,
     }
 }
 
