@@ -54,12 +54,20 @@ impl ProxyError {
             SendError::Tls(cause) | SendError::Protocol(cause) => {
                 ProxyError::Declined { upstream, cause }
             }
-            SendError::Refused => ProxyError::Declined {
+            SendError::Refused { body } => ProxyError::Declined {
                 upstream,
-                cause: "it did not take this request (an HTTP/2 GOAWAY or REFUSED_STREAM), so \
-                        it was not processed; its body was streamed and could not be sent \
-                        again by the proxy, but the request can be sent again"
-                    .into(),
+                cause: if body {
+                    "it did not take this request (an HTTP/2 GOAWAY or REFUSED_STREAM), so it \
+                     was not processed; its body was streamed and could not be sent again by \
+                     the proxy, but the request can be sent again"
+                        .into()
+                } else {
+                    format!(
+                        "it did not take this request on {} connections in a row (HTTP/2 \
+                         GOAWAY or REFUSED_STREAM); it was not processed and can be sent again",
+                        crate::proxy::upstream::H2_ATTEMPTS
+                    )
+                },
             },
             SendError::Exchange(e) if e.is_parse_too_large() => ProxyError::BadResponse {
                 upstream,

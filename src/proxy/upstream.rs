@@ -49,8 +49,9 @@ pub enum SendError {
     /// The upstream does not speak the protocol asked for.
     Protocol(String),
     /// The upstream closed its HTTP/2 connection (or refused the stream) before it took
-    /// the request, which had a body and so could not be sent again.
-    Refused,
+    /// the request: it had a body, which cannot be sent again, or every attempt was
+    /// refused.
+    Refused { body: bool },
     /// The connection broke before a response arrived.
     Exchange(hyper::Error),
 }
@@ -134,19 +135,38 @@ pub enum Lent {
     Http2(StreamSlot),
 }
 
-/// One stream in flight on an HTTP/2 connection.
-pub struct StreamSlot(Arc<AtomicUsize>);
+/// One stream in flight on an HTTP/2 connection (which is the pool's `id`th).
+pub struct StreamSlot {
+    streams: Arc<AtomicUsize>,
+    connection: u64,
+}
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 struct H2Connection {
     sender: http2::SendRequest<RequestBody>,
     streams: Arc<AtomicUsize>,
+    /// In the order connections were made.
+    id: u64,
 }
+
+impl H2Connection {
+    fn slot(&self) -> StreamSlot {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        StreamSlot {
+            streams: self.streams.clone(),
+            connection: self.id,
+        }
+    }
+}
+
+/// Times a request goes to the upstream over HTTP/2 at most, when it is refused
+/// unprocessed (or did not go) on the connections it tries.
+pub const H2_ATTEMPTS: usize = 3;
 
 /// What the upstream agreed to by ALPN, learnt from the last TLS handshake under `auto`
 /// (0 until one is made).
@@ -157,6 +177,8 @@ const ALPN_H2: u8 = 2;
 pub struct Pool {
     idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
     h2: Mutex<Vec<H2Connection>>,
+    /// The id the next HTTP/2 connection gets.
+    next_h2: std::sync::atomic::AtomicU64,
     /// Held while an HTTP/2 connection is being made: requests that find none open wait
     /// for it instead of each making their own.
     connecting: tokio::sync::Mutex<()>,
@@ -200,34 +222,69 @@ impl Pool {
         }
     }
 
-    /// A stream on an open HTTP/2 connection with room for it, if there is one.
-    fn h2_stream(&self) -> Option<(http2::SendRequest<RequestBody>, StreamSlot)> {
+    /// A stream on an open HTTP/2 connection made after `after` (any, for none): the
+    /// oldest with room for it, so that a new connection takes traffic only when the
+    /// others are full, and connections reach a server's per-connection limit one at a
+    /// time. With [`MAX_H2_CONNECTIONS`] open and all full, the least busy.
+    fn h2_stream(
+        &self,
+        after: Option<u64>,
+    ) -> Option<(http2::SendRequest<RequestBody>, StreamSlot)> {
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         h2.retain(|c| !c.sender.is_closed());
-        let least = h2
-            .iter()
-            .min_by_key(|c| c.streams.load(Ordering::Relaxed))?;
-        let busy = least.streams.load(Ordering::Relaxed) >= STREAMS_PER_CONNECTION;
-        if busy && h2.len() < MAX_H2_CONNECTIONS {
-            return None;
-        }
-        least.streams.fetch_add(1, Ordering::Relaxed);
-        Some((least.sender.clone(), StreamSlot(least.streams.clone())))
+        let open = h2.len();
+        let newer = h2.iter().filter(|c| after.is_none_or(|a| c.id > a));
+        let chosen = match newer
+            .clone()
+            .find(|c| c.streams.load(Ordering::Relaxed) < STREAMS_PER_CONNECTION)
+        {
+            Some(c) => c,
+            None if open >= MAX_H2_CONNECTIONS => {
+                newer.min_by_key(|c| c.streams.load(Ordering::Relaxed))?
+            }
+            None => return None,
+        };
+        Some((chosen.sender.clone(), chosen.slot()))
     }
 
     /// Shares a new connection, unless [`MAX_H2_CONNECTIONS`] are open: then it serves
     /// its first stream only, and closes when that is done.
     fn add_h2(&self, sender: http2::SendRequest<RequestBody>) -> StreamSlot {
-        let streams = Arc::new(AtomicUsize::new(1));
+        let connection = H2Connection {
+            sender,
+            streams: Arc::new(AtomicUsize::new(0)),
+            id: self.next_h2.fetch_add(1, Ordering::Relaxed),
+        };
+        let slot = connection.slot();
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         h2.retain(|c| !c.sender.is_closed());
         if h2.len() < MAX_H2_CONNECTIONS {
-            h2.push(H2Connection {
-                sender,
-                streams: streams.clone(),
-            });
+            h2.push(connection);
         }
-        StreamSlot(streams)
+        slot
+    }
+
+    /// A stream on a connection made after `after`, or on a new one: one connect at a
+    /// time, the others using what it makes.
+    async fn h2_stream_or_connect(
+        &self,
+        dialer: &Dialer,
+        upstream: &Upstream,
+        after: Option<u64>,
+    ) -> Result<(http2::SendRequest<RequestBody>, StreamSlot), SendError> {
+        if let Some(open) = self.h2_stream(after) {
+            return Ok(open);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(open) = self.h2_stream(after) {
+            return Ok(open);
+        }
+        match connect(dialer, upstream, true, false).await? {
+            Connection::Http2(sender) => Ok((sender.clone(), self.add_h2(sender))),
+            Connection::Http1(..) => Err(SendError::Protocol(
+                "the upstream no longer agrees to HTTP/2 (ALPN)".into(),
+            )),
+        }
     }
 
     /// Whether this request goes on HTTP/2.
@@ -261,16 +318,10 @@ impl Pool {
         // `TE: trailers` is kept for HTTP/2 (gRPC servers look for it); in HTTP/1.1 it
         // is the hop-by-hop it always was.
         let te = req.headers_mut().remove(header::TE);
-        let mut connecting = None;
         if wants_h2 == Some(true) {
-            if self.h2_connections() == 0 {
-                connecting = Some(self.connecting.lock().await);
-            }
-            if let Some((sender, slot)) = self.h2_stream() {
-                drop(connecting);
-                as_h2(&mut req, upstream, te);
-                return self.send_h2(dialer, upstream, sender, slot, req).await;
-            }
+            let (sender, slot) = self.h2_stream_or_connect(dialer, upstream, None).await?;
+            as_h2(&mut req, upstream, te);
+            return self.send_h2(dialer, upstream, sender, slot, req).await;
         } else {
             while let Some(mut sender) = self.take() {
                 if sender.ready().await.is_err() {
@@ -301,7 +352,6 @@ impl Pool {
                     self.alpn.store(ALPN_H2, Ordering::Relaxed);
                 }
                 let slot = self.add_h2(sender.clone());
-                drop(connecting);
                 as_h2(&mut req, upstream, te);
                 self.send_h2(dialer, upstream, sender, slot, req).await
             }
@@ -309,72 +359,76 @@ impl Pool {
     }
 
     /// Sends on an HTTP/2 connection. A request that did not go (the connection closed
-    /// meanwhile) goes on another; so does one the upstream refused unprocessed (a
-    /// GOAWAY that ends its connection before this stream, or REFUSED_STREAM: servers do
-    /// this every so many requests) when it has no body to send again. The connection
-    /// that did not take it takes no new stream.
+    /// meanwhile) goes on a newer connection; so does one the upstream refused
+    /// unprocessed (a GOAWAY that ends its connection before this stream, or
+    /// REFUSED_STREAM: servers do this every so many requests) when it has no body to
+    /// send again; [`H2_ATTEMPTS`] in all. The connection that did not take it takes no
+    /// new stream.
     async fn send_h2(
         &self,
         dialer: &Dialer,
         upstream: &Upstream,
         mut sender: http2::SendRequest<RequestBody>,
-        slot: StreamSlot,
-        req: http::Request<RequestBody>,
+        mut slot: StreamSlot,
+        mut req: http::Request<RequestBody>,
     ) -> Result<(http::Response<Incoming>, Lent), SendError> {
-        let again = http_body::Body::is_end_stream(req.body()).then(|| {
-            let mut copy = http::Request::new(RequestBody::empty());
-            *copy.method_mut() = req.method().clone();
-            *copy.uri_mut() = req.uri().clone();
-            *copy.version_mut() = req.version();
-            *copy.headers_mut() = req.headers().clone();
-            copy
+        // A request without a body can be made again as often as needed.
+        let template = http_body::Body::is_end_stream(req.body()).then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.version(),
+                req.headers().clone(),
+            )
         });
-        let req = match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, Lent::Http2(slot))),
-            Err(mut e) => match e.take_message() {
-                Some(unsent) => unsent,
-                None => {
-                    let e = e.into_error();
-                    if !refused_unprocessed(&e) {
-                        return Err(SendError::Exchange(e));
-                    }
-                    tracing::debug!(error = %e, "the upstream refused a stream unprocessed");
-                    match again {
+        let again = || {
+            template.as_ref().map(|(method, uri, version, headers)| {
+                let mut copy = http::Request::new(RequestBody::empty());
+                *copy.method_mut() = method.clone();
+                *copy.uri_mut() = uri.clone();
+                *copy.version_mut() = *version;
+                *copy.headers_mut() = headers.clone();
+                copy
+            })
+        };
+        let mut attempt = 1;
+        loop {
+            let failed = match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Lent::Http2(slot))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => Ok(unsent),
+                    None => Err(e.into_error()),
+                },
+            };
+            req = match failed {
+                Ok(unsent) => unsent,
+                Err(e) if refused_unprocessed(&e) => {
+                    tracing::debug!(error = %e, attempt, "the upstream refused a stream unprocessed");
+                    match again() {
                         Some(copy) => copy,
                         None => {
                             self.forget_h2(&slot);
-                            return Err(SendError::Refused);
+                            return Err(SendError::Refused { body: true });
                         }
                     }
                 }
-            },
-        };
-        self.forget_h2(&slot);
-        drop(slot);
-        let (mut sender, slot) = match self.h2_stream() {
-            Some(open) => open,
-            None => match connect(dialer, upstream, true, false).await? {
-                Connection::Http2(sender) => {
-                    let slot = self.add_h2(sender.clone());
-                    (sender, slot)
-                }
-                Connection::Http1(..) => {
-                    return Err(SendError::Protocol(
-                        "the upstream no longer agrees to HTTP/2 (ALPN)".into(),
-                    ))
-                }
-            },
-        };
-        match sender.send_request(req).await {
-            Ok(resp) => Ok((resp, Lent::Http2(slot))),
-            Err(e) => Err(SendError::Exchange(e)),
+                Err(e) => return Err(SendError::Exchange(e)),
+            };
+            self.forget_h2(&slot);
+            if attempt == H2_ATTEMPTS {
+                return Err(SendError::Refused { body: false });
+            }
+            attempt += 1;
+            let after = Some(slot.connection);
+            drop(slot);
+            (sender, slot) = self.h2_stream_or_connect(dialer, upstream, after).await?;
         }
     }
 
     /// Takes the connection of `slot` out of the pool: it is going away.
     fn forget_h2(&self, slot: &StreamSlot) {
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-        h2.retain(|c| !Arc::ptr_eq(&c.streams, &slot.0));
+        h2.retain(|c| c.id != slot.connection);
     }
 }
 

@@ -261,3 +261,89 @@ async fn a_stream_the_upstream_refuses_unprocessed_is_sent_again_when_it_has_no_
     assert_eq!(r.status, 502);
     assert!(r.text().contains("can be sent again"), "{}", r.text());
 }
+
+/// An HTTP/2 server that takes `per_connection` requests on a connection and refuses
+/// every stream after (REFUSED_STREAM, as nginx's GOAWAY refuses the streams beyond its
+/// last every `keepalive_requests`); counts its connections.
+async fn goaway_h2_server(
+    per_connection: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                let mut n = 0;
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    n += 1;
+                    if n > per_connection {
+                        // Past its limit: refused unprocessed, as nginx's GOAWAY does to
+                        // the streams beyond its last.
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    tokio::spawn(async move {
+                        tokio::task::yield_now().await;
+                        if let Ok(mut body) = respond.send_response(http::Response::new(()), false)
+                        {
+                            let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
+                        }
+                    });
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// Under load (40 streams at once), an upstream whose connections each take 20 requests
+/// and refuse the rest costs no request: what it refuses is sent again on a newer
+/// connection (with one attempt only, about one request in ten fails here).
+#[tokio::test]
+async fn an_upstream_that_refuses_streams_after_20_per_connection_costs_no_request() {
+    let (addr, connections) = goaway_h2_server(20).await;
+    let proxy = TestProxy::builder()
+        .upstream_url(format!("http://{addr}"))
+        .arg("--upstream-protocol")
+        .arg("h2c")
+        .start()
+        .await;
+    let h2 = Http::h2c();
+    let clients = (0..40).map(|c| {
+        let (h2, base) = (h2.clone(), proxy.url(&format!("/c{c}/")));
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..25 {
+                let r = h2.get(&format!("{base}{i}")).await;
+                statuses.push((r.status.as_u16(), r.text()));
+            }
+            statuses
+        })
+    });
+    let mut failed = Vec::new();
+    for c in clients {
+        failed.extend(c.await.unwrap().into_iter().filter(|(s, _)| *s != 200));
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 1000 failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    let made = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        made >= 1000 / 20,
+        "only {made} connections for 1000 requests"
+    );
+}
