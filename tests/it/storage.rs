@@ -32,8 +32,8 @@ fn rows(proxy: &TestProxy, sql: &str) -> i64 {
 }
 
 /// 1 GiB down and 1 GiB up while a recording runs (the default modules: reader, recorder,
-/// window). The proxy streams both and keeps `body_limit` (1 MiB) of each: its peak
-/// resident size stays under 64 MiB (a debug build, about 45 MiB of it at rest), and the
+/// window). The proxy streams both and keeps `body_limit` (1 MiB) of each: its resident
+/// size grows by less than 24 MiB over what it holds at rest, and the
 /// stored documents say the bodies were cut, with their real size and the first MiB as
 /// it passed.
 #[tokio::test]
@@ -74,9 +74,14 @@ async fn a_gibibyte_each_way_through_a_recording_keeps_memory_flat() {
             "{what}: not the first MiB as it passed"
         );
     }
+    // What moving the bytes adds to what the process holds at rest (a debug build's
+    // code, the root certificates, the store): bounded by the buffers and the two
+    // captures, not by the 2 GiB. Measured 13-19 MiB (before TLS and HTTP/2 came in as
+    // well as after); the rest size alone moves with the binary.
     assert!(
-        peak < 64 * 1024,
-        "the proxy peaked at {} MiB moving 1 GiB each way through a recording",
+        peak - rest < 24 * 1024,
+        "moving 1 GiB each way through a recording took the proxy from {} to {} MiB",
+        rest / 1024,
         peak / 1024
     );
 }
