@@ -15,12 +15,7 @@ use crate::harness::{body, Http, TestProxy, Upstream};
 #[tokio::test]
 async fn an_h2_client_reaches_an_h2c_upstream_as_http2_on_one_connection() {
     let up = Upstream::start().await;
-    let proxy = TestProxy::builder()
-        .upstream(&up)
-        .arg("--upstream-protocol")
-        .arg("h2c")
-        .start()
-        .await;
+    let proxy = h2c_proxy(up.addr()).await;
     let h2 = Http::h2c();
     let r = h2
         .request("POST", &proxy.url("/echo?n=0"), body("over h2"))
@@ -57,12 +52,7 @@ async fn alpn_settles_http2_with_an_https_upstream_that_offers_it() {
         .tls(cert.server_config(&[b"h2", b"http/1.1"]))
         .run()
         .await;
-    let proxy = TestProxy::builder()
-        .upstream_url(format!("https://localhost:{}", up.port()))
-        .arg("--upstream-ca")
-        .arg(ca.cert.display().to_string())
-        .start()
-        .await;
+    let proxy = ca.proxy_to(&up).start().await;
     let r = Http::h2c().get(&proxy.url("/echo")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["version"], "HTTP/2.0");
@@ -71,20 +61,13 @@ async fn alpn_settles_http2_with_an_https_upstream_that_offers_it() {
         .tls(cert.server_config(&[b"http/1.1"]))
         .run()
         .await;
-    let proxy = TestProxy::builder()
-        .upstream_url(format!("https://localhost:{}", h1_only.port()))
-        .arg("--upstream-ca")
-        .arg(ca.cert.display().to_string())
-        .start()
-        .await;
+    let proxy = ca.proxy_to(&h1_only).start().await;
     assert_eq!(
         Http::h2c().get(&proxy.url("/echo")).await.json()["version"],
         "HTTP/1.1"
     );
-    let strict = TestProxy::builder()
-        .upstream_url(format!("https://localhost:{}", h1_only.port()))
-        .arg("--upstream-ca")
-        .arg(ca.cert.display().to_string())
+    let strict = ca
+        .proxy_to(&h1_only)
         .arg("--upstream-protocol")
         .arg("h2")
         .start()
@@ -165,12 +148,7 @@ async fn trailers_pass_both_ways_over_http2() {
     use hyper::body::Frame;
 
     let up = Upstream::start().await;
-    let proxy = TestProxy::builder()
-        .upstream(&up)
-        .arg("--upstream-protocol")
-        .arg("h2c")
-        .start()
-        .await;
+    let proxy = h2c_proxy(up.addr()).await;
     let mut trailers = http::HeaderMap::new();
     trailers.insert("x-checksum", "abc123".parse().unwrap());
     let frames = vec![
@@ -192,10 +170,35 @@ async fn trailers_pass_both_ways_over_http2() {
     assert_eq!(body.to_bytes(), "payload");
 }
 
-/// An HTTP/2 server that refuses its first `refuse` streams with REFUSED_STREAM (as a
-/// server going away does) and answers the rest `200 ok`; counts its connections.
+#[tokio::test]
+async fn a_stream_the_upstream_refuses_unprocessed_is_sent_again_when_it_has_no_body() {
+    let first = |n, _| n == 1;
+    let (addr, connections) = refusing_h2_server(first).await;
+    let proxy = h2c_proxy(addr).await;
+    let r = Http::new().get(&proxy.url("/a")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"));
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "sent again on a new connection: the refusing one takes no new stream"
+    );
+
+    // With a body, it cannot be sent again: a 502 that says it was not processed.
+    let (addr, _) = refusing_h2_server(first).await;
+    let proxy = h2c_proxy(addr).await;
+    let r = Http::new()
+        .request("POST", &proxy.url("/a"), body("data"))
+        .await;
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("can be sent again"), "{}", r.text());
+}
+
+/// An HTTP/2 server (the h2 crate, bare) answering `200 ok`, except the streams
+/// `refuse(n, on_connection)` picks (the server's `n`th stream, the connection's
+/// `on_connection`th, from 1), which it refuses unprocessed with REFUSED_STREAM, as a
+/// server going away does; counts its connections.
 async fn refusing_h2_server(
-    refuse: usize,
+    refuse: fn(usize, usize) -> bool,
 ) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -214,82 +217,11 @@ async fn refusing_h2_server(
                 let Ok(mut conn) = h2::server::handshake(tcp).await else {
                     return;
                 };
+                let mut on_connection = 0;
                 while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    if streams.fetch_add(1, Ordering::SeqCst) < refuse {
-                        respond.send_reset(h2::Reason::REFUSED_STREAM);
-                        continue;
-                    }
-                    let resp = http::Response::new(());
-                    if let Ok(mut body) = respond.send_response(resp, false) {
-                        let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
-                    }
-                }
-            });
-        }
-    });
-    (addr, connections)
-}
-
-#[tokio::test]
-async fn a_stream_the_upstream_refuses_unprocessed_is_sent_again_when_it_has_no_body() {
-    let (addr, connections) = refusing_h2_server(1).await;
-    let proxy = TestProxy::builder()
-        .upstream_url(format!("http://{addr}"))
-        .arg("--upstream-protocol")
-        .arg("h2c")
-        .start()
-        .await;
-    let r = Http::new().get(&proxy.url("/a")).await;
-    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"));
-    assert_eq!(
-        connections.load(std::sync::atomic::Ordering::SeqCst),
-        2,
-        "sent again on a new connection: the refusing one takes no new stream"
-    );
-
-    // With a body, it cannot be sent again: a 502 that says it was not processed.
-    let (addr, _) = refusing_h2_server(1).await;
-    let proxy = TestProxy::builder()
-        .upstream_url(format!("http://{addr}"))
-        .arg("--upstream-protocol")
-        .arg("h2c")
-        .start()
-        .await;
-    let r = Http::new()
-        .request("POST", &proxy.url("/a"), body("data"))
-        .await;
-    assert_eq!(r.status, 502);
-    assert!(r.text().contains("can be sent again"), "{}", r.text());
-}
-
-/// An HTTP/2 server that takes `per_connection` requests on a connection and refuses
-/// every stream after (REFUSED_STREAM, as nginx's GOAWAY refuses the streams beyond its
-/// last every `keepalive_requests`); counts its connections.
-async fn goaway_h2_server(
-    per_connection: usize,
-) -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                    return;
-                };
-                let mut n = 0;
-                while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    n += 1;
-                    if n > per_connection {
-                        // Past its limit: refused unprocessed, as nginx's GOAWAY does to
-                        // the streams beyond its last.
+                    on_connection += 1;
+                    let n = streams.fetch_add(1, Ordering::SeqCst) + 1;
+                    if refuse(n, on_connection) {
                         respond.send_reset(h2::Reason::REFUSED_STREAM);
                         continue;
                     }
@@ -307,18 +239,23 @@ async fn goaway_h2_server(
     (addr, connections)
 }
 
+/// A proxy speaking h2c to the upstream at `addr`.
+async fn h2c_proxy(addr: std::net::SocketAddr) -> TestProxy {
+    TestProxy::builder()
+        .upstream_url(format!("http://{addr}"))
+        .arg("--upstream-protocol")
+        .arg("h2c")
+        .start()
+        .await
+}
+
 /// Under load (40 streams at once), an upstream whose connections each take 20 requests
 /// and refuse the rest costs no request: what it refuses is sent again on a newer
 /// connection (with one attempt only, about one request in ten fails here).
 #[tokio::test]
 async fn an_upstream_that_refuses_streams_after_20_per_connection_costs_no_request() {
-    let (addr, connections) = goaway_h2_server(20).await;
-    let proxy = TestProxy::builder()
-        .upstream_url(format!("http://{addr}"))
-        .arg("--upstream-protocol")
-        .arg("h2c")
-        .start()
-        .await;
+    let (addr, connections) = refusing_h2_server(|_, on_connection| on_connection > 20).await;
+    let proxy = h2c_proxy(addr).await;
     let h2 = Http::h2c();
     let clients = (0..40).map(|c| {
         let (h2, base) = (h2.clone(), proxy.url(&format!("/c{c}/")));

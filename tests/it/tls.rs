@@ -30,12 +30,7 @@ fn by_name(up: &Upstream) -> String {
 async fn an_https_upstream_is_verified_against_the_given_ca() {
     let ca = TestCa::new();
     let up = https_upstream(&ca.issue("up", &["localhost"])).await;
-    let proxy = TestProxy::builder()
-        .upstream_url(by_name(&up))
-        .arg("--upstream-ca")
-        .arg(ca.cert.display().to_string())
-        .start()
-        .await;
+    let proxy = ca.proxy_to(&up).start().await;
 
     let r = Http::new().get(&proxy.url("/echo?over=tls")).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -54,12 +49,7 @@ async fn an_https_upstream_is_verified_against_the_given_ca() {
 async fn a_certificate_for_another_name_is_a_502_that_says_so() {
     let ca = TestCa::new();
     let up = https_upstream(&ca.issue("other", &["other.test"])).await;
-    let proxy = TestProxy::builder()
-        .upstream_url(by_name(&up))
-        .arg("--upstream-ca")
-        .arg(ca.cert.display().to_string())
-        .start()
-        .await;
+    let proxy = ca.proxy_to(&up).start().await;
 
     let r = Http::new().get(&proxy.url("/echo")).await;
     assert_eq!(r.status, 502, "{}", r.text());
@@ -90,12 +80,7 @@ async fn an_unknown_issuer_and_an_expired_certificate_are_named() {
     assert!(r.text().contains("--upstream-ca"), "{}", r.text());
 
     let old = https_upstream(&ca.issue_expired("old", &["localhost"])).await;
-    let proxy = TestProxy::builder()
-        .upstream_url(by_name(&old))
-        .arg("--upstream-ca")
-        .arg(ca.cert.display().to_string())
-        .start()
-        .await;
+    let proxy = ca.proxy_to(&old).start().await;
     let r = Http::new().get(&proxy.url("/echo")).await;
     assert_eq!(r.status, 502);
     assert!(r.text().contains("has expired"), "{}", r.text());
@@ -298,10 +283,8 @@ async fn a_websocket_crosses_tls_on_both_sides_beside_http2() {
         .await;
     let front = ca.issue("front", &["localhost"]);
     for protocol in ["h2", "auto"] {
-        let proxy = TestProxy::builder()
-            .upstream_url(by_name(&up))
-            .arg("--upstream-ca")
-            .arg(ca.cert.display().to_string())
+        let proxy = ca
+            .proxy_to(&up)
             .arg("--upstream-protocol")
             .arg(protocol)
             .arg("--tls-cert")

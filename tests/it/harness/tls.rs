@@ -10,7 +10,8 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::TempDir;
+use super::proxy::ProxyBuilder;
+use super::{TempDir, TestProxy, Upstream};
 
 /// A certificate and its key, as PEM text and as files.
 pub struct Issued {
@@ -100,6 +101,15 @@ impl TestCa {
             cert_pem,
             key_pem,
         }
+    }
+
+    /// A proxy to `up` by the name its certificate is for (`https://localhost:PORT`),
+    /// trusting this CA (`--upstream-ca`); more flags may follow.
+    pub fn proxy_to(&self, up: &Upstream) -> ProxyBuilder {
+        TestProxy::builder()
+            .upstream_url(format!("https://localhost:{}", up.port()))
+            .arg("--upstream-ca")
+            .arg(self.cert.display().to_string())
     }
 
     /// A client config that trusts this CA, offering `alpn`.
