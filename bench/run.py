@@ -217,13 +217,18 @@ http {{
 
 
 class Heliosburn:
-    def __init__(self, workdir, name, binary, port, mgmt, modules_yaml, cpu, settings_yaml="", log="stderr.log"):
+    """heliosburn on 127.0.0.1:PORT before the nginx upstream, or `upstream` with the flags
+    `extra` (bench/tls.py: TLS on both sides); its ready line goes to stdout.log."""
+
+    def __init__(self, workdir, name, binary, port, mgmt, modules_yaml, cpu, settings_yaml="", log="stderr.log",
+                 upstream=None, extra=(), url=None):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         for p in (port, mgmt):
             if not free(p):
                 raise SystemExit(f"127.0.0.1:{p} is taken; stop what listens there first")
-        args = ["taskset", "-c", str(cpu), binary, "--upstream", f"http://127.0.0.1:{UPSTREAM_PORT}",
+        upstream = upstream or f"http://127.0.0.1:{UPSTREAM_PORT}"
+        args = ["taskset", "-c", str(cpu), binary, "--upstream", upstream, *extra,
                 "--bind", f"127.0.0.1:{port}", "--mgmt", f"127.0.0.1:{mgmt}",
                 "--data-dir", os.path.join(self.dir, "data"), "--log-level", "warn"]
         if modules_yaml is not None:
@@ -237,9 +242,10 @@ class Heliosburn:
                 f.write(settings_yaml)
             args += ["--config", path]
         self.log = open(os.path.join(self.dir, log), "w")
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
+        self.out = os.path.join(self.dir, "stdout.log")
+        self.proc = subprocess.Popen(args, stdout=open(self.out, "w"), stderr=self.log)
         self.mgmt = f"http://127.0.0.1:{mgmt}"
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = url or f"http://127.0.0.1:{port}"
         wait_port(port)
         wait_port(mgmt)
 

@@ -52,7 +52,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (bench/run.py: the helpers, its main() only runs as a script)
-from run import (cpu_seconds, free, http, loadavg, Nginx, others_cpu, others_delta,  # noqa: E402
+from run import (cpu_seconds, http, loadavg, Nginx, others_cpu, others_delta,  # noqa: E402
                  peak_rss_kib, reset_peak_rss, settle, steal_seconds, wait_port, wrk, BIG, SMALL)
 
 UP_TLS, UP_PLAIN, NGINX_TLS = 19300, 19301, 19302
@@ -90,32 +90,15 @@ def make_certs(d):
 
 
 class HbTls(run.Heliosburn):
-    """heliosburn with the TLS listener and an https:// upstream (run.Heliosburn's stop,
-    modules and pid; its own start)."""
+    """heliosburn with the TLS listener and an https:// upstream, checked to be serving
+    HTTPS once ready."""
 
     def __init__(self, workdir, name, binary, port, mgmt, modules_yaml, protocol, certs, cpu):
-        self.dir = os.path.join(workdir, name)
-        os.makedirs(self.dir, exist_ok=True)
-        for p in (port, mgmt):
-            if not free(p):
-                raise SystemExit(f"127.0.0.1:{p} is taken; stop what listens there first")
-        args = ["taskset", "-c", str(cpu), binary, "--upstream", f"https://localhost:{UP_TLS}",
-                "--upstream-ca", certs["ca"], "--upstream-protocol", protocol,
-                "--tls-cert", certs["cert"], "--tls-key", certs["key"],
-                "--bind", f"127.0.0.1:{port}", "--mgmt", f"127.0.0.1:{mgmt}",
-                "--data-dir", os.path.join(self.dir, "data"), "--log-level", "warn"]
-        if modules_yaml is not None:
-            path = os.path.join(self.dir, "modules.yaml")
-            with open(path, "w") as f:
-                f.write(modules_yaml)
-            args += ["--modules", path]
-        self.log = open(os.path.join(self.dir, "stderr.log"), "w")
-        self.out = os.path.join(self.dir, "stdout.log")
-        self.proc = subprocess.Popen(args, stdout=open(self.out, "w"), stderr=self.log)
-        self.mgmt = f"http://127.0.0.1:{mgmt}"
-        self.url = f"https://localhost:{port}"
-        wait_port(port)
-        wait_port(mgmt)
+        super().__init__(workdir, name, binary, port, mgmt, modules_yaml, cpu,
+                         upstream=f"https://localhost:{UP_TLS}",
+                         extra=["--upstream-ca", certs["ca"], "--upstream-protocol", protocol,
+                                "--tls-cert", certs["cert"], "--tls-key", certs["key"]],
+                         url=f"https://localhost:{port}")
         end = time.time() + 10
         while "heliosburn ready:" not in open(self.out).read():
             if time.time() > end or self.proc.poll() is not None:
