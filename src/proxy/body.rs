@@ -109,13 +109,20 @@ impl Reservation {
     /// Holds `more` bytes besides, if they are left; when they are not, the cut is
     /// counted (and logged once per episode) and the reservation stays as it was.
     pub fn grow(&mut self, more: usize) -> bool {
-        if self.budget.take(more) {
-            self.n += more;
-            true
-        } else {
+        self.try_grow(more) || {
             self.budget.count_cut();
             false
         }
+    }
+
+    /// [`Reservation::grow`] that counts nothing when the bytes are not left (the
+    /// caller tries for less next, and counts that).
+    pub fn try_grow(&mut self, more: usize) -> bool {
+        let taken = self.budget.take(more);
+        if taken {
+            self.n += more;
+        }
+        taken
     }
 }
 

@@ -173,6 +173,20 @@ pub const H2_ATTEMPTS: usize = 3;
 const ALPN_H1: u8 = 1;
 const ALPN_H2: u8 = 2;
 
+/// A stream on an HTTP/2 connection, or (`auto`, when the upstream stopped offering h2)
+/// an HTTP/1.1 connection.
+enum Got {
+    Http2(http2::SendRequest<RequestBody>, StreamSlot),
+    Http1(http1::SendRequest<RequestBody>),
+}
+
+/// A connect's failure, kept to be told to those who waited for that connect.
+enum Failure {
+    Connect(std::io::ErrorKind, String),
+    Timeout,
+    Tls(String),
+}
+
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
@@ -182,6 +196,8 @@ pub struct Pool {
     /// Held while an HTTP/2 connection is being made: requests that find none open wait
     /// for it instead of each making their own.
     connecting: tokio::sync::Mutex<()>,
+    /// The last HTTP/2 connect that failed, and when.
+    failed: Mutex<Option<(tokio::time::Instant, Failure)>>,
     alpn: AtomicU8,
 }
 
@@ -265,26 +281,61 @@ impl Pool {
     }
 
     /// A stream on a connection made after `after`, or on a new one: one connect at a
-    /// time, the others using what it makes.
+    /// time, the others using what it makes, or failing as it failed (each would wait a
+    /// connect timeout of its own in turn otherwise). Under `auto`, the new connection
+    /// may settle on HTTP/1.1: then it is that.
     async fn h2_stream_or_connect(
         &self,
         dialer: &Dialer,
         upstream: &Upstream,
         after: Option<u64>,
-    ) -> Result<(http2::SendRequest<RequestBody>, StreamSlot), SendError> {
-        if let Some(open) = self.h2_stream(after) {
-            return Ok(open);
+    ) -> Result<Got, SendError> {
+        if let Some((sender, slot)) = self.h2_stream(after) {
+            return Ok(Got::Http2(sender, slot));
         }
+        let waited_from = tokio::time::Instant::now();
         let _connecting = self.connecting.lock().await;
-        if let Some(open) = self.h2_stream(after) {
-            return Ok(open);
+        if let Some((sender, slot)) = self.h2_stream(after) {
+            return Ok(Got::Http2(sender, slot));
         }
-        match connect(dialer, upstream, true, false).await? {
-            Connection::Http2(sender) => Ok((sender.clone(), self.add_h2(sender))),
-            Connection::Http1(..) => Err(SendError::Protocol(
-                "the upstream no longer agrees to HTTP/2 (ALPN)".into(),
-            )),
+        if let Some(failed) = self.failed_since(waited_from) {
+            return Err(failed);
         }
+        match connect(dialer, upstream, true, false).await {
+            Ok(Connection::Http2(sender)) => Ok(Got::Http2(sender.clone(), self.add_h2(sender))),
+            Ok(Connection::Http1(sender, _)) => {
+                self.alpn.store(ALPN_H1, Ordering::Relaxed);
+                Ok(Got::Http1(sender))
+            }
+            Err(e) => {
+                self.remember_failure(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn remember_failure(&self, e: &SendError) {
+        let copy = match e {
+            SendError::Connect(io) => Failure::Connect(io.kind(), io.to_string()),
+            SendError::ConnectTimeout => Failure::Timeout,
+            SendError::Tls(why) | SendError::Protocol(why) => Failure::Tls(why.clone()),
+            _ => return,
+        };
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((tokio::time::Instant::now(), copy));
+    }
+
+    /// The failure of a connect made since `since` (while the caller waited for it).
+    fn failed_since(&self, since: tokio::time::Instant) -> Option<SendError> {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, failure) = failed.as_ref().filter(|(at, _)| *at >= since)?;
+        Some(match failure {
+            Failure::Connect(kind, what) => {
+                SendError::Connect(std::io::Error::new(*kind, what.clone()))
+            }
+            Failure::Timeout => SendError::ConnectTimeout,
+            Failure::Tls(why) => SendError::Tls(why.clone()),
+        })
     }
 
     /// Whether this request goes on HTTP/2.
@@ -319,9 +370,18 @@ impl Pool {
         // is the hop-by-hop it always was.
         let te = req.headers_mut().remove(header::TE);
         if wants_h2 == Some(true) {
-            let (sender, slot) = self.h2_stream_or_connect(dialer, upstream, None).await?;
-            as_h2(&mut req, upstream, te);
-            return self.send_h2(dialer, upstream, sender, slot, req).await;
+            match self.h2_stream_or_connect(dialer, upstream, None).await? {
+                Got::Http2(sender, slot) => {
+                    as_h2(&mut req, upstream, te);
+                    return self.send_h2(dialer, upstream, sender, slot, req).await;
+                }
+                Got::Http1(mut sender) => {
+                    return match sender.send_request(req).await {
+                        Ok(resp) => Ok((resp, Lent::Http1(sender))),
+                        Err(e) => Err(SendError::Exchange(e)),
+                    };
+                }
+            }
         } else {
             while let Some(mut sender) = self.take() {
                 if sender.ready().await.is_err() {
@@ -421,7 +481,14 @@ impl Pool {
             attempt += 1;
             let after = Some(slot.connection);
             drop(slot);
-            (sender, slot) = self.h2_stream_or_connect(dialer, upstream, after).await?;
+            (sender, slot) = match self.h2_stream_or_connect(dialer, upstream, after).await? {
+                Got::Http2(sender, slot) => (sender, slot),
+                Got::Http1(_) => {
+                    return Err(SendError::Protocol(
+                        "the upstream no longer agrees to HTTP/2 (ALPN)".into(),
+                    ))
+                }
+            };
         }
     }
 
@@ -440,7 +507,7 @@ fn refused_unprocessed(e: &hyper::Error) -> bool {
     while let Some(s) = source {
         if let Some(h2) = s.downcast_ref::<h2::Error>() {
             return match h2.reason() {
-                Some(h2::Reason::REFUSED_STREAM) => true,
+                Some(h2::Reason::REFUSED_STREAM) => h2.is_remote(),
                 Some(h2::Reason::NO_ERROR) => h2.is_go_away() && h2.is_remote(),
                 _ => false,
             };

@@ -75,6 +75,9 @@ struct Inflater {
     /// Gave up (a message inflated past the bound, or bytes that do not inflate): its
     /// messages are listed with their sizes from then on.
     failed: bool,
+    /// The message ended its deflate stream with a final block (RFC 7692 7.2.3 allows
+    /// it): the next message starts a stream of its own.
+    ended: bool,
 }
 
 /// Each message inflates to at most this many times the capture limit (and 1 MiB at
@@ -98,6 +101,7 @@ impl FrameReader {
             inflater: deflate.then(|| Inflater {
                 stream: flate2::Decompress::new(false),
                 failed: false,
+                ended: false,
             }),
             broken: false,
         }
@@ -236,11 +240,15 @@ impl FrameReader {
         };
         let mut decoded = !m.compressed;
         if let (true, Some(inflater)) = (m.compressed, self.inflater.as_mut()) {
-            if !inflater.failed {
+            if !inflater.failed && !inflater.ended {
                 // The end of a message's deflate block, which the sender leaves off.
                 inflate(inflater, &[0, 0, 0xff, 0xff], &mut m, self.limit);
-                decoded = !inflater.failed;
             }
+            if inflater.ended {
+                inflater.stream.reset(false);
+                inflater.ended = false;
+            }
+            decoded = !inflater.failed;
         }
         let data = if decoded {
             let size = if m.compressed { m.inflated } else { m.wire };
@@ -283,9 +291,13 @@ fn unmask(mask: Option<[u8; 4]>, offset: u64, data: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Inflates `input` into `m`, keeping up to `limit` bytes and counting the rest.
+/// Inflates `input` into `m`, keeping up to `limit` bytes and counting the rest. What a
+/// message may inflate to is bounded by the limit and by its own size on the wire, so
+/// the work is in proportion to what the peer sent.
 fn inflate(inflater: &mut Inflater, mut input: &[u8], m: &mut Assembling, limit: usize) {
-    let bound = (limit as u64 * INFLATE_RATIO).max(1 << 20);
+    let bound = (limit as u64 * INFLATE_RATIO)
+        .max(1 << 20)
+        .min(m.wire.saturating_mul(INFLATE_RATIO).saturating_add(1 << 20));
     let mut out = [0u8; 8192];
     loop {
         let (before_in, before_out) = (inflater.stream.total_in(), inflater.stream.total_out());
@@ -301,6 +313,11 @@ fn inflate(inflater: &mut Inflater, mut input: &[u8], m: &mut Assembling, limit:
         match status {
             Err(_) => {
                 inflater.failed = true;
+                return;
+            }
+            // A final block: the rest of this message is no deflate data.
+            Ok(flate2::Status::StreamEnd) => {
+                inflater.ended = true;
                 return;
             }
             _ if m.inflated > bound => {
@@ -355,7 +372,7 @@ impl Collected {
             m.data.cut(self.allowance);
             let listed = self.listed < MAX_MESSAGES
                 && self.held.as_mut().is_some_and(|held| {
-                    held.grow(MESSAGE_COST + m.data.bytes.len()) || {
+                    held.try_grow(MESSAGE_COST + m.data.bytes.len()) || {
                         m.data.cut(0);
                         held.grow(MESSAGE_COST)
                     }
@@ -672,5 +689,25 @@ mod tests {
         reader.feed(&frame(true, OP_TEXT, text.as_bytes(), None), &mut out);
         assert_eq!(out[0].data.text(), Some("éé"));
         assert!(out[0].data.truncated);
+    }
+
+    #[test]
+    fn a_message_ending_in_a_final_block_leaves_the_next_readable() {
+        // The first message ends its deflate stream (BFINAL), which RFC 7692 allows; the
+        // next starts a stream of its own.
+        let mut first = Vec::with_capacity(64);
+        flate2::Compress::new(flate2::Compression::default(), false)
+            .compress_vec(b"one", &mut first, flate2::FlushCompress::Finish)
+            .unwrap();
+        let second = deflate(
+            &mut flate2::Compress::new(flate2::Compression::default(), false),
+            b"two",
+        );
+        let mut reader = FrameReader::new(WsDirection::Receive, 100, true);
+        let mut out = Vec::new();
+        reader.feed(&frame_rsv(true, true, OP_TEXT, &first, None), &mut out);
+        reader.feed(&frame_rsv(true, true, OP_TEXT, &second, None), &mut out);
+        let texts: Vec<Bytes> = out.iter().map(data_of).collect();
+        assert_eq!(texts, [Bytes::from("one"), Bytes::from("two")]);
     }
 }
