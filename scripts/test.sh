@@ -62,6 +62,11 @@ if ! mongo_up; then
 fi
 # Fault tests kill and restart a stand-in of their own, from the same virtualenv.
 scripts/mongo.sh install
+# The Prometheus client's own parser reads GET /metrics in the tests.
+if [[ ! -x .tools-venv/bin/python ]] || ! .tools-venv/bin/python -c 'import prometheus_client' 2>/dev/null; then
+    python3 -m venv .tools-venv
+    .tools-venv/bin/pip install --quiet "prometheus-client==0.26.0"
+fi
 
 # The HAR schema validator the export tests run (npm har-schema with ajv).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

@@ -26,6 +26,7 @@ pub fn router(ctl: Arc<Controller>, access: Arc<Access>) -> Router {
     Router::new()
         .route(access::HEALTH_PATH, get(healthz))
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/control", post(control))
         .route("/modules/{name}/{action}", post(module_action))
         .route("/proxy", get(proxy).put(proxy_update))
@@ -246,6 +247,31 @@ async fn proxy_action(State(ctl): State<Arc<Controller>>, Path(action): Path<Str
         )
         .into_response(),
     }
+}
+
+/// The Prometheus text exposition (OpenMetrics 1.0): the proxy's metrics and the
+/// modules' counters as they are now.
+async fn metrics(State(ctl): State<Arc<Controller>>) -> Response {
+    let mut counters = Vec::new();
+    for m in ctl.modules.status(None).unwrap_or_default() {
+        if let Some(map) = m.counters.as_object() {
+            for (name, value) in map {
+                if let Some(v) = value.as_u64() {
+                    counters.push((m.module.clone(), name.clone(), v));
+                }
+            }
+        }
+    }
+    let open = ctl.proxy.listener.connections().open;
+    let text = ctl.proxy.forwarder.metrics().encode(open, counters);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Reads the listener's certificate and key files again (as SIGHUP does).

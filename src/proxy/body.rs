@@ -270,6 +270,8 @@ pub struct BodyWatch {
     progress_us: AtomicU64,
     /// The upstream is waiting for the client's next piece: no time of the upstream's.
     on_client: AtomicBool,
+    /// Body bytes taken from the client.
+    received: AtomicU64,
 }
 
 impl Default for BodyWatch {
@@ -279,6 +281,7 @@ impl Default for BodyWatch {
             born: tokio::time::Instant::now(),
             progress_us: AtomicU64::new(0),
             on_client: AtomicBool::new(false),
+            received: AtomicU64::new(0),
         }
     }
 }
@@ -298,6 +301,16 @@ impl BodyWatch {
             2 => Some(ClientFault::Stalled),
             _ => None,
         }
+    }
+
+    fn took(&self, data: &Bytes) {
+        self.received
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Body bytes taken from the client so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     fn progressed(&self) {
@@ -452,6 +465,9 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(frame) = this.prefix.pop_front() {
+            if let Some(data) = frame.data_ref() {
+                this.watch.took(data);
+            }
             if let (Some(data), Some(cap)) = (frame.data_ref(), &this.capture) {
                 cap.lock().unwrap_or_else(|p| p.into_inner()).push(data);
             }
@@ -466,6 +482,9 @@ impl Body for RequestBody {
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.watch.took(data);
+                }
                 if let (Some(data), Some(cap)) = (frame.data_ref(), &this.capture) {
                     cap.lock().unwrap_or_else(|p| p.into_inner()).push(data);
                 }
@@ -542,6 +561,11 @@ pub struct Completion {
     pub upstream: Option<(Arc<UpstreamTarget>, crate::proxy::upstream::Lent)>,
     /// An upgrade whose WebSocket messages are read: the completed exchange goes there.
     pub upgraded: Option<tokio::sync::oneshot::Sender<crate::proxy::websocket::Upgraded>>,
+    /// Where the exchange is counted, and what it counts: the request body's bytes
+    /// (through its watch) and the upstream error it met.
+    pub metrics: Option<Arc<crate::proxy::metrics::ProxyMetrics>>,
+    pub watch: Option<Arc<BodyWatch>>,
+    pub failure: Option<crate::proxy::metrics::UpstreamErrorKind>,
 }
 
 impl Completion {
@@ -557,6 +581,16 @@ impl Completion {
         }
         self.ex.response_body = self.response_capture.take();
         self.pipeline.complete(self.reached, &mut self.ex);
+        if let (Some(m), false) = (&self.metrics, self.ex.internal) {
+            m.exchange(
+                &self.method,
+                self.ex.status,
+                self.ex.started.elapsed(),
+                self.watch.as_ref().map_or(0, |w| w.received()),
+                self.ex.bytes_sent,
+                self.failure,
+            );
+        }
         let status = self.ex.status.map_or(0, |s| s.as_u16());
         tracing::info!(
             target: "heliosburn::access",

@@ -6,6 +6,7 @@ use std::time::Duration;
 use http::{header, Response, StatusCode};
 
 use crate::proxy::body::{ClientFault, Completion, ResponseBody};
+use crate::proxy::metrics::UpstreamErrorKind;
 use crate::proxy::upstream::SendError;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,10 +105,23 @@ impl ProxyError {
         }
     }
 
+    /// What the metrics call it, when the upstream is to blame.
+    fn upstream_kind(&self) -> Option<UpstreamErrorKind> {
+        Some(match self {
+            ProxyError::Connect { .. } => UpstreamErrorKind::Connect,
+            ProxyError::Timeout { .. } => UpstreamErrorKind::Timeout,
+            ProxyError::Declined { .. } => UpstreamErrorKind::Declined,
+            ProxyError::Upstream { .. } => UpstreamErrorKind::Broken,
+            ProxyError::BadResponse { .. } => UpstreamErrorKind::BadResponse,
+            ProxyError::Refused { .. } | ProxyError::Client { .. } => return None,
+        })
+    }
+
     /// The client's response: the status and one plain-text line naming upstream and cause.
     pub fn into_response(self, mut done: Box<Completion>) -> Response<ResponseBody> {
         let status = self.status();
         done.ex.status = Some(status);
+        done.failure = self.upstream_kind();
         match &self {
             ProxyError::Refused { .. } => {
                 tracing::debug!(status = status.as_u16(), reason = %self, "exchange refused")

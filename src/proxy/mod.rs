@@ -4,6 +4,7 @@ pub mod body;
 pub mod error;
 pub mod framing;
 pub mod listener;
+pub mod metrics;
 pub mod pipeline;
 pub mod service;
 pub mod tls;

@@ -21,6 +21,7 @@ use crate::proxy::body::{
 use crate::proxy::error::ProxyError;
 use crate::proxy::framing::WireMarks;
 use crate::proxy::listener::Lease;
+use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::pipeline::{Decision, Exchange, Reached, RunningPipeline};
 use crate::proxy::upstream::{self, Dialer, Needs, Pool};
 use crate::proxy::websocket;
@@ -126,6 +127,8 @@ pub struct Forwarder {
     pipeline: Arc<RunningPipeline>,
     settings: ForwardSettings,
     captures: Arc<CaptureBudget>,
+    /// Where exchanges are counted (`GET /metrics`).
+    metrics: Arc<ProxyMetrics>,
     /// Every exchange is the proxy's own (the self-test's forwarder).
     internal: bool,
 }
@@ -143,8 +146,13 @@ impl Forwarder {
             pipeline,
             captures: CaptureBudget::new(settings.capture_memory),
             settings,
+            metrics: Arc::default(),
             internal: false,
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<ProxyMetrics> {
+        &self.metrics
     }
 
     /// How much the captures in flight hold, and how many were cut short.
@@ -275,6 +283,9 @@ impl Forwarder {
             response_capture: (limit > 0).then(|| Capture::new(limit, self.captures.clone())),
             upstream: None,
             upgraded: None,
+            metrics: Some(self.metrics.clone()),
+            watch: None,
+            failure: None,
         });
         match decision {
             // What was read ahead goes upstream in the body's frames; no copy is kept.
@@ -297,6 +308,7 @@ impl Forwarder {
             upgrade,
         );
         let watch = Arc::new(BodyWatch::default());
+        done.watch = Some(watch.clone());
         let upstream_req = Request::from_parts(
             parts,
             RequestBody::new(

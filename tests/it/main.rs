@@ -20,6 +20,7 @@ mod har;
 mod lifecycle;
 mod limits;
 mod live;
+mod metrics;
 mod pages;
 mod pipeline;
 mod playback;
