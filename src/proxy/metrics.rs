@@ -210,22 +210,10 @@ mod tests {
     fn exchanges_are_counted_by_method_and_status_class() {
         let m = ProxyMetrics::new();
         let ms = Duration::from_millis(3);
-        m.exchange(
-            &http::Method::GET,
-            Some(http::StatusCode::OK),
-            ms,
-            0,
-            10,
-            None,
-        );
-        m.exchange(
-            &http::Method::GET,
-            Some(http::StatusCode::OK),
-            ms,
-            0,
-            10,
-            None,
-        );
+        let ok = Some(http::StatusCode::OK);
+        for _ in 0..2 {
+            m.exchange(&http::Method::GET, ok, ms, 0, 10, None);
+        }
         let weird = http::Method::from_bytes(b"BREW").unwrap();
         let bad = Some(http::StatusCode::BAD_GATEWAY);
         m.exchange(&weird, bad, ms, 5, 0, Some(UpstreamErrorKind::Connect));
