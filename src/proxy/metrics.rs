@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ExchangeLabels {
-    method: String,
+    method: &'static str,
     /// `2xx` … `5xx`, or `none` for an exchange that got no status.
     status: &'static str,
 }
@@ -159,14 +159,14 @@ impl ProxyMetrics {
         // Methods are a small set in practice, but a client may send any token: others
         // share one label, so the series stay bounded.
         let method = match *method {
-            http::Method::GET
-            | http::Method::POST
-            | http::Method::PUT
-            | http::Method::DELETE
-            | http::Method::PATCH
-            | http::Method::HEAD
-            | http::Method::OPTIONS => method.as_str().to_owned(),
-            _ => "other".to_owned(),
+            http::Method::GET => "GET",
+            http::Method::POST => "POST",
+            http::Method::PUT => "PUT",
+            http::Method::DELETE => "DELETE",
+            http::Method::PATCH => "PATCH",
+            http::Method::HEAD => "HEAD",
+            http::Method::OPTIONS => "OPTIONS",
+            _ => "other",
         };
         self.exchanges
             .get_or_create(&ExchangeLabels { method, status })

@@ -375,9 +375,14 @@ impl Forwarder {
                 .filter_map(|v| v.to_str().ok())
                 .any(|v| v.contains("permessage-deflate"));
             let capture = (websocket && limit > 0).then(|| {
-                let (tx, rx) = tokio::sync::oneshot::channel();
+                let (tx, exchange) = tokio::sync::oneshot::channel();
                 done.upgraded = Some(tx);
-                (limit, deflate, self.captures.clone(), rx)
+                websocket::Reading {
+                    limit,
+                    deflate,
+                    budget: self.captures.clone(),
+                    exchange,
+                }
             });
             let (work, lease) = (
                 tunnel(client_upgrade, upstream_upgrade, capture),
@@ -464,18 +469,11 @@ fn answered(resp: Response<Bytes>, mut done: Box<Completion>) -> Response<Respon
 }
 
 /// Copies bytes both ways between an upgraded client and upstream until either closes;
-/// with `capture`, reads the WebSocket messages beside them (each keeping `limit` bytes
-/// at most, inflated when `deflate` was negotiated, charged to the budget) for the
-/// completed exchange that comes on the channel.
+/// with `capture`, reads the WebSocket messages beside them as it says.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
-    capture: Option<(
-        usize,
-        bool,
-        Arc<CaptureBudget>,
-        tokio::sync::oneshot::Receiver<websocket::Upgraded>,
-    )>,
+    capture: Option<websocket::Reading>,
 ) {
     let (c, u) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
@@ -491,17 +489,7 @@ async fn tunnel(
                 tracing::debug!(error = %e, "upgraded connection ended");
             }
         }
-        Some((limit, deflate, budget, exchange)) => {
-            // The 101 has gone out whole before the upgrade resolves: the exchange is
-            // complete, and here (unless it was cut short).
-            let reading = websocket::Reading {
-                limit,
-                deflate,
-                budget,
-                upgraded: exchange.await.ok(),
-            };
-            websocket::relay(c, u, reading).await;
-        }
+        Some(reading) => websocket::relay(c, u, reading).await,
     }
 }
 

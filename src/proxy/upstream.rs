@@ -382,21 +382,22 @@ impl Pool {
                     };
                 }
             }
-        } else {
-            while let Some(mut sender) = self.take() {
-                if sender.ready().await.is_err() {
-                    continue;
-                }
-                match sender.try_send_request(req).await {
-                    Ok(resp) => return Ok((resp, Lent::Http1(sender))),
-                    Err(mut e) => match e.take_message() {
-                        Some(unsent) => req = unsent,
-                        None => return Err(SendError::Exchange(e.into_error())),
-                    },
-                }
+        }
+        // HTTP/1.1 (or not known yet): an idle pooled connection first.
+        while let Some(mut sender) = self.take() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Lent::Http1(sender))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(SendError::Exchange(e.into_error())),
+                },
             }
         }
-        match connect(dialer, upstream, wants_h2.unwrap_or(false), needs.upgrade).await? {
+        // A plain upstream gets HTTP/1.1 here; over TLS, ALPN settles it.
+        match connect(dialer, upstream, false, needs.upgrade).await? {
             Connection::Http1(mut sender, alpn) => {
                 // An upgrade offered http/1.1 only: it learns nothing of the upstream.
                 if let (Some(alpn), false) = (alpn, needs.upgrade) {

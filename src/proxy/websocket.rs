@@ -442,8 +442,9 @@ pub struct Reading {
     /// The upgrade negotiated permessage-deflate.
     pub deflate: bool,
     pub budget: Arc<CaptureBudget>,
-    /// The exchange, once complete (none if it was cut short).
-    pub upgraded: Option<Upgraded>,
+    /// The exchange, sent once complete: the 101 has gone out whole before the upgrade
+    /// resolves, so it is there by then (none if the exchange was cut short).
+    pub exchange: tokio::sync::oneshot::Receiver<Upgraded>,
 }
 
 /// Hands the messages read so far to the pipeline, at each tick and a last time when
@@ -495,8 +496,9 @@ where
         limit,
         deflate,
         budget,
-        upgraded,
+        exchange,
     } = reading;
+    let upgraded = exchange.await.ok();
     let reads = upgraded.is_some();
     let collected = Arc::new(Mutex::new(Collected {
         messages: Vec::new(),
