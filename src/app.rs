@@ -320,6 +320,7 @@ pub async fn run(loaded: Loaded, modules_path: Option<&Path>) -> Result<()> {
         modules: modules.clone(),
         recordings: opened.recordings.clone(),
         window: opened.window.clone(),
+        tail: opened.tail.clone(),
     });
     let access = control::access::Access::new(
         mgmt_addr,

@@ -28,6 +28,7 @@ use crate::store::{Store, StoreError};
 use crate::traffic::{Loss, TrafficMessage};
 use crate::window::memory::MemoryWindow;
 use crate::window::redis::RedisWindow;
+use crate::window::tail::Tail;
 use crate::window::{Window, WindowError};
 
 /// Where recordings live.
@@ -422,6 +423,7 @@ impl Plan {
             redaction_key,
             recordings,
             window,
+            tail: Tail::default(),
             feeds: Arc::new(Feeds {
                 bus,
                 redis: Mutex::default(),
@@ -600,6 +602,8 @@ pub struct Resources {
     pub redaction_key: [u8; 32],
     pub recordings: Arc<Recordings>,
     pub window: Arc<dyn Window>,
+    /// Completed exchanges as the window takes them, for those who watch.
+    pub tail: Tail,
     pub feeds: Arc<Feeds>,
 }
 

@@ -46,6 +46,7 @@ pub fn router(ctl: Arc<Controller>, access: Arc<Access>) -> Router {
         .route("/recording/{id}/start", post(start_recording))
         .route("/recording/{id}/stop", post(stop_recording))
         .route("/traffic", get(live_traffic))
+        .route("/traffic/stream", get(super::stream::traffic_stream))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -129,7 +130,7 @@ fn resource(r: Reply) -> Response {
 
 /// Query parameters, with a bad value answered in the API's JSON error shape (axum's
 /// own `Query` answers in plain text).
-struct JsonQuery<T>(T);
+pub(super) struct JsonQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for JsonQuery<T> {
     type Rejection = ApiError;
@@ -163,6 +164,11 @@ pub fn decode(path_and_query: &str, body: &[u8]) -> Result<(), String> {
         }
         "/traffic" => {
             axum::extract::Query::<Since>::try_from_uri(&uri).map_err(query)?;
+        }
+        "/traffic/stream" => {
+            let q = axum::extract::Query::<super::stream::FilterQuery>::try_from_uri(&uri)
+                .map_err(query)?;
+            super::stream::Filter::parse(q.0)?;
         }
         "/status" => {
             axum::extract::Query::<ModuleQuery>::try_from_uri(&uri).map_err(query)?;

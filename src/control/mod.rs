@@ -7,6 +7,7 @@ pub mod http;
 pub mod import;
 pub mod redis;
 pub mod selftest;
+pub mod stream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::config::Upstream;
 use crate::modules::{ModuleOpError, ModuleSet};
 use crate::proxy::{ListenerCommand, Proxy, UpstreamTarget};
 use crate::recording::{RecordingError, Recordings};
+use crate::window::tail::Tail;
 use crate::window::Window;
 
 /// A control request as both transports carry it.
@@ -162,6 +164,7 @@ pub struct Controller {
     pub modules: Arc<ModuleSet>,
     pub recordings: Arc<Recordings>,
     pub window: Arc<dyn Window>,
+    pub tail: Tail,
 }
 
 impl Controller {

@@ -1,5 +1,6 @@
 //! TrafficStreamer (the seed's `TrafficStream`): subscribes to the feed and keeps the
-//! last second of messages in the live window, trimming older ones as new ones arrive.
+//! last second of messages in the live window, trimming older ones as new ones arrive,
+//! and passes each completed exchange to the tail's watchers (`GET /traffic/stream`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::feed::{Feed, Received};
 use crate::redis_link::Endpoint;
 use crate::resources::{Claim, Claimed, FeedEndpoint, FeedUse, RedisMode, Resources, WindowSpec};
 use crate::traffic::TrafficMessage;
+use crate::window::tail::Tail;
 use crate::window::{now_micros, Window};
 
 /// Keeps the last second of the feed in the live window.
@@ -91,6 +93,7 @@ impl ModuleConfig for StreamerKwargs {
         Ok(Built::Support(Arc::new(TrafficStreamer::new(
             feed,
             resources.window.clone(),
+            resources.tail.clone(),
         ))))
     }
 }
@@ -104,10 +107,20 @@ fn window_copy(m: Arc<TrafficMessage>) -> Arc<TrafficMessage> {
     m.with_bodies_cut(WINDOW_BODY_LIMIT).map_or(m, Arc::new)
 }
 
-/// Adds a received message to the batch with its score, or counts a loss.
-fn take(batch: &mut Vec<(i64, Arc<TrafficMessage>)>, counters: &Counters, r: Received) {
+/// Adds a received message to the batch with its score (and passes it to the tail's
+/// watchers), or counts a loss.
+fn take(
+    batch: &mut Vec<(i64, Arc<TrafficMessage>)>,
+    tail: &Tail,
+    counters: &Counters,
+    r: Received,
+) {
     match r {
-        Received::Message(m) => batch.push((now_micros(), window_copy(m))),
+        Received::Message(m) => {
+            let m = window_copy(m);
+            tail.send(&m);
+            batch.push((now_micros(), m));
+        }
         // The feed was cut off and healed: how much was missed is not known.
         Received::Gap => {
             counters.gaps.fetch_add(1, Ordering::Relaxed);
@@ -132,15 +145,17 @@ struct Counters {
 pub struct TrafficStreamer {
     feed: Arc<dyn Feed>,
     window: Arc<dyn Window>,
+    tail: Tail,
     counters: Arc<Counters>,
     background: Background,
 }
 
 impl TrafficStreamer {
-    pub fn new(feed: Arc<dyn Feed>, window: Arc<dyn Window>) -> Self {
+    pub fn new(feed: Arc<dyn Feed>, window: Arc<dyn Window>, tail: Tail) -> Self {
         Self {
             feed,
             window,
+            tail,
             counters: Arc::default(),
             background: Background::default(),
         }
@@ -153,6 +168,7 @@ impl SupportModule for TrafficStreamer {
         self.stop().await;
         let mut sub = self.feed.subscribe().await?;
         let (window, counters) = (self.window.clone(), self.counters.clone());
+        let tail = self.tail.clone();
         self.background.spawn(|stop| async move {
             let mut failing = false;
             loop {
@@ -162,7 +178,7 @@ impl SupportModule for TrafficStreamer {
                 };
                 let mut batch = Vec::new();
                 match first {
-                    Ok(r) => take(&mut batch, &counters, r),
+                    Ok(r) => take(&mut batch, &tail, &counters, r),
                     Err(e) => {
                         tracing::error!(error = %e, "TrafficStreamer: the feed ended");
                         break;
@@ -170,7 +186,7 @@ impl SupportModule for TrafficStreamer {
                 }
                 while batch.len() < MAX_BATCH {
                     match sub.try_recv() {
-                        Some(r) => take(&mut batch, &counters, r),
+                        Some(r) => take(&mut batch, &tail, &counters, r),
                         None => break,
                     }
                 }

@@ -2,10 +2,12 @@
 //!
 //! In memory by default; a Redis sorted set (score = microseconds since the epoch) when
 //! Redis is configured. Readers pass a cursor (the last score they saw) and get what is
-//! newer, so the server keeps no per-client state.
+//! newer, so the server keeps no per-client state. Beside it, the [`tail::Tail`] passes
+//! each completed exchange to those who watch as it arrives.
 
 pub mod memory;
 pub mod redis;
+pub mod tail;
 
 use std::sync::Arc;
 

@@ -32,5 +32,6 @@ mod replay;
 mod seed;
 mod storage;
 mod store;
+mod stream;
 mod tls;
 mod upstream_errors;
