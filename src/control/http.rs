@@ -260,16 +260,14 @@ async fn proxy_action(State(ctl): State<Arc<Controller>>, Path(action): Path<Str
 async fn metrics(State(ctl): State<Arc<Controller>>) -> Response {
     let mut counters = Vec::new();
     for m in ctl.modules.status(None).unwrap_or_default() {
-        if let Some(map) = m.counters.as_object() {
-            for (name, value) in map {
-                if let Some(v) = value.as_u64() {
-                    counters.push((m.module.clone(), name.clone(), v));
-                }
-            }
-        }
+        flatten_counters(&m.module, "", &m.counters, &mut counters);
     }
     let open = ctl.proxy.listener.connections().open;
-    let text = ctl.proxy.forwarder.metrics().encode(open, counters);
+    let text = ctl
+        .proxy
+        .forwarder
+        .metrics()
+        .encode(open, counters, ctl.modules.histograms());
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -278,6 +276,34 @@ async fn metrics(State(ctl): State<Arc<Controller>>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// A module's counters as `(module, name, value)`: the numbers, nested objects' numbers
+/// named with their path joined by `_` (the reader's `spool.bytes` is `spool_bytes`).
+fn flatten_counters(
+    module: &str,
+    prefix: &str,
+    value: &Value,
+    out: &mut Vec<(String, String, u64)>,
+) {
+    let Some(map) = value.as_object() else {
+        return;
+    };
+    for (name, v) in map {
+        let name = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}_{name}")
+        };
+        match v {
+            Value::Object(_) => flatten_counters(module, &name, v, out),
+            _ => {
+                if let Some(n) = v.as_u64() {
+                    out.push((module.to_owned(), name, n));
+                }
+            }
+        }
+    }
 }
 
 /// Reads the listener's certificate and key files again (as SIGHUP does).

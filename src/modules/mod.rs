@@ -28,6 +28,7 @@ pub use factory::{Factory, Kind};
 pub use lifecycle::{Lifecycle, State};
 pub use set::{ModuleOpError, ModuleSet, ModuleStatus};
 
+use crate::proxy::metrics::ModuleHistogram;
 use crate::proxy::Phase;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,10 @@ pub trait SupportModule: Send + Sync + 'static {
     fn counters(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+    /// Histograms for the metrics (the recorder's store write latency).
+    fn histograms(&self) -> Vec<ModuleHistogram> {
+        Vec::new()
+    }
     /// Clears counters.
     fn reset(&self) {}
 }
@@ -90,6 +95,13 @@ impl Built {
         match self {
             Built::Pipeline(p) => p.counters(),
             Built::Support(s) => s.counters(),
+        }
+    }
+
+    pub fn histograms(&self) -> Vec<ModuleHistogram> {
+        match self {
+            Built::Pipeline(_) => Vec::new(),
+            Built::Support(s) => s.histograms(),
         }
     }
 

@@ -13,6 +13,7 @@ use super::lifecycle::{Lifecycle, State};
 use super::registry::{configure, Configured, ModulePlan};
 use super::{Built, ModuleError};
 use crate::config::{ConfigError, ModulesConfig, Problem};
+use crate::proxy::metrics::ModuleHistogram;
 use crate::proxy::{Phase, Pipeline, RunningPipeline};
 use crate::resources::{Claimed, Plan, Resources};
 
@@ -238,6 +239,20 @@ impl ModuleSet {
                 }],
             }),
         }
+    }
+
+    /// Every module's histograms, by the module's status name.
+    pub fn histograms(&self) -> Vec<(String, ModuleHistogram)> {
+        self.all()
+            .flat_map(|s| {
+                let module = s.module.load();
+                let name = s.name.clone();
+                module
+                    .histograms()
+                    .into_iter()
+                    .map(move |h| (name.clone(), h))
+            })
+            .collect()
     }
 
     pub fn status(&self, name: Option<&str>) -> Result<Vec<ModuleStatus>, ModuleOpError> {

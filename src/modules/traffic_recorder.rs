@@ -39,11 +39,13 @@ use super::kwargs::{
 };
 use super::{Built, ModuleError, SupportModule};
 use crate::feed::{Feed, Mark, Received, Subscription};
+use crate::proxy::metrics::ModuleHistogram;
 use crate::recording::{FlushRequest, Recordings, Target, FLUSH_WAIT};
 use crate::redis_link::Endpoint;
 use crate::resources::{Claim, Claimed, FeedEndpoint, FeedUse, RedisMode, Resources, StoreSpec};
 use crate::store::StoreError;
 use crate::traffic::{Loss, TrafficDoc, TrafficMessage};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Stores the feed into recordings.
 pub static FACTORY: Factory = Factory::new::<RecorderKwargs>("TrafficRecorder", Kind::Support);
@@ -196,6 +198,8 @@ pub struct TrafficRecorder {
     recordings: Arc<Recordings>,
     tuning: Tuning,
     counters: Arc<Counters>,
+    /// How long each batch took to write.
+    writes: ModuleHistogram,
     background: Background,
 }
 
@@ -212,6 +216,10 @@ impl TrafficRecorder {
                 max_pending_bytes: kwargs.max_pending_bytes.unwrap_or(64 << 20).max(1),
             },
             counters: Arc::default(),
+            writes: ModuleHistogram::seconds(
+                "store_write_seconds",
+                "How long the recorder's batch writes to the store took",
+            ),
             background: Background::default(),
         }
     }
@@ -228,6 +236,7 @@ impl SupportModule for TrafficRecorder {
             sub,
             recordings: self.recordings.clone(),
             counters: self.counters.clone(),
+            writes: self.writes.histogram.clone(),
             tuning: self.tuning,
             grace: self.feed.delivery_grace(),
             batch: Batch::default(),
@@ -261,6 +270,10 @@ impl SupportModule for TrafficRecorder {
             store: self.recordings.store().describe(),
         };
         serde_json::to_value(view).unwrap_or_default()
+    }
+
+    fn histograms(&self) -> Vec<ModuleHistogram> {
+        vec![self.writes.clone()]
     }
 
     fn reset(&self) {
@@ -412,6 +425,7 @@ struct Worker {
     sub: Box<dyn Subscription>,
     recordings: Arc<Recordings>,
     counters: Arc<Counters>,
+    writes: Histogram,
     tuning: Tuning,
     grace: Duration,
     batch: Batch,
@@ -595,8 +609,11 @@ impl Worker {
         self.in_flight_messages = batch.message_count();
         self.in_flight_complete = complete_per_recording(&batch);
         let store = self.recordings.store().clone();
+        let writes = self.writes.clone();
         let task = tokio::spawn(async move {
+            let began = std::time::Instant::now();
             let result = store.write_traffic(&batch.docs).await;
+            writes.observe(began.elapsed().as_secs_f64());
             (batch, result)
         });
         self.in_flight = Some((task, self.sub.mark()));

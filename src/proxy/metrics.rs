@@ -1,14 +1,16 @@
 //! What the proxy counts for Prometheus (`GET /metrics`): exchanges by method and status
 //! class, their duration, upstream errors by kind, body bytes each way, open
-//! connections, and the modules' counters as they are when scraped.
+//! connections, and the modules' counters as they are when scraped, with the histograms
+//! modules keep (the recorder's store write latency).
 //!
 //! One registry per proxy, made by `app` and handed in (no global registry); exchanges
 //! count into it as they complete, off nothing but atomics.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,6 +33,60 @@ struct ErrorLabels {
 struct ModuleLabels {
     module: String,
     counter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabel {
+    module: String,
+}
+
+/// A histogram a module keeps (modules observe into it; the metrics read it when scraped).
+#[derive(Clone, Debug)]
+pub struct ModuleHistogram {
+    /// The metric's name, after the `heliosburn_` prefix.
+    pub name: &'static str,
+    pub help: &'static str,
+    pub histogram: Histogram,
+}
+
+impl ModuleHistogram {
+    /// Seconds, from 0.5 ms to about 16 s, doubling: a store write's range.
+    pub fn seconds(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            histogram: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        }
+    }
+}
+
+/// The modules' histograms as the last scrape listed them, encoded one family per name
+/// with a `module` label.
+#[derive(Debug, Default)]
+struct ModuleHistograms(Arc<Mutex<Vec<(String, ModuleHistogram)>>>);
+
+impl Collector for ModuleHistograms {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sorted: Vec<&(String, ModuleHistogram)> = list.iter().collect();
+        sorted.sort_by_key(|(_, h)| h.name);
+        for members in sorted.chunk_by(|a, b| a.1.name == b.1.name) {
+            let first = &members[0].1;
+            let mut family = encoder.encode_descriptor(
+                first.name,
+                first.help,
+                None,
+                prometheus_client::metrics::MetricType::Histogram,
+            )?;
+            for (module, h) in members {
+                let labels = ModuleLabel {
+                    module: module.clone(),
+                };
+                h.histogram.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why an exchange got no answer of the upstream's, as the metrics name it.
@@ -72,6 +128,7 @@ pub struct ProxyMetrics {
     bytes_sent: Counter,
     open_connections: Gauge,
     modules: Family<ModuleLabels, Gauge>,
+    module_histograms: Arc<Mutex<Vec<(String, ModuleHistogram)>>>,
 }
 
 impl Default for ProxyMetrics {
@@ -122,9 +179,11 @@ impl ProxyMetrics {
         );
         registry.register(
             "module_counter",
-            "Each module's counters (as GET /status shows them), when scraped",
+            "Each module's counters (as GET /status shows them, nested ones joined by _), when scraped",
             modules.clone(),
         );
+        let module_histograms = Arc::<Mutex<Vec<_>>>::default();
+        registry.register_collector(Box::new(ModuleHistograms(module_histograms.clone())));
         Self {
             registry: Mutex::new(registry),
             exchanges,
@@ -134,6 +193,7 @@ impl ProxyMetrics {
             bytes_sent,
             open_connections,
             modules,
+            module_histograms,
         }
     }
 
@@ -181,12 +241,18 @@ impl ProxyMetrics {
         }
     }
 
-    /// The text exposition (OpenMetrics), with the gauges read now.
+    /// The text exposition (OpenMetrics), with the gauges read now: the modules'
+    /// counters as `(module, counter, value)`, and their histograms.
     pub fn encode(
         &self,
         open_connections: usize,
         modules: impl IntoIterator<Item = (String, String, u64)>,
+        histograms: Vec<(String, ModuleHistogram)>,
     ) -> String {
+        *self
+            .module_histograms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = histograms;
         self.open_connections
             .set(i64::try_from(open_connections).unwrap_or(i64::MAX));
         for (module, counter, value) in modules {
@@ -217,7 +283,10 @@ mod tests {
         let weird = http::Method::from_bytes(b"BREW").unwrap();
         let bad = Some(http::StatusCode::BAD_GATEWAY);
         m.exchange(&weird, bad, ms, 5, 0, Some(UpstreamErrorKind::Connect));
-        let text = m.encode(7, [("R".to_owned(), "published".to_owned(), 3)]);
+        let writes = ModuleHistogram::seconds("store_write_seconds", "Store writes");
+        writes.histogram.observe(0.002);
+        let histograms = vec![("TrafficRecorder".to_owned(), writes)];
+        let text = m.encode(7, [("R".to_owned(), "published".to_owned(), 3)], histograms);
         assert!(
             text.contains(r#"heliosburn_exchanges_total{method="GET",status="2xx"} 2"#),
             "{text}"
@@ -237,6 +306,16 @@ mod tests {
         assert!(text.contains("heliosburn_open_connections 7"), "{text}");
         assert!(
             text.contains(r#"heliosburn_module_counter{module="R",counter="published"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"heliosburn_store_write_seconds_count{module="TrafficRecorder"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"heliosburn_store_write_seconds_bucket{le="0.002",module="TrafficRecorder"} 1"#
+            ),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

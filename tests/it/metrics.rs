@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use crate::harness::recordings::{create_recording, start_recording, stop_recording};
 use crate::harness::{body, closed_port, Http, TestProxy, Upstream};
 
 /// Each sample as `name{labels as sorted JSON}` → value, as the parser read them.
@@ -110,5 +111,40 @@ async fn metrics_count_the_traffic_sent() {
             r#"heliosburn_upstream_errors_total{"kind": "connect"}"#
         ),
         1.0
+    );
+}
+
+#[tokio::test]
+async fn metrics_show_the_recorders_store_writes_and_nested_counters() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let http = Http::new();
+    let id = create_recording(&proxy, "metrics", "").await;
+    start_recording(&proxy, &id).await;
+    for _ in 0..4 {
+        assert_eq!(http.get(&proxy.url("/echo")).await.status, 200);
+    }
+    // A stop flushes what was captured to the store.
+    stop_recording(&proxy, &id).await;
+    let samples = parse(&proxy.mgmt_get("/metrics").await.text());
+    let recorded = sample(
+        &samples,
+        r#"heliosburn_module_counter{"counter": "recorded", "module": "TrafficRecorder"}"#,
+    );
+    assert!(recorded >= 4.0, "{recorded}");
+    let writes = sample(
+        &samples,
+        r#"heliosburn_store_write_seconds_count{"module": "TrafficRecorder"}"#,
+    );
+    assert!(writes >= 1.0, "no store write observed");
+    let inf = sample(
+        &samples,
+        r#"heliosburn_store_write_seconds_bucket{"le": "+Inf", "module": "TrafficRecorder"}"#,
+    );
+    assert_eq!(inf, writes);
+    // Nested counters are joined: the spool's bytes on disk, under the reader.
+    sample(
+        &samples,
+        r#"heliosburn_module_counter{"counter": "spool_bytes", "module": "TrafficReader"}"#,
     );
 }
