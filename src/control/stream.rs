@@ -21,10 +21,6 @@ use super::Controller;
 use crate::traffic::TrafficMessage;
 use crate::window::tail::{Seen, Watcher};
 
-/// Events sent in one go when several are waiting: a stream at thousands of exchanges a
-/// second is written in batches, not an event at a time.
-const BATCH: usize = 64;
-
 /// The filter's query parameters, all optional; given ones must all match.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,25 +149,18 @@ fn event(seen: &Seen, filter: &Filter) -> Option<Event> {
     }
 }
 
-/// The stream of events for one watcher: waits for the next exchange, then takes what
-/// else is already waiting, up to [`BATCH`], and yields their events one by one.
+/// The stream of events for one watcher. Events already waiting come out without a
+/// wait, so the connection writes them in one go (hyper gathers the frames of a body
+/// that is ready before it flushes).
 fn events(
     watcher: Watcher,
     filter: Filter,
 ) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
-    let state = (watcher, filter, std::collections::VecDeque::<Event>::new());
-    futures_util::stream::unfold(state, |(mut watcher, filter, mut ready)| async move {
+    futures_util::stream::unfold((watcher, filter), |(mut watcher, filter)| async move {
         loop {
-            if let Some(e) = ready.pop_front() {
-                return Some((Ok(e), (watcher, filter, ready)));
-            }
-            let first = watcher.next().await?;
-            ready.extend(event(&first, &filter));
-            while ready.len() < BATCH {
-                match watcher.try_next() {
-                    Some(seen) => ready.extend(event(&seen, &filter)),
-                    None => break,
-                }
+            let seen = watcher.next().await?;
+            if let Some(e) = event(&seen, &filter) {
+                return Some((Ok(e), (watcher, filter)));
             }
         }
     })

@@ -229,6 +229,8 @@ impl SupportModule for TrafficStreamer {
             "lost": c.lost.load(Ordering::Relaxed),
             "gaps": c.gaps.load(Ordering::Relaxed),
             "failed": c.failed.load(Ordering::Relaxed),
+            // Streams watching the tail now (`GET /traffic/stream`).
+            "watchers": self.tail.watchers(),
         })
     }
 

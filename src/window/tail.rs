@@ -107,15 +107,6 @@ impl Watcher {
             Err(broadcast::error::RecvError::Closed) => None,
         }
     }
-
-    /// The next one if it is already there.
-    pub fn try_next(&mut self) -> Option<Seen> {
-        match self.rx.try_recv() {
-            Ok(w) => Some(Seen::Exchange(w)),
-            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Seen::Missed(n)),
-            Err(_) => None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -178,7 +169,8 @@ mod tests {
         };
         assert_eq!(n, 6, "10 sent, 4 kept");
         let mut rest = Vec::new();
-        while let Some(Seen::Exchange(x)) = w.try_next() {
+        use futures_util::FutureExt as _;
+        while let Some(Some(Seen::Exchange(x))) = w.next().now_or_never() {
             rest.push(x.message().transaction_id.clone());
         }
         assert_eq!(rest, ["9", "10", "11", "12"]);
