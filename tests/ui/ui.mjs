@@ -90,11 +90,13 @@ async function feedAtRate(browser, rate, seconds) {
   const template = await realExchange('/feed/template');
   const total = rate * seconds;
   let sent = 0;
+  let stream = null;
   let sendDone = null;
   const doneSending = new Promise((res) => { sendDone = res; });
   const server = http.createServer(async (req, res) => {
     if (req.url.startsWith('/traffic/stream')) {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      stream = res;
       const t0 = Date.now();
       const tick = setInterval(() => {
         const due = Math.min(total, Math.floor(((Date.now() - t0) / 1000) * rate));
@@ -175,6 +177,27 @@ async function feedAtRate(browser, rate, seconds) {
     check(after.counts.startsWith(`seen ${total} `), `every exchange is counted (${after.counts})`);
     check(after.gap < 1000, `the page never froze for a second (longest frame gap ${Math.round(after.gap)} ms)`);
     check(slowest < 1000, `it answered within ${slowest} ms all along`);
+
+    // An upgraded WebSocket's exchange comes again with its messages: its row is updated,
+    // not repeated.
+    const again = JSON.parse(JSON.stringify(template));
+    again.transaction_id = `feed-${total - 1}`;
+    again.request.uri = `/feed/${total - 1}`;
+    again.response.statusCode = 101;
+    again.response.statusDescription = 'Switching Protocols';
+    again.response.webSocketMessages = [
+      { type: 'send', time: again.response.createdAt, opcode: 1, data: { size: 5, truncated: false, encoding: 'utf8', data: 'hello' } },
+      { type: 'receive', time: again.response.createdAt, opcode: 2, data: { size: 3, truncated: false, encoding: 'base64', data: 'AAEC' } },
+    ];
+    stream.write(`event: exchange\ndata: ${JSON.stringify(again)}\n\n`);
+    await page.waitForFunction(() => {
+      const first = document.querySelector('#live-rows tr');
+      return first && first.children[4].textContent === '101';
+    }, null, { timeout: 2000 });
+    check(await page.locator('#live-rows tr').count() === 500, 'an exchange that comes again updates its row instead of adding one');
+    await page.locator('#live-rows tr').first().click();
+    const ws = await page.locator('#detail-body').innerText();
+    check(/WebSocket messages \(2\)/.test(ws) && ws.includes('hello') && ws.includes('00 01 02'), 'its detail lists the WebSocket messages');
     await page.screenshot({ path: join(opt.shots, 'feed.png') });
     log(`screenshot ${join(opt.shots, 'feed.png')}`);
   } finally {
