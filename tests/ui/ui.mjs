@@ -339,6 +339,11 @@ try {
   await page.locator('#detail').waitFor({ state: 'visible' });
   await page.screenshot({ path: join(opt.shots, 'live.png'), fullPage: true });
   log(`screenshot ${join(opt.shots, 'live.png')}`);
+  // The same in the dark, as a system set so shows it.
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.screenshot({ path: join(opt.shots, 'live-dark.png'), fullPage: true });
+  log(`screenshot ${join(opt.shots, 'live-dark.png')}`);
+  await page.emulateMedia({ colorScheme: 'light' });
   await page.keyboard.press('Escape');
 
   // ---- a recording made from the page ----------------------------------------------------------

@@ -218,6 +218,7 @@
     cells[2].textContent = q.uri || q.path || '';
     cells[2].title = q.uri || '';
     cells[3].textContent = header(q.headers, 'host');
+    cells[3].title = cells[3].textContent;
     cells[4].textContent = status;
     cells[4].className = status ? `s${String(status)[0]}` : '';
     cells[5].textContent = duration(msg);
@@ -243,11 +244,10 @@
    * arrows or j/k (Home/End), opened with Enter or a click.
    */
   class ExchangeTable {
-    constructor(wrap, tbody, lookup, label) {
+    constructor(wrap, tbody, lookup) {
       this.wrap = wrap;
       this.tbody = tbody;
       this.lookup = lookup; // tr → message
-      this.label = label;
       this.selected = null;
       tbody.addEventListener('click', (e) => {
         const tr = e.target.closest('tr');
@@ -328,7 +328,7 @@
   const liveTable = new ExchangeTable($('live-wrap'), liveRows, (tr) => {
     const row = live.rows.get(tr.dataset.tid);
     return row && row.msg;
-  }, 'live');
+  });
 
   function onExchange(msg) {
     if (!msg || !msg.request) return;
@@ -887,7 +887,7 @@
 
   const recTraffic = { id: null, start: 0, next: null, docs: new Map() };
   const recRows = $('rec-traffic-rows');
-  const recTable = new ExchangeTable($('rec-wrap'), recRows, (tr) => recTraffic.docs.get(tr.id), 'recording');
+  const recTable = new ExchangeTable($('rec-wrap'), recRows, (tr) => recTraffic.docs.get(tr.id));
 
   async function openRecordingTraffic(id, start) {
     try {
