@@ -395,6 +395,11 @@ try {
   await recRow.getByRole('button', { name: 'Stop: from the page' }).click();
   await recRow.locator('.state-stopped').waitFor({ timeout: 5000 });
   check(true, 'and stopped from the page');
+  // Delete asks first; accepted, the row goes.
+  page.once('dialog', (d) => d.accept());
+  await second.getByRole('button', { name: 'Delete: second' }).click();
+  await second.waitFor({ state: 'detached', timeout: 5000 });
+  check(!(await api('GET', '/recording')).recordings.some((r) => r.name === 'second'), 'a recording is deleted from the page after a confirmation');
   await page.keyboard.press('Escape');
 
   // ---- modules with their counters -------------------------------------------------------------
