@@ -74,6 +74,16 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm >/dev/null
 fi
 npm ci --prefix tests/har --no-audit --no-fund --loglevel=error
+# The management page's browser test (tests/it/ui.rs): Debian's chromium, driven by npm
+# playwright-core (which downloads no browser of its own).
+if [[ ! -x /usr/bin/chromium ]]; then
+    echo "installing chromium (Debian package)"
+    # A fresh machine's package lists may predate the package: read them again then.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
+        { as_root apt-get update -qq &&
+          as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+fi
+npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
 
 cargo fmt --all -- --check
 # The unit tier reaches no server: where a private network namespace can be made, run

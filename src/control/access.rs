@@ -4,7 +4,8 @@
 //! is not this listener's own address (or a configured name) are refused, which defeats
 //! DNS rebinding; requests that change state must be `application/json` and carry no
 //! foreign `Origin`, which a cross-site page cannot send without a CORS preflight that
-//! is never answered. With a token, every route but the liveness probe needs it.
+//! is never answered. With a token, every route but the liveness probe and the page's
+//! files (which hold no data) needs it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -125,8 +126,10 @@ impl Access {
                 ))
             }
         }
-        let probe = *method == Method::GET && path == HEALTH_PATH;
-        if !probe && !self.token_ok(headers) {
+        let reads = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let public = (*method == Method::GET && path == HEALTH_PATH)
+            || (reads && super::ui::is_page_file(path));
+        if !public && !self.token_ok(headers) {
             return Some(ApiError::unauthorized(
                 "this management API needs `Authorization: Bearer TOKEN` (the CLI sends \
                  --mgmt-token or HELIOSBURN_MGMT_TOKEN)",
@@ -140,7 +143,6 @@ impl Access {
                 ));
             }
         }
-        let reads = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
         if !reads && !is_json(headers) {
             return Some(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -345,6 +347,24 @@ mod tests {
                 HEALTH_PATH,
                 None,
                 &headers(&[("host", "evil.example:5150")])
+            )
+            .is_some());
+        // The page's files hold no data: no token for them, but the Host still counts.
+        for page in ["/ui", "/ui/", "/ui/app.js", "/ui/app.css"] {
+            assert!(a.refusal(&get, page, None, &headers(&[host])).is_none());
+            assert!(a
+                .refusal(&get, page, None, &headers(&[("host", "evil.example:5150")]))
+                .is_some());
+        }
+        assert!(a
+            .refusal(&get, "/ui/other", None, &headers(&[host]))
+            .is_some());
+        assert!(a
+            .refusal(
+                &Method::POST,
+                "/ui",
+                None,
+                &headers(&[host, ("content-type", "application/json")])
             )
             .is_some());
     }

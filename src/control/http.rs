@@ -47,6 +47,7 @@ pub fn router(ctl: Arc<Controller>, access: Arc<Access>) -> Router {
         .route("/recording/{id}/stop", post(stop_recording))
         .route("/traffic", get(live_traffic))
         .route("/traffic/stream", get(super::stream::traffic_stream))
+        .merge(super::ui::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -8,6 +8,7 @@ pub mod import;
 pub mod redis;
 pub mod selftest;
 pub mod stream;
+pub mod ui;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

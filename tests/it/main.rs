@@ -34,4 +34,5 @@ mod storage;
 mod store;
 mod stream;
 mod tls;
+mod ui;
 mod upstream_errors;
