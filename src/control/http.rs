@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -145,6 +145,39 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for JsonQuery<T> {
     }
 }
 
+/// Path parameters, with a bad one (a `%FF` that is not UTF-8) answered in the API's JSON
+/// error shape (axum's own `Path` answers in plain text).
+struct JsonPath<T>(T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for JsonPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| JsonPath(p.0))
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+    }
+}
+
+/// A request body read whole, with a failure (longer than axum's 2 MiB default limit:
+/// 413; the client gone midway: 400) answered in the API's JSON error shape.
+struct JsonBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(JsonBody)
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+    }
+}
+
 /// Decodes a request's query and body as the route with this path would, acting on
 /// nothing: the 400 it would answer, if any. The fuzz targets run every input through it.
 pub fn decode(path_and_query: &str, body: &[u8]) -> Result<(), String> {
@@ -207,14 +240,17 @@ async fn status(
     reply(ctl.apply(ControlCommand::Status(q.module)).await)
 }
 
-async fn control(State(ctl): State<Arc<Controller>>, body: Bytes) -> Result<Response, ApiError> {
+async fn control(
+    State(ctl): State<Arc<Controller>>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let req: ControlRequest = parse_json(&body)?;
     Ok(reply(ctl.handle(&req).await))
 }
 
 async fn module_action(
     State(ctl): State<Arc<Controller>>,
-    Path((name, action)): Path<(String, String)>,
+    JsonPath((name, action)): JsonPath<(String, String)>,
 ) -> Response {
     let cmd = match action.as_str() {
         "start" => ControlCommand::Start(Some(name)),
@@ -237,7 +273,10 @@ async fn proxy(State(ctl): State<Arc<Controller>>) -> Json<Value> {
 }
 
 /// Starts or stops the listener; answers like `GET /proxy`.
-async fn proxy_action(State(ctl): State<Arc<Controller>>, Path(action): Path<String>) -> Response {
+async fn proxy_action(
+    State(ctl): State<Arc<Controller>>,
+    JsonPath(action): JsonPath<String>,
+) -> Response {
     match action.as_str() {
         "start" => resource(ctl.apply(ControlCommand::Start(None)).await),
         "stop" => resource(ctl.apply(ControlCommand::Stop(None)).await),
@@ -315,7 +354,7 @@ impl ProxyUpdate {
 /// Answers like `GET /proxy`: the proxy's state, or `{"error"}`.
 async fn proxy_update(
     State(ctl): State<Arc<Controller>>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let u: ProxyUpdate = parse_json(&body)?;
     let mut last = Reply::ok(ctl.proxy_status());
@@ -353,7 +392,7 @@ struct NewRecording {
 
 async fn create_recording(
     State(ctl): State<Arc<Controller>>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let new: NewRecording = parse_json(&body)?;
     if new.name.trim().is_empty() {
@@ -407,15 +446,15 @@ async fn import_recording(
 
 async fn get_recording(
     State(ctl): State<Arc<Controller>>,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(ctl.recordings.get(&id).await?).into_response())
 }
 
 async fn update_recording(
     State(ctl): State<Arc<Controller>>,
-    Path(id): Path<String>,
-    body: Bytes,
+    JsonPath(id): JsonPath<String>,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let patch: RecordingPatch = parse_json(&body)?;
     if patch.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
@@ -429,7 +468,7 @@ async fn update_recording(
 
 async fn delete_recording(
     State(ctl): State<Arc<Controller>>,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<StatusCode, ApiError> {
     ctl.recordings.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -455,7 +494,7 @@ const READ_CHUNK: u64 = 8;
 /// the log says why): the status line was sent before it.
 async fn recording_har(
     State(ctl): State<Arc<Controller>>,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<Response, ApiError> {
     let rec = ctl.recordings.get(&id).await?;
     let disposition = format!("attachment; filename=\"{}.har\"", rec_file_name(&id));
@@ -525,7 +564,7 @@ fn rec_file_name(id: &str) -> String {
 /// [`MAX_PAGE_BYTES`]; `next` is the `start` that continues it (absent at the end).
 async fn recording_traffic(
     State(ctl): State<Arc<Controller>>,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
     JsonQuery(page): JsonQuery<Page>,
 ) -> Result<Response, ApiError> {
     let start = page.start.unwrap_or(0);
@@ -576,11 +615,17 @@ async fn recording_traffic(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn start_recording(State(ctl): State<Arc<Controller>>, Path(id): Path<String>) -> Response {
+async fn start_recording(
+    State(ctl): State<Arc<Controller>>,
+    JsonPath(id): JsonPath<String>,
+) -> Response {
     resource(ctl.apply(ControlCommand::StartRecording(id)).await)
 }
 
-async fn stop_recording(State(ctl): State<Arc<Controller>>, Path(id): Path<String>) -> Response {
+async fn stop_recording(
+    State(ctl): State<Arc<Controller>>,
+    JsonPath(id): JsonPath<String>,
+) -> Response {
     resource(ctl.apply(ControlCommand::StopRecording(Some(id))).await)
 }
 

@@ -411,3 +411,25 @@ async fn bad_queries_and_bodies_get_the_json_error_shape() {
         proxy.mgmt_put("/proxy", json!({})).await.json()
     );
 }
+
+/// What axum's own extractors would answer in plain text: a path segment that is not
+/// UTF-8, a body over the 2 MiB the API reads. (The fuzzer in `openapi.rs` sends neither.)
+#[tokio::test]
+async fn bad_paths_and_long_bodies_get_the_json_error_shape() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    for (method, path) in [
+        ("GET", "/recording/%FF"),
+        ("POST", "/recording/%FF/start"),
+        ("POST", "/modules/%FF/start"),
+        ("POST", "/proxy/%FF"),
+    ] {
+        let r = proxy.mgmt(method, path, None).await;
+        assert_eq!(r.status, 400, "{method} {path}: {}", r.text());
+        assert!(r.json()["error"].is_string(), "{}", r.text());
+    }
+    let long = json!({ "name": "x".repeat(3 << 20) });
+    let r = proxy.mgmt_post("/recording", long).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.json()["error"].is_string(), "{}", r.text());
+}
