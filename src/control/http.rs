@@ -212,12 +212,19 @@ pub fn decode(path_and_query: &str, body: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a JSON body, answering 400 with serde's reason when it does not fit.
+/// Parses a JSON body, answering 400 with serde's reason when it does not fit. Every body
+/// the API takes is an object: serde would also read a struct from an array of its
+/// fields (`[null, null]`), which is refused here.
 fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
+    let body: &[u8] = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => b"{}",
+        Some(b'{') => body,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid JSON body: it must be an object (`{...}`)",
+            ))
+        }
     };
     serde_json::from_slice(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))

@@ -406,6 +406,19 @@ async fn bad_queries_and_bodies_get_the_json_error_shape() {
     let r = proxy.mgmt_put("/proxy", json!({ "nope": 1 })).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.json()["error"].is_string(), "{}", r.text());
+    // serde reads a struct from an array of its fields too; the API takes objects only
+    // (schemathesis found PUT /recording/ID accepting `[null, null]`).
+    let rec = proxy.mgmt_post("/recording", json!({ "name": "r" })).await;
+    let id = rec.json()["id"].as_str().unwrap().to_owned();
+    for (method, path, body) in [
+        ("PUT", format!("/recording/{id}"), json!([null, null])),
+        ("PUT", "/proxy".to_owned(), json!([null, null, null, null])),
+        ("POST", "/recording".to_owned(), json!(["x"])),
+    ] {
+        let r = proxy.mgmt(method, &path, Some(body)).await;
+        assert_eq!(r.status, 400, "{method} {path}: {}", r.text());
+        assert!(r.json()["error"].is_string(), "{}", r.text());
+    }
     assert_eq!(
         proxy.mgmt_get("/proxy").await.json(),
         proxy.mgmt_put("/proxy", json!({})).await.json()
