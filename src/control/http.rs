@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -21,31 +21,49 @@ use crate::store::RecordingPatch;
 /// Most traffic documents one page may hold.
 pub const MAX_PAGE: u64 = 10_000;
 
-/// The API's routes behind the access guard.
-pub fn router(ctl: Arc<Controller>, access: Arc<Access>) -> Router {
-    Router::new()
-        .route(access::HEALTH_PATH, get(healthz))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/control", post(control))
-        .route("/modules/{name}/{action}", post(module_action))
-        .route("/proxy", get(proxy).put(proxy_update))
-        .route("/proxy/tls/reload", post(reload_tls))
-        .route("/proxy/{action}", post(proxy_action))
-        .route("/test", post(selftest))
-        .route("/recording", get(list_recordings).post(create_recording))
-        .route("/recording/import", post(import_recording))
-        .route(
+/// Every route: its path and the methods it has.
+fn routes() -> Vec<(&'static str, MethodRouter<Arc<Controller>>)> {
+    vec![
+        (access::HEALTH_PATH, get(healthz)),
+        ("/status", get(status)),
+        ("/metrics", get(metrics)),
+        ("/control", post(control)),
+        ("/modules/{name}/{action}", post(module_action)),
+        ("/proxy", get(proxy).put(proxy_update)),
+        ("/proxy/tls/reload", post(reload_tls)),
+        ("/proxy/{action}", post(proxy_action)),
+        ("/test", post(selftest)),
+        ("/recording", get(list_recordings).post(create_recording)),
+        ("/recording/import", post(import_recording)),
+        (
             "/recording/{id}",
             get(get_recording)
                 .put(update_recording)
                 .delete(delete_recording),
-        )
-        .route("/recording/{id}/traffic", get(recording_traffic))
-        .route("/recording/{id}/har", get(recording_har))
-        .route("/recording/{id}/start", post(start_recording))
-        .route("/recording/{id}/stop", post(stop_recording))
-        .route("/traffic", get(live_traffic))
+        ),
+        ("/recording/{id}/traffic", get(recording_traffic)),
+        ("/recording/{id}/har", get(recording_har)),
+        ("/recording/{id}/start", post(start_recording)),
+        ("/recording/{id}/stop", post(stop_recording)),
+        ("/traffic", get(live_traffic)),
+    ]
+}
+
+/// The path of every route.
+pub fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(path, _)| path).collect()
+}
+
+/// The API's routes behind the access guard.
+pub fn router(ctl: Arc<Controller>, access: Arc<Access>) -> Router {
+    let mut router = Router::new();
+    for (path, methods) in routes() {
+        // The JSON rule runs for the methods the route has (a route layer of its own):
+        // one it has not is answered 405 with `Allow`, not 415.
+        let methods = methods.route_layer(axum::middleware::from_fn(access::require_json));
+        router = router.route(path, methods);
+    }
+    router
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
