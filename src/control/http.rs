@@ -21,6 +21,16 @@ use crate::store::RecordingPatch;
 /// Most traffic documents one page may hold.
 pub const MAX_PAGE: u64 = 10_000;
 
+/// The OpenAPI 3.1 description of every route below, served at [`OPENAPI_PATH`].
+///
+/// A static document, hand-maintained: the API's shapes are custom-serialized (the seed's
+/// `{name: [values]}` maps, `{size, truncated, encoding, data}` bodies, replies whose
+/// `message` is text or data), which a derive crate (utoipa) would describe only with as
+/// many hand-written schemas. It is kept true by `tests/it/openapi.rs` instead: every
+/// route here must be in it, and schemathesis fuzzes the running binary against it.
+pub const OPENAPI: &str = include_str!("openapi.json");
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
 /// Every route: its path and the methods it has.
 fn routes() -> Vec<(&'static str, MethodRouter<Arc<Controller>>)> {
     vec![
@@ -46,10 +56,11 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<Controller>>)> {
         ("/recording/{id}/start", post(start_recording)),
         ("/recording/{id}/stop", post(stop_recording)),
         ("/traffic", get(live_traffic)),
+        (OPENAPI_PATH, get(openapi)),
     ]
 }
 
-/// The path of every route.
+/// The path of every route, as [`OPENAPI`] must list them (the tests compare).
 pub fn route_paths() -> Vec<&'static str> {
     routes().into_iter().map(|(path, _)| path).collect()
 }
@@ -256,6 +267,10 @@ struct ModuleQuery {
 /// Liveness: answers while the management API runs (no token needed).
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn status(
