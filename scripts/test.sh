@@ -62,11 +62,20 @@ if ! mongo_up; then
 fi
 # Fault tests kill and restart a stand-in of their own, from the same virtualenv.
 scripts/mongo.sh install
-# The Prometheus client's own parser reads GET /metrics in the tests.
-if [[ ! -x .tools-venv/bin/python ]] || ! .tools-venv/bin/python -c 'import prometheus_client' 2>/dev/null; then
+# Python tools the tests run, in one virtualenv: the Prometheus client's own parser reads
+# GET /metrics; schemathesis fuzzes the management API against GET /openapi.json. Each is
+# checked (and installed) at its pinned version, so a venv made before one was added, or
+# holding another version, gets it.
+if [[ ! -x .tools-venv/bin/python ]]; then
     python3 -m venv .tools-venv
-    .tools-venv/bin/pip install --quiet "prometheus-client==0.26.0"
 fi
+tools_have() { .tools-venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null; }
+for pin in prometheus-client==0.26.0 schemathesis==4.32.5; do
+    if ! tools_have "${pin%%==*}" "${pin##*==}"; then
+        echo "installing $pin into .tools-venv"
+        .tools-venv/bin/pip install --quiet "$pin"
+    fi
+done
 
 # The HAR schema validator the export tests run (npm har-schema with ajv).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

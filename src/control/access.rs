@@ -1,4 +1,5 @@
-//! Who may use the management API: the guard every request passes before a route.
+//! Who may use the management API: the guard every request passes before a route, and
+//! the JSON rule every route's state change passes.
 //!
 //! A web page in the user's browser must not be able to reach it: requests whose `Host`
 //! is not this listener's own address (or a configured name) are refused, which defeats
@@ -143,14 +144,36 @@ impl Access {
                 ));
             }
         }
-        if !reads && !is_json(headers) {
-            return Some(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "a request that changes state must be sent as `Content-Type: application/json` \
-                 (an empty body is `{}`)",
-            ));
-        }
         None
+    }
+}
+
+/// Why a request that may change state cannot go on to its route: it is not JSON.
+fn not_json(method: &Method, headers: &HeaderMap) -> Option<ApiError> {
+    let reads = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    (!reads && !is_json(headers)).then(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a request that changes state must be sent as `Content-Type: application/json` \
+             (an empty body is `{}`)",
+        )
+    })
+}
+
+/// The JSON rule, as a route layer: it runs for the methods a route has, so a method it
+/// has not is told 405 (with `Allow`) rather than 415, and the fallback's 404 stays one.
+/// Neither runs a handler, so no state changes without JSON.
+pub async fn require_json(req: Request, next: Next) -> Response {
+    match not_json(req.method(), req.headers()) {
+        Some(refused) => {
+            tracing::warn!(
+                method = %req.method(),
+                path = req.uri().path(),
+                "management request refused: not JSON"
+            );
+            refused.into_response()
+        }
+        None => next.run(req).await,
     }
 }
 
@@ -174,13 +197,28 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
             );
             refused.into_response()
         }
-        None => next.run(req).await,
+        None => with_json_405(next.run(req).await),
     };
     resp.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
     resp
+}
+
+/// A route's 405 (axum's, with an empty body) in the API's error shape; axum adds its
+/// `Allow` after this layer.
+fn with_json_405(resp: Response) -> Response {
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED
+        || resp.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return resp;
+    }
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this path does not take this method; `Allow` lists those it takes",
+    )
+    .into_response()
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -273,19 +311,19 @@ mod tests {
                 &headers(&[host, ("content-type", "application/json; charset=utf-8")])
             )
             .is_none());
-        let text = a.refusal(
-            &post,
-            "/control",
-            None,
-            &headers(&[host, ("content-type", "text/plain")]),
-        );
+        let text = not_json(&post, &headers(&[host, ("content-type", "text/plain")]));
         assert_eq!(
             text.map(|e| e.status()),
             Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
         );
-        assert!(a
-            .refusal(&post, "/control", None, &headers(&[host]))
-            .is_some());
+        assert!(not_json(&post, &headers(&[host])).is_some());
+        assert!(not_json(&Method::DELETE, &headers(&[host])).is_some());
+        assert!(not_json(&Method::GET, &headers(&[host])).is_none());
+        assert!(not_json(
+            &post,
+            &headers(&[host, ("content-type", "application/json; charset=utf-8")])
+        )
+        .is_none());
         let foreign = headers(&[
             host,
             ("content-type", "application/json"),

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -21,32 +21,62 @@ use crate::store::RecordingPatch;
 /// Most traffic documents one page may hold.
 pub const MAX_PAGE: u64 = 10_000;
 
-/// The API's routes behind the access guard.
-pub fn router(ctl: Arc<Controller>, access: Arc<Access>) -> Router {
-    Router::new()
-        .route(access::HEALTH_PATH, get(healthz))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/control", post(control))
-        .route("/modules/{name}/{action}", post(module_action))
-        .route("/proxy", get(proxy).put(proxy_update))
-        .route("/proxy/tls/reload", post(reload_tls))
-        .route("/proxy/{action}", post(proxy_action))
-        .route("/test", post(selftest))
-        .route("/recording", get(list_recordings).post(create_recording))
-        .route("/recording/import", post(import_recording))
-        .route(
+/// The OpenAPI 3.1 description of every route below, served at [`OPENAPI_PATH`].
+///
+/// A static document, hand-maintained: the API's shapes are custom-serialized (the seed's
+/// `{name: [values]}` maps, `{size, truncated, encoding, data}` bodies, replies whose
+/// `message` is text or data), which a derive crate (utoipa) would describe only with as
+/// many hand-written schemas. It is kept true by `tests/it/openapi.rs` instead: every
+/// route here must be in it, and schemathesis fuzzes the running binary against it.
+pub const OPENAPI: &str = include_str!("openapi.json");
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// Every route: its path and the methods it has.
+fn routes() -> Vec<(&'static str, MethodRouter<Arc<Controller>>)> {
+    vec![
+        (access::HEALTH_PATH, get(healthz)),
+        ("/status", get(status)),
+        ("/metrics", get(metrics)),
+        ("/control", post(control)),
+        ("/modules/{name}/{action}", post(module_action)),
+        ("/proxy", get(proxy).put(proxy_update)),
+        ("/proxy/tls/reload", post(reload_tls)),
+        ("/proxy/{action}", post(proxy_action)),
+        ("/test", post(selftest)),
+        ("/recording", get(list_recordings).post(create_recording)),
+        ("/recording/import", post(import_recording)),
+        (
             "/recording/{id}",
             get(get_recording)
                 .put(update_recording)
                 .delete(delete_recording),
-        )
-        .route("/recording/{id}/traffic", get(recording_traffic))
-        .route("/recording/{id}/har", get(recording_har))
-        .route("/recording/{id}/start", post(start_recording))
-        .route("/recording/{id}/stop", post(stop_recording))
-        .route("/traffic", get(live_traffic))
-        .route("/traffic/stream", get(super::stream::traffic_stream))
+        ),
+        ("/recording/{id}/traffic", get(recording_traffic)),
+        ("/recording/{id}/har", get(recording_har)),
+        ("/recording/{id}/start", post(start_recording)),
+        ("/recording/{id}/stop", post(stop_recording)),
+        ("/traffic", get(live_traffic)),
+        ("/traffic/stream", get(super::stream::traffic_stream)),
+        (OPENAPI_PATH, get(openapi)),
+    ]
+}
+
+/// The path of every route, as [`OPENAPI`] must list them (the tests compare).
+pub fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(path, _)| path).collect()
+}
+
+/// The API's routes behind the access guard.
+pub fn router(ctl: Arc<Controller>, access: Arc<Access>) -> Router {
+    let mut router = Router::new();
+    for (path, methods) in routes() {
+        // The JSON rule runs for the methods the route has (a route layer of its own):
+        // one it has not is answered 405 with `Allow`, not 415.
+        let methods = methods.route_layer(axum::middleware::from_fn(access::require_json));
+        router = router.route(path, methods);
+    }
+    // The page's files are not the API: not in the table, nor in the description.
+    router
         .merge(super::ui::routes())
         .fallback(|| async {
             ApiError::new(
@@ -147,6 +177,39 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for JsonQuery<T> {
     }
 }
 
+/// Path parameters, with a bad one (a `%FF` that is not UTF-8) answered in the API's JSON
+/// error shape (axum's own `Path` answers in plain text).
+struct JsonPath<T>(T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for JsonPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| JsonPath(p.0))
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+    }
+}
+
+/// A request body read whole, with a failure (longer than axum's 2 MiB default limit:
+/// 413; the client gone midway: 400) answered in the API's JSON error shape.
+struct JsonBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(JsonBody)
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+    }
+}
+
 /// Decodes a request's query and body as the route with this path would, acting on
 /// nothing: the 400 it would answer, if any. The fuzz targets run every input through it.
 pub fn decode(path_and_query: &str, body: &[u8]) -> Result<(), String> {
@@ -186,12 +249,19 @@ pub fn decode(path_and_query: &str, body: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a JSON body, answering 400 with serde's reason when it does not fit.
+/// Parses a JSON body, answering 400 with serde's reason when it does not fit. Every body
+/// the API takes is an object: serde would also read a struct from an array of its
+/// fields (`[null, null]`), which is refused here.
 fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
+    let body: &[u8] = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => b"{}",
+        Some(b'{') => body,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid JSON body: it must be an object (`{...}`)",
+            ))
+        }
     };
     serde_json::from_slice(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
@@ -207,6 +277,10 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 async fn status(
     State(ctl): State<Arc<Controller>>,
     JsonQuery(q): JsonQuery<ModuleQuery>,
@@ -214,14 +288,17 @@ async fn status(
     reply(ctl.apply(ControlCommand::Status(q.module)).await)
 }
 
-async fn control(State(ctl): State<Arc<Controller>>, body: Bytes) -> Result<Response, ApiError> {
+async fn control(
+    State(ctl): State<Arc<Controller>>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let req: ControlRequest = parse_json(&body)?;
     Ok(reply(ctl.handle(&req).await))
 }
 
 async fn module_action(
     State(ctl): State<Arc<Controller>>,
-    Path((name, action)): Path<(String, String)>,
+    JsonPath((name, action)): JsonPath<(String, String)>,
 ) -> Response {
     let cmd = match action.as_str() {
         "start" => ControlCommand::Start(Some(name)),
@@ -244,7 +321,10 @@ async fn proxy(State(ctl): State<Arc<Controller>>) -> Json<Value> {
 }
 
 /// Starts or stops the listener; answers like `GET /proxy`.
-async fn proxy_action(State(ctl): State<Arc<Controller>>, Path(action): Path<String>) -> Response {
+async fn proxy_action(
+    State(ctl): State<Arc<Controller>>,
+    JsonPath(action): JsonPath<String>,
+) -> Response {
     match action.as_str() {
         "start" => resource(ctl.apply(ControlCommand::Start(None)).await),
         "stop" => resource(ctl.apply(ControlCommand::Stop(None)).await),
@@ -348,7 +428,7 @@ impl ProxyUpdate {
 /// Answers like `GET /proxy`: the proxy's state, or `{"error"}`.
 async fn proxy_update(
     State(ctl): State<Arc<Controller>>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let u: ProxyUpdate = parse_json(&body)?;
     let mut last = Reply::ok(ctl.proxy_status());
@@ -386,7 +466,7 @@ struct NewRecording {
 
 async fn create_recording(
     State(ctl): State<Arc<Controller>>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let new: NewRecording = parse_json(&body)?;
     if new.name.trim().is_empty() {
@@ -440,15 +520,15 @@ async fn import_recording(
 
 async fn get_recording(
     State(ctl): State<Arc<Controller>>,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(ctl.recordings.get(&id).await?).into_response())
 }
 
 async fn update_recording(
     State(ctl): State<Arc<Controller>>,
-    Path(id): Path<String>,
-    body: Bytes,
+    JsonPath(id): JsonPath<String>,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let patch: RecordingPatch = parse_json(&body)?;
     if patch.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
@@ -462,7 +542,7 @@ async fn update_recording(
 
 async fn delete_recording(
     State(ctl): State<Arc<Controller>>,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<StatusCode, ApiError> {
     ctl.recordings.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -488,7 +568,7 @@ const READ_CHUNK: u64 = 8;
 /// the log says why): the status line was sent before it.
 async fn recording_har(
     State(ctl): State<Arc<Controller>>,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<Response, ApiError> {
     let rec = ctl.recordings.get(&id).await?;
     let disposition = format!("attachment; filename=\"{}.har\"", rec_file_name(&id));
@@ -558,7 +638,7 @@ fn rec_file_name(id: &str) -> String {
 /// [`MAX_PAGE_BYTES`]; `next` is the `start` that continues it (absent at the end).
 async fn recording_traffic(
     State(ctl): State<Arc<Controller>>,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
     JsonQuery(page): JsonQuery<Page>,
 ) -> Result<Response, ApiError> {
     let start = page.start.unwrap_or(0);
@@ -609,11 +689,17 @@ async fn recording_traffic(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn start_recording(State(ctl): State<Arc<Controller>>, Path(id): Path<String>) -> Response {
+async fn start_recording(
+    State(ctl): State<Arc<Controller>>,
+    JsonPath(id): JsonPath<String>,
+) -> Response {
     resource(ctl.apply(ControlCommand::StartRecording(id)).await)
 }
 
-async fn stop_recording(State(ctl): State<Arc<Controller>>, Path(id): Path<String>) -> Response {
+async fn stop_recording(
+    State(ctl): State<Arc<Controller>>,
+    JsonPath(id): JsonPath<String>,
+) -> Response {
     resource(ctl.apply(ControlCommand::StopRecording(Some(id))).await)
 }
 

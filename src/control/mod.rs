@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::config::Upstream;
 use crate::modules::{ModuleOpError, ModuleSet};
-use crate::proxy::{ListenerCommand, Proxy, UpstreamTarget};
+use crate::proxy::{ListenerCommand, ListenerError, Proxy, UpstreamTarget};
 use crate::recording::{RecordingError, Recordings};
 use crate::window::tail::Tail;
 use crate::window::Window;
@@ -283,10 +283,14 @@ impl Controller {
         }
     }
 
+    /// A listener that cannot listen where it is asked to (the address is taken, not
+    /// this machine's, or not permitted) is the request's conflict with the machine, not
+    /// the server failing: 409, and it stays as it was.
     async fn listener(&self, cmd: ListenerCommand) -> Reply {
         match self.proxy.listener.command(cmd).await {
             Ok(_) => Reply::ok(self.proxy_status()),
-            Err(e) => Reply::error(500, e),
+            Err(e @ ListenerError::Bind { .. }) => Reply::error(409, e),
+            Err(e @ ListenerError::ShutDown) => Reply::error(503, e),
         }
     }
 }

@@ -71,9 +71,23 @@ pub enum ListenerCommand {
     Bind(SocketAddr),
 }
 
+/// Why the listener did not do what it was told.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The address cannot be listened on (in use, not this machine's, not permitted):
+    /// the listener stays as it was.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the proxy listener has shut down")]
+    ShutDown,
+}
+
 type Request = (
     ListenerCommand,
-    oneshot::Sender<Result<ListenerStatus, String>>,
+    oneshot::Sender<Result<ListenerStatus, ListenerError>>,
 );
 
 /// Talks to the listener task.
@@ -120,14 +134,13 @@ impl ListenerHandle {
     }
 
     /// Sends a command and waits for the listener's answer.
-    pub async fn command(&self, cmd: ListenerCommand) -> Result<ListenerStatus, String> {
+    pub async fn command(&self, cmd: ListenerCommand) -> Result<ListenerStatus, ListenerError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((cmd, tx))
             .await
-            .map_err(|_| "the proxy listener has shut down".to_owned())?;
-        rx.await
-            .map_err(|_| "the proxy listener has shut down".to_owned())?
+            .map_err(|_| ListenerError::ShutDown)?;
+        rx.await.map_err(|_| ListenerError::ShutDown)?
     }
 }
 
@@ -306,8 +319,8 @@ async fn run(
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ListenerError> {
+    listen(addr).map_err(|source| ListenerError::Bind { addr, source })
 }
 
 /// Connections the kernel may hold for us before we accept them: where they wait beyond

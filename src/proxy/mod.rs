@@ -13,7 +13,7 @@ pub mod websocket;
 
 use std::sync::Arc;
 
-pub use listener::{ListenerCommand, ListenerHandle, ListenerStatus};
+pub use listener::{ListenerCommand, ListenerError, ListenerHandle, ListenerStatus};
 pub use pipeline::{Admission, BodyPrefix, Decision, Exchange, Phase, Pipeline, RunningPipeline};
 pub use service::{ForwardSettings, Forwarder, UpstreamTarget};
 

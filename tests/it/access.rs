@@ -220,3 +220,29 @@ fn binding_off_loopback_needs_a_token() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The JSON rule runs for the methods a route has: a method it has not is a 405 with
+/// `Allow` (it was a 415 when the guard ran the rule before routing; schemathesis's
+/// `unsupported_method` check found it), and an unknown path stays a 404.
+#[tokio::test]
+async fn a_method_a_route_has_not_is_405_before_the_json_rule() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    for (method, path) in [
+        ("TRACE", "/healthz"),
+        ("DELETE", "/status"),
+        ("PATCH", "/recording/x"),
+    ] {
+        let r = mgmt(&proxy, method, path, &[], "").await;
+        assert_eq!(r.status, 405, "{method} {path}: {}", r.text());
+        assert!(
+            r.header("allow").is_some_and(|a| a.contains("GET")),
+            "{method} {path}"
+        );
+        assert!(r.json()["error"].is_string(), "{}", r.text());
+    }
+    let r = mgmt(&proxy, "POST", "/recording", &[], "{}").await;
+    assert_eq!(r.status, 415, "{}", r.text());
+    let r = mgmt(&proxy, "POST", "/nowhere", &[], "").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+}

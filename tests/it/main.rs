@@ -21,6 +21,7 @@ mod lifecycle;
 mod limits;
 mod live;
 mod metrics;
+mod openapi;
 mod pages;
 mod pipeline;
 mod playback;
