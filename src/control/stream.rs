@@ -5,21 +5,31 @@
 //! unseen, matching its filter or not). A comment every 15 s keeps proxies in between
 //! from closing an idle stream. The watcher is in place once the response's head is
 //! sent: what completes after that arrives.
+//!
+//! An exchange's event is encoded once for every watcher (the tail keeps it), and what a
+//! watcher has waiting goes out as one chunk: ten watchers cost ten writes of shared
+//! bytes, not ten serializations.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use serde::Deserialize;
 
 use super::http::{ApiError, JsonQuery};
 use super::Controller;
 use crate::traffic::TrafficMessage;
 use crate::window::tail::{Seen, Watcher};
+
+/// Quiet this long, a stream sends a comment (proxies between close idle connections).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Most bytes of waiting events sent as one chunk.
+const CHUNK: usize = 64 << 10;
 
 /// The filter's query parameters, all optional; given ones must all match.
 #[derive(Debug, Default, Deserialize)]
@@ -132,37 +142,53 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// The SSE event for what a watcher saw, if its filter lets it through.
-fn event(seen: &Seen, filter: &Filter) -> Option<Event> {
+/// An exchange's event: `event: exchange`, its message as JSON on one line (serde's
+/// compact form has no newline), and the blank line that ends it.
+fn exchange_event(m: &TrafficMessage) -> Bytes {
+    let mut out = b"event: exchange\ndata: ".to_vec();
+    // A message of strings, numbers and maps of strings always serializes.
+    let _ = serde_json::to_writer(&mut out, m);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+fn missed_event(n: u64) -> Bytes {
+    Bytes::from(format!("event: missed\ndata: {{\"missed\":{n}}}\n\n"))
+}
+
+/// Adds what a watcher saw to `out`, if its filter lets it through.
+fn add(out: &mut BytesMut, seen: &Seen, filter: &Filter) {
     match seen {
         Seen::Exchange(w) if filter.matches(w.message()) => {
-            // The JSON is compact: one line, as a `data:` field needs.
-            let json = String::from_utf8_lossy(w.json());
-            Some(Event::default().event("exchange").data(json))
+            out.extend_from_slice(w.encoded(exchange_event));
         }
-        Seen::Exchange(_) => None,
-        Seen::Missed(n) => Some(
-            Event::default()
-                .event("missed")
-                .data(format!("{{\"missed\":{n}}}")),
-        ),
+        Seen::Exchange(_) => {}
+        Seen::Missed(n) => out.extend_from_slice(&missed_event(*n)),
     }
 }
 
-/// The stream of events for one watcher. Events already waiting come out without a
-/// wait, so the connection writes them in one go (hyper gathers the frames of a body
-/// that is ready before it flushes).
+/// The body for one watcher: each chunk what it has waiting (up to [`CHUNK`] bytes), a
+/// comment after [`KEEP_ALIVE`] of quiet.
 fn events(
     watcher: Watcher,
     filter: Filter,
-) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     futures_util::stream::unfold((watcher, filter), |(mut watcher, filter)| async move {
-        loop {
-            let seen = watcher.next().await?;
-            if let Some(e) = event(&seen, &filter) {
-                return Some((Ok(e), (watcher, filter)));
+        let mut out = BytesMut::new();
+        while out.is_empty() {
+            match tokio::time::timeout(KEEP_ALIVE, watcher.next()).await {
+                Err(_) => out.extend_from_slice(b": keep-alive\n\n"),
+                Ok(None) => return None,
+                Ok(Some(seen)) => add(&mut out, &seen, &filter),
             }
         }
+        while out.len() < CHUNK {
+            match watcher.next().now_or_never() {
+                Some(Some(seen)) => add(&mut out, &seen, &filter),
+                _ => break,
+            }
+        }
+        Some((Ok(out.freeze()), (watcher, filter)))
     })
 }
 
@@ -184,8 +210,13 @@ pub(super) async fn traffic_stream(
         )
         .into_response();
     };
-    Sse::new(events(watcher, filter))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(events(watcher, filter)),
+    )
         .into_response()
 }
 
@@ -251,6 +282,34 @@ mod tests {
         assert!(!filter("host=shop.test").matches(&post));
         assert!(filter("method=GET&path=/api&status=503&host=SHOP.test").matches(&get));
         assert!(!filter("method=GET&path=/static").matches(&get));
+    }
+
+    #[tokio::test]
+    async fn waiting_events_go_out_as_one_chunk_of_shared_encodings() {
+        use futures_util::StreamExt as _;
+        let tail = crate::window::tail::Tail::with_capacity(2);
+        let (a, b) = (tail.watch().unwrap(), tail.watch().unwrap());
+        for (path, status) in [("/x", 200), ("/y", 500), ("/z", 503)] {
+            tail.send(&Arc::new(exchange("GET", path, "h", status)));
+        }
+        let mut all = Box::pin(events(a, filter("")));
+        let chunk = all.next().await.unwrap().unwrap();
+        let text = std::str::from_utf8(&chunk).unwrap();
+        // The ring of 2 kept the last two; the first went by unseen.
+        let blocks: Vec<&str> = text.split_terminator("\n\n").collect();
+        assert_eq!(blocks.len(), 3, "{text}");
+        assert_eq!(blocks[0], "event: missed\ndata: {\"missed\":1}");
+        for (block, path) in blocks[1..].iter().zip(["/y", "/z"]) {
+            let data = block.strip_prefix("event: exchange\ndata: ").unwrap();
+            let m: TrafficMessage = serde_json::from_str(data).unwrap();
+            assert_eq!(m.request.path, path);
+        }
+        let mut errors = Box::pin(events(b, filter("status=503")));
+        let chunk = errors.next().await.unwrap().unwrap();
+        let text = std::str::from_utf8(&chunk).unwrap();
+        assert_eq!(text.matches("event: exchange").count(), 1, "{text}");
+        assert_eq!(text.matches("event: missed").count(), 1, "{text}");
+        assert!(text.contains("\"/z\""), "{text}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! A broadcast ring of the last [`TAIL_CAPACITY`] exchanges: sending never waits, and a
 //! watcher that falls behind by more than the ring loses the oldest and is told how
 //! many ([`Seen::Missed`]), so a slow watcher costs the proxy nothing. Each exchange is
-//! serialized once, by the first watcher that needs it, whatever the number of watchers.
+//! encoded once, by the first watcher that needs it, whatever the number of watchers.
 
 use std::sync::{Arc, OnceLock};
 
@@ -21,10 +21,10 @@ pub const TAIL_CAPACITY: usize = 1024;
 pub const MAX_WATCHERS: usize = 32;
 
 /// One completed exchange as watchers see it: the message (bodies already cut for the
-/// window) and its JSON, made on first use.
+/// window) and the bytes watchers send of it, made on first use.
 pub struct Watched {
     message: Arc<TrafficMessage>,
-    json: OnceLock<Bytes>,
+    encoded: OnceLock<Bytes>,
 }
 
 impl Watched {
@@ -32,12 +32,10 @@ impl Watched {
         &self.message
     }
 
-    /// The message as JSON on one line, serialized once for every watcher.
-    pub fn json(&self) -> &Bytes {
-        self.json.get_or_init(|| {
-            // A message of strings, numbers and maps of strings always serializes.
-            Bytes::from(serde_json::to_vec(self.message.as_ref()).unwrap_or_default())
-        })
+    /// The message as watchers send it (`encode` makes it), made once for all of them:
+    /// watchers that share an encoding share the bytes too.
+    pub fn encoded(&self, encode: impl FnOnce(&TrafficMessage) -> Bytes) -> &Bytes {
+        self.encoded.get_or_init(|| encode(&self.message))
     }
 }
 
@@ -69,7 +67,7 @@ impl Tail {
         // No watcher left meanwhile: nothing to do.
         let _ = self.tx.send(Arc::new(Watched {
             message: message.clone(),
-            json: OnceLock::new(),
+            encoded: OnceLock::new(),
         }));
     }
 
@@ -158,9 +156,9 @@ mod tests {
             panic!("expected an exchange")
         };
         assert_eq!(first.message().transaction_id, "2");
-        assert!(std::str::from_utf8(first.json())
-            .unwrap()
-            .contains(r#""transaction_id":"2""#));
+        let id = |m: &TrafficMessage| Bytes::from(m.transaction_id.clone());
+        assert_eq!(first.encoded(id), "2");
+        assert_eq!(first.encoded(|_| unreachable!("made once")), "2");
         for i in 3..13 {
             tail.send(&message(i, true));
         }
