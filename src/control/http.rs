@@ -644,16 +644,19 @@ async fn recording_traffic(
     let start = page.start.unwrap_or(0);
     let limit = page.offset.unwrap_or(100).min(MAX_PAGE);
     let rec = ctl.recordings.get(&id).await?;
-    let mut docs: Vec<u8> = Vec::new();
+    // The documents are written straight into the body, the page's other fields after
+    // them (`{"traffic": [...], …}`): a page of large bodies is held once, not copied.
+    const OPEN: &[u8] = b"{\"traffic\":[";
+    let mut docs: Vec<u8> = OPEN.to_vec();
     let mut got = 0u64;
-    while got < limit && docs.len() < MAX_PAGE_BYTES {
+    while got < limit && docs.len() - OPEN.len() < MAX_PAGE_BYTES {
         let want = READ_CHUNK.min(limit - got);
         let chunk = ctl
             .recordings
             .traffic(&id, start.saturating_add(got), want)
             .await?;
         for doc in &chunk {
-            if docs.len() >= MAX_PAGE_BYTES {
+            if docs.len() - OPEN.len() >= MAX_PAGE_BYTES {
                 break;
             }
             if got > 0 {
@@ -680,12 +683,11 @@ async fn recording_traffic(
         "count": rec.count,
         "next": next,
     });
-    // The head's fields, then the documents as they were written: `{…, "traffic": [...]}`.
-    let mut body = serde_json::to_vec(&head).unwrap_or_default();
-    body.pop();
-    body.extend_from_slice(b",\"traffic\":[");
-    body.extend_from_slice(&docs);
-    body.extend_from_slice(b"]}");
+    let head = serde_json::to_vec(&head).unwrap_or_default();
+    let mut body = docs;
+    body.extend_from_slice(b"],");
+    // The head's fields without its opening brace; its closing one ends the page.
+    body.extend_from_slice(head.get(1..).unwrap_or(b"}"));
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
