@@ -66,8 +66,11 @@ class Watcher:
             self.bytes += len(chunk)
             data = carry + chunk
             # An event cut by the chunk's end is counted with the next chunk.
-            cut = data.rfind(b"\n\n") + 2
-            done, carry = data[:cut], data[cut:]
+            end = data.rfind(b"\n\n")
+            if end < 0:
+                carry = data
+                continue
+            done, carry = data[:end + 2], data[end + 2:]
             self.events += done.count(self.EXCHANGE)
             self.missed += sum(int(n) for n in self.MISSED.findall(done))
 
@@ -80,8 +83,13 @@ class Watcher:
 def watch(hb, n, seconds):
     """`n` watchers reading the whole stream for `seconds`; returned once the proxy
     counts them all."""
-    watchers = [Watcher(f"{hb.mgmt}/traffic/stream", seconds) for _ in range(n)]
     deadline = time.time() + 10
+    # The last run's watchers leave first (the proxy sees their connections close).
+    while streamer(hb)["watchers"] > 0:
+        if time.time() > deadline:
+            raise SystemExit("the last run's watchers are still connected")
+        time.sleep(0.05)
+    watchers = [Watcher(f"{hb.mgmt}/traffic/stream", seconds) for _ in range(n)]
     while streamer(hb)["watchers"] < n:
         if time.time() > deadline:
             raise SystemExit(f"only {streamer(hb)['watchers']} of {n} watchers connected")

@@ -635,7 +635,7 @@ fn rec_file_name(id: &str) -> String {
 }
 
 /// A page of a recording's traffic, read a few documents at a time and cut at
-/// [`MAX_PAGE_BYTES`]; `next` is the `start` that continues it (absent at the end).
+/// [`MAX_PAGE_BYTES`]; `next` is the `start` that continues it (`null` at the end).
 async fn recording_traffic(
     State(ctl): State<Arc<Controller>>,
     JsonPath(id): JsonPath<String>,

@@ -212,6 +212,13 @@ impl Phase for TrafficReader {
             headers: traffic::header_multimap(&req.headers),
             body: None,
         };
+        // HTTP/2 names the host in `:authority`, not in a header: kept as `host`, so that
+        // every exchange says which host it was for.
+        if !request.headers.contains_key("host") {
+            if let Some(authority) = req.uri.authority() {
+                request.headers.push("host", authority.as_str());
+            }
+        }
         // Secrets go before the first message leaves the exchange.
         if let Some(r) = &self.redactor {
             let (uri, in_uri) = r.uri(&request.uri);

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -45,7 +46,6 @@ use crate::redis_link::Endpoint;
 use crate::resources::{Claim, Claimed, FeedEndpoint, FeedUse, RedisMode, Resources, StoreSpec};
 use crate::store::StoreError;
 use crate::traffic::{Loss, TrafficDoc, TrafficMessage};
-use prometheus_client::metrics::histogram::Histogram;
 
 /// Stores the feed into recordings.
 pub static FACTORY: Factory = Factory::new::<RecorderKwargs>("TrafficRecorder", Kind::Support);

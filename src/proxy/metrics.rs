@@ -285,7 +285,12 @@ mod tests {
         m.exchange(&weird, bad, ms, 5, 0, Some(UpstreamErrorKind::Connect));
         let writes = ModuleHistogram::seconds("store_write_seconds", "Store writes");
         writes.histogram.observe(0.002);
-        let histograms = vec![("TrafficRecorder".to_owned(), writes)];
+        let second = ModuleHistogram::seconds("store_write_seconds", "Store writes");
+        second.histogram.observe(0.5);
+        let histograms = vec![
+            ("TrafficRecorder".to_owned(), writes),
+            ("TrafficRecorder#2".to_owned(), second),
+        ];
         let text = m.encode(7, [("R".to_owned(), "published".to_owned(), 3)], histograms);
         assert!(
             text.contains(r#"heliosburn_exchanges_total{method="GET",status="2xx"} 2"#),
@@ -316,6 +321,17 @@ mod tests {
             text.contains(
                 r#"heliosburn_store_write_seconds_bucket{le="0.002",module="TrafficRecorder"} 1"#
             ),
+            "{text}"
+        );
+        // Two recorders: one family, two label sets.
+        assert_eq!(
+            text.matches("# TYPE heliosburn_store_write_seconds histogram")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"heliosburn_store_write_seconds_sum{module="TrafficRecorder#2"} 0.5"#),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

@@ -195,10 +195,10 @@ async fn each_watcher_gets_the_exchanges_its_filter_matches_and_only_those() {
 async fn a_bad_filter_is_refused_and_watchers_are_bounded() {
     let up = Upstream::start().await;
     let proxy = TestProxy::start(&up).await;
-    let r = proxy.mgmt_get("/traffic/stream?status=6xx").await;
+    let r = proxy.mgmt_get("/traffic/stream?status=0xx").await;
     assert_eq!(r.status, 400);
     assert!(
-        r.json()["error"].as_str().unwrap().contains("6xx"),
+        r.json()["error"].as_str().unwrap().contains("0xx"),
         "{}",
         r.text()
     );
@@ -281,4 +281,33 @@ async fn a_slow_watcher_is_told_what_it_missed_and_holds_back_nobody() {
     let (seen, missed) = slow.until("/last").await;
     assert!(missed > 0, "the slow watcher was told of no miss");
     assert_eq!(seen.len() as u64 + missed, N as u64 + 1);
+}
+
+#[tokio::test]
+async fn an_http2_exchange_is_matched_by_its_authority() {
+    let up = Upstream::start().await;
+    let proxy = TestProxy::start(&up).await;
+    let mut local = Sse::open(&proxy, "host=127.0.0.1&method=PUT", None).await;
+    let mut other = Sse::open(&proxy, "host=elsewhere.test", None).await;
+    let r = Http::h2c()
+        .request("PUT", &proxy.url("/h2"), body("over h2"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.version, hyper::Version::HTTP_2);
+    let e = local.next(Duration::from_secs(10)).await.expect("an event");
+    let m = e.json();
+    assert_eq!(m["request"]["clientProtocol"], "HTTP/2.0", "{m}");
+    // HTTP/2 sends no Host header: its `:authority` is recorded as `host`.
+    let authority = proxy.proxy_addr().to_string();
+    assert_eq!(m["request"]["headers"]["host"][0], authority.as_str());
+    // The same exchange did not reach a watcher of another host.
+    let marker = http_marker(&proxy, "elsewhere.test").await;
+    assert_eq!(other.until(&marker).await.0, [marker]);
+}
+
+/// Sends a GET for a fresh path with this Host and returns the path.
+async fn http_marker(proxy: &TestProxy, host: &str) -> String {
+    let path = format!("/marker-{}", std::process::id());
+    assert_eq!(send(&Http::new(), proxy, "GET", &path, host).await, 200);
+    path
 }
