@@ -298,6 +298,16 @@ def playback(workdir, name, binary, port, mgmt, bodies, cpu):
     return pb
 
 
+def upstream_nginx(work):
+    """The upstream every target fronts: nginx serving `work`'s files on UPSTREAM_PORT,
+    pinned to CPU 1; returned once it listens."""
+    upstream = Nginx(work, "upstream", f"""
+    server {{ listen 127.0.0.1:{UPSTREAM_PORT} reuseport backlog=4096; root {work};
+              location / {{ default_type application/octet-stream; }} }}""", cpu=1)
+    wait_port(UPSTREAM_PORT)
+    return upstream
+
+
 def wrk(url, duration, connections, cpu):
     out = subprocess.run(["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
                           "--latency", url], capture_output=True, text=True, check=True).stdout
@@ -376,11 +386,8 @@ def main():
 
     procs = []
     try:
-        upstream = Nginx(work, "upstream", f"""
-    server {{ listen 127.0.0.1:{UPSTREAM_PORT} reuseport backlog=4096; root {work};
-              location / {{ default_type application/octet-stream; }} }}""", cpu=1)
+        upstream = upstream_nginx(work)
         procs.append(upstream)
-        wait_port(UPSTREAM_PORT)
         pids = {"direct": None}
         urls = {"direct": f"http://127.0.0.1:{UPSTREAM_PORT}"}
         if "nginx" in targets:

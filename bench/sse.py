@@ -34,8 +34,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import (BIN, BIG, SMALL, UPSTREAM_PORT, Heliosburn, Nginx, cpu_seconds, http,  # noqa: E402
-                 loadavg, peak_rss_kib, reset_peak_rss, settle, wait_port, wrk)
+from run import (BIN, BIG, SMALL, UPSTREAM_PORT, Heliosburn, cpu_seconds,  # noqa: E402
+                 loadavg, peak_rss_kib, reset_peak_rss, settle, upstream_nginx, wrk)
 
 HB_EMPTY, HB_LIVE, MGMT_OFFSET = 19410, 19411, 100
 WATCHERS = {"live-0": 0, "live-1": 1, "live-10": 10}
@@ -120,11 +120,7 @@ def main():
     results = {(t, b): [] for t in targets for b in args.bodies.split(",")}
     procs = []
     try:
-        upstream = Nginx(work, "upstream", f"""
-    server {{ listen 127.0.0.1:{UPSTREAM_PORT} reuseport backlog=4096; root {work};
-              location / {{ default_type application/octet-stream; }} }}""", cpu=1)
-        procs.append(upstream)
-        wait_port(UPSTREAM_PORT)
+        procs.append(upstream_nginx(work))
         empty = Heliosburn(work, "hb-empty", args.bin, HB_EMPTY, HB_EMPTY + MGMT_OFFSET,
                            "pipeline: []\nsupport: []\n", cpu=0)
         live = Heliosburn(work, "hb-live", args.bin, HB_LIVE, HB_LIVE + MGMT_OFFSET, None, cpu=0)
