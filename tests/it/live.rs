@@ -338,7 +338,7 @@ async fn each_module_counts_what_it_did() {
     };
     assert_eq!(
         streamer,
-        json!({ "windowed": 26, "lost": 0, "gaps": 0, "failed": 0 })
+        json!({ "windowed": 26, "lost": 0, "gaps": 0, "failed": 0, "watchers": 0 })
     );
     assert_eq!(get_recording(&proxy, &id).await["count"], 10);
 
