@@ -10,6 +10,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+# Installs Debian packages; a fresh machine's package lists may be empty or predate a
+# package: they are read again once, then the install is tried again.
+apt_install() {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 ||
+        { as_root apt-get update -qq &&
+          as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+}
 
 redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
 mongo_up() { (exec 3<>/dev/tcp/127.0.0.1/27017) 2>/dev/null; }
@@ -38,7 +45,7 @@ trap cleanup EXIT
 
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     echo "installing redis (Debian package redis-server)"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server >/dev/null
+    apt_install redis-server
 fi
 mkdir -p target
 if ! redis_up; then
@@ -51,10 +58,11 @@ if ! redis_up; then
 fi
 # The TLS tests reach the HTTPS listener with curl (HTTP/1.1 and h2).
 if ! command -v curl >/dev/null; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y curl >/dev/null
+    apt_install curl
 fi
-if ! command -v python3 >/dev/null; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3 python3-venv >/dev/null
+# Virtualenvs need Debian's python3-venv beside python3 (ensurepip).
+if ! command -v python3 >/dev/null || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    apt_install python3 python3-venv
 fi
 if ! mongo_up; then
     started_mongo=1
@@ -80,17 +88,20 @@ done
 # The HAR schema validator the export tests run (npm har-schema with ajv).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     echo "installing node and npm (Debian packages)"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm >/dev/null
+    apt_install nodejs npm
+fi
+# playwright-core (the browser test) needs node 20 or later: say so rather than fail later.
+if ! node -e 'process.exit(+process.versions.node.split(".")[0] < 20)'; then
+    echo "node $(node --version) is too old for the browser test (playwright-core needs 20 or later);" \
+         "install node 20+ (e.g. Debian 13's nodejs) and run this again" >&2
+    exit 1
 fi
 npm ci --prefix tests/har --no-audit --no-fund --loglevel=error
 # The management page's browser test (tests/it/ui.rs): Debian's chromium, driven by npm
 # playwright-core (which downloads no browser of its own).
 if [[ ! -x /usr/bin/chromium ]]; then
     echo "installing chromium (Debian package)"
-    # A fresh machine's package lists may predate the package: read them again then.
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
-        { as_root apt-get update -qq &&
-          as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+    apt_install chromium
 fi
 npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
 

@@ -285,7 +285,9 @@ async fn status(
     State(ctl): State<Arc<Controller>>,
     JsonQuery(q): JsonQuery<ModuleQuery>,
 ) -> Response {
-    reply(ctl.apply(ControlCommand::Status(q.module)).await)
+    // As on the control channel: no module, an empty one or `proxy` is all of them.
+    let module = q.module.filter(|m| !m.is_empty() && m != "proxy");
+    reply(ctl.apply(ControlCommand::Status(module)).await)
 }
 
 async fn control(

@@ -289,7 +289,8 @@ impl Controller {
     async fn listener(&self, cmd: ListenerCommand) -> Reply {
         match self.proxy.listener.command(cmd).await {
             Ok(_) => Reply::ok(self.proxy_status()),
-            Err(e @ ListenerError::Bind { .. }) => Reply::error(409, e),
+            Err(e @ ListenerError::Bind { .. }) if e.is_the_address() => Reply::error(409, e),
+            Err(e @ ListenerError::Bind { .. }) => Reply::error(500, e),
             Err(e @ ListenerError::ShutDown) => Reply::error(503, e),
         }
     }

@@ -85,6 +85,16 @@ pub enum ListenerError {
     ShutDown,
 }
 
+impl ListenerError {
+    /// Whether what was asked is at fault (the address is taken, not this machine's, or
+    /// not permitted), rather than the machine (out of file descriptors, say).
+    pub fn is_the_address(&self) -> bool {
+        use std::io::ErrorKind::{AddrInUse, AddrNotAvailable, PermissionDenied};
+        matches!(self, Self::Bind { source, .. }
+            if matches!(source.kind(), AddrInUse | AddrNotAvailable | PermissionDenied))
+    }
+}
+
 type Request = (
     ListenerCommand,
     oneshot::Sender<Result<ListenerStatus, ListenerError>>,

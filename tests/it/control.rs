@@ -229,6 +229,13 @@ async fn status_lists_every_module_with_its_state() {
     assert_eq!(one["message"].as_array().unwrap().len(), 1);
     assert_eq!(one["message"][0]["module"], "TrafficReader");
 
+    // As on the control channel: an empty module or `proxy` is all of them.
+    for all in ["/status?module=", "/status?module=proxy"] {
+        let r = proxy.mgmt_get(all).await;
+        assert_eq!(r.status, 200, "{all}: {}", r.text());
+        assert_eq!(r.json()["message"].as_array().unwrap().len(), 3, "{all}");
+    }
+
     let nope = proxy.mgmt_get("/status?module=Nope").await;
     assert_eq!(nope.status, 404);
     assert_eq!(

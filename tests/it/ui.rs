@@ -125,7 +125,11 @@ async fn in_a_browser_the_page_shows_traffic_opens_an_exchange_and_records() {
     if !out.status.success() {
         // The proxy's log ends with the access lines of the traffic: its last part is enough.
         let log = proxy.stderr();
-        let tail = &log[log.len().saturating_sub(4000)..];
+        let mut start = log.len().saturating_sub(4000);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        let tail = &log[start..];
         let tail = tail.find('\n').map_or(tail, |nl| &tail[nl + 1..]);
         panic!(
             "the browser test failed ({}):\n{report}\nthe proxy's log ends:\n{tail}",

@@ -159,7 +159,13 @@
 
   $('token-form').addEventListener('submit', (e) => {
     e.preventDefault();
-    token = $('token-input').value.trim();
+    const given = $('token-input').value.trim();
+    // A header carries printable ASCII only: anything else could never be sent.
+    if (!/^[\x21-\x7e]+$/.test(given)) {
+      say('A token is printable ASCII with no spaces: check what you pasted.');
+      return;
+    }
+    token = given;
     $('token-input').value = '';
     sessionStorage.setItem(TOKEN_KEY, token);
     $('token-form').hidden = true;
@@ -462,6 +468,7 @@
     clearTimeout(conn.retry);
     const ctl = new AbortController();
     conn.ctl = ctl;
+    let connectedAt = 0;
     setConn('connecting');
     try {
       // fetch, not EventSource: EventSource cannot send the Authorization header.
@@ -470,6 +477,8 @@
         signal: ctl.signal,
         cache: 'no-store',
       });
+      // A newer stream took over meanwhile: this one has nothing more to say.
+      if (conn.ctl !== ctl) return;
       if (resp.status === 401) {
         setConn('unauthorized');
         askToken();
@@ -477,6 +486,7 @@
       }
       if (resp.status === 400) {
         const [message] = await readError(resp);
+        if (conn.ctl !== ctl) return;
         setConn('error', 'filter refused');
         say(`The filter was refused: ${message}`);
         return;
@@ -485,13 +495,15 @@
         const [message] = await readError(resp);
         throw new Error(message);
       }
-      conn.backoff = 500;
       setConn(live.paused ? 'paused' : 'connected');
+      connectedAt = Date.now();
       await readEvents(resp.body);
       throw new Error('the stream ended');
     } catch (e) {
-      if (ctl.signal.aborted) return;
-      const wait = conn.backoff;
+      if (ctl.signal.aborted || conn.ctl !== ctl) return;
+      // A stream that lasted is a fresh start; one cut at once backs off further.
+      if (connectedAt && Date.now() - connectedAt > 5000) conn.backoff = 500;
+      const wait = conn.backoff * (0.75 + Math.random() / 2);
       conn.backoff = Math.min(conn.backoff * 2, 10000);
       setConn('closed', `disconnected (${e.message}); again in ${Math.round(wait / 100) / 10} s`);
       conn.retry = setTimeout(openStream, wait);
