@@ -91,7 +91,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     apt_install nodejs npm
 fi
 # playwright-core (the browser test) needs node 20 or later: say so rather than fail later.
-if ! node -e 'process.exit(+process.versions.node.split(".")[0] < 20)'; then
+if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)'; then
     echo "node $(node --version) is too old for the browser test (playwright-core needs 20 or later);" \
          "install node 20+ (e.g. Debian 13's nodejs) and run this again" >&2
     exit 1

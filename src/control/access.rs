@@ -394,9 +394,29 @@ mod tests {
                 .refusal(&get, page, None, &headers(&[("host", "evil.example:5150")]))
                 .is_some());
         }
-        assert!(a
-            .refusal(&get, "/ui/other", None, &headers(&[host]))
-            .is_some());
+        // Only those paths as written, by any read method: nothing else gets through
+        // by a path that resolves elsewhere or by a method that reads.
+        for other in [
+            "/ui/other",
+            "/ui/../status",
+            "/ui%2fapp.js",
+            "/ui/app.js/",
+            "/UI",
+            "//ui",
+        ] {
+            assert!(
+                a.refusal(&get, other, None, &headers(&[host])).is_some(),
+                "{other}"
+            );
+        }
+        for read in [Method::HEAD, Method::OPTIONS] {
+            assert_eq!(
+                a.refusal(&read, "/status", None, &headers(&[host]))
+                    .map(|e| e.status()),
+                Some(StatusCode::UNAUTHORIZED),
+                "{read} /status"
+            );
+        }
         assert!(a
             .refusal(
                 &Method::POST,

@@ -338,9 +338,10 @@
 
   function onExchange(msg) {
     if (!msg || !msg.request) return;
-    live.seen += 1;
     const tid = String(msg.transaction_id);
     const shown = live.rows.get(tid);
+    // An exchange that comes again (a WebSocket's) is seen once.
+    if (!shown) live.seen += 1;
     if (shown) {
       // An upgraded WebSocket's exchange again, with its messages so far.
       shown.msg = msg;
@@ -689,10 +690,17 @@
     return box;
   }
 
-  function wsMessages(list) {
+  /** WebSocket messages the detail draws: the last ones (a connection may list 10,000). */
+  const WS_SHOWN = 200;
+
+  function wsMessages(all) {
     const t = el('table', 'headers');
     const body = el('tbody');
     const kinds = { 1: 'text', 2: 'binary', 8: 'close', 9: 'ping', 10: 'pong' };
+    const list = all.length > WS_SHOWN ? all.slice(-WS_SHOWN) : all;
+    if (list.length < all.length) {
+      body.append(el('tr', null, el('td', null), el('td', 'note', `${all.length - list.length} earlier messages not shown`)));
+    }
     for (const m of list) {
       const dir = m.type === 'send' ? '→ sent' : '← received';
       const d = m.data || {};
@@ -791,7 +799,10 @@
         await api('POST', `/recording/${encodeURIComponent(id)}/stop`);
         say(`Recording "${label()}" stopped.`, 'info');
       })),
-      traffic: button('Traffic', () => openRecordingTraffic(id, 0)),
+      traffic: button('Traffic', () => {
+        recTraffic.back = [];
+        openRecordingTraffic(id, 0);
+      }),
       har: button('Export HAR', () => act(`Export ${label()}`, () => exportHar(id, label()))),
       del: button('Delete', () => {
         const r = rec();
@@ -897,13 +908,15 @@
 
   // ---- a recording's traffic, a page at a time ----------------------------------------------
 
-  const recTraffic = { id: null, start: 0, next: null, docs: new Map() };
+  /** `back`: the starts of the pages before this one (a page may end early, at 16 MiB). */
+  const recTraffic = { id: null, start: 0, next: null, back: [], docs: new Map() };
   const recRows = $('rec-traffic-rows');
   const recTable = new ExchangeTable($('rec-wrap'), recRows, (tr) => recTraffic.docs.get(tr.id));
 
   async function openRecordingTraffic(id, start) {
     try {
       const page = await api('GET', `/recording/${encodeURIComponent(id)}/traffic?start=${start}&offset=${PAGE}`);
+      if (recTraffic.id !== id) recTraffic.back = [];
       recTraffic.id = id;
       recTraffic.start = start;
       recTraffic.next = page.next === null || page.next === undefined ? null : page.next;
@@ -930,9 +943,14 @@
     }
   }
 
-  $('rec-prev').addEventListener('click', () => openRecordingTraffic(recTraffic.id, Math.max(0, recTraffic.start - PAGE)));
+  $('rec-prev').addEventListener('click', () => {
+    const start = recTraffic.back.pop();
+    openRecordingTraffic(recTraffic.id, start === undefined ? 0 : start);
+  });
   $('rec-next').addEventListener('click', () => {
-    if (recTraffic.next !== null) openRecordingTraffic(recTraffic.id, recTraffic.next);
+    if (recTraffic.next === null) return;
+    recTraffic.back.push(recTraffic.start);
+    openRecordingTraffic(recTraffic.id, recTraffic.next);
   });
   $('rec-reload').addEventListener('click', () => openRecordingTraffic(recTraffic.id, recTraffic.start));
 
