@@ -110,15 +110,27 @@ impl Load {
     }
 }
 
-/// Waits (at most 60 s) until the recording holds as many documents as exchanges were
-/// answered, then asserts each answered exchange is there with its response; returns
-/// the documents.
+/// Waits (at most 60 s) until the recording holds every answered exchange with its
+/// response, and asserts it does; returns the documents. The count alone is not enough:
+/// exchanges in flight at a kill are stored too, while answered ones may still be on
+/// their way (a dead consumer's pending entries are claimed once they are idle).
 async fn assert_all_stored(proxy: &TestProxy, id: &str, answered: &[String]) -> Vec<Value> {
     let n = answered.len() as u64;
     wait_recording(proxy, id, 60, |r| r["count"].as_u64() >= Some(n)).await;
-    let docs = all_traffic(proxy, id).await;
-    let stored = stored_paths(&docs);
-    let missing: Vec<&String> = answered.iter().filter(|p| !stored.contains(*p)).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (docs, missing) = loop {
+        let docs = all_traffic(proxy, id).await;
+        let stored = stored_paths(&docs);
+        let missing: Vec<String> = answered
+            .iter()
+            .filter(|p| !stored.contains(*p))
+            .cloned()
+            .collect();
+        if missing.is_empty() || tokio::time::Instant::now() > deadline {
+            break (docs, missing);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert!(
         missing.is_empty(),
         "{} of {n} answered exchanges are not in the recording, e.g. {:?}",

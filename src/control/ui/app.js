@@ -911,6 +911,10 @@
   /** `back`: the starts of the pages before this one (a page may end early, at 16 MiB). */
   const recTraffic = { id: null, start: 0, next: null, back: [], docs: new Map() };
   const recRows = $('rec-traffic-rows');
+  // The same columns as the live table: its colgroup and head, copied once.
+  for (const part of ['colgroup', 'thead']) {
+    recRows.before($('live-table').querySelector(part).cloneNode(true));
+  }
   const recTable = new ExchangeTable($('rec-wrap'), recRows, (tr) => recTraffic.docs.get(tr.id));
 
   async function openRecordingTraffic(id, start) {
