@@ -285,8 +285,7 @@ async fn status(
     State(ctl): State<Arc<Controller>>,
     JsonQuery(q): JsonQuery<ModuleQuery>,
 ) -> Response {
-    // As on the control channel: no module, an empty one or `proxy` is all of them.
-    let module = q.module.filter(|m| !m.is_empty() && m != "proxy");
+    let module = q.module.as_deref().and_then(super::module_or_all);
     reply(ctl.apply(ControlCommand::Status(module)).await)
 }
 

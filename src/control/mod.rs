@@ -107,8 +107,7 @@ impl ControlCommand {
         };
         let opt_name = || match param {
             Value::Null => Ok(None),
-            Value::String(s) if s.is_empty() || s == "proxy" => Ok(None),
-            Value::String(s) => Ok(Some(s.clone())),
+            Value::String(s) => Ok(module_or_all(s)),
             _ => Err(bad("a module name (a string) or absent")),
         };
         let port = || match param {
@@ -157,6 +156,12 @@ impl ControlCommand {
             }
         })
     }
+}
+
+/// The module an operation names, or `None` for all of them: the seed's clients send an
+/// empty name or `proxy` for the whole proxy. Both transports read names through this.
+pub fn module_or_all(name: &str) -> Option<String> {
+    (!name.is_empty() && name != "proxy").then(|| name.to_owned())
 }
 
 /// Everything the operations act on.
